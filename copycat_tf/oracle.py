@@ -1,0 +1,500 @@
+"""The oracle: the target model as a black box that answers image queries with labels.
+
+:class:`Oracle` is the interface every stage talks to (uint8 images in, labels and
+optionally probabilities out, every query counted against an optional budget).
+:class:`OnnxOracle` is the first implementation: a target ONNX file reached only through
+``onnxruntime.InferenceSession`` — inputs in, outputs out; no weights, no gradients.
+
+Example:
+
+>>> oracle = OnnxOracle("target.onnx", budget=10_000)        # doctest: +SKIP
+>>> print(oracle.contract.describe())                          # doctest: +SKIP
+>>> answers = oracle.query(images, soft=True)                  # doctest: +SKIP
+>>> answers.labels, answers.probabilities, oracle.queries_spent  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from copycat_tf.contract import (
+    LAYOUTS,
+    METADATA_KEY,
+    OUTPUT_KINDS,
+    SUPPORTED_INPUT_DTYPES,
+    ClassOutput,
+    Contract,
+    ImageInput,
+    Preprocessing,
+    detect_output_kind,
+    to_probabilities,
+)
+from copycat_tf.errors import BudgetExceeded, CopycatError
+
+log = logging.getLogger(__name__)
+
+#: Largest image (height x width) an input may declare; bigger is treated as hostile.
+MAX_INPUT_PIXELS = 4096 * 4096
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+}
+
+
+@dataclass(frozen=True)
+class Answers:
+    """The oracle's answers to one batch of queries.
+
+    Attributes:
+        labels: int64 ``(N,)`` predicted classes (argmax).
+        probabilities: float32 ``(N, K)`` class probabilities when asked for (softmax of
+            logits; normalised scores for ``scores`` outputs), else ``None``.
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None = None
+
+
+class Oracle(ABC):
+    """A black-box classifier: uint8 images ``(N, H, W, C)`` in, classes out.
+
+    Subclasses implement :meth:`_infer` (model-input tensor in, raw class rows out) and set
+    ``contract`` and ``identity``; this class converts images, counts queries and enforces
+    the budget, so every implementation (ONNX today, HTTP later) charges the same way.
+
+    Attributes:
+        contract: the :class:`~copycat_tf.contract.Contract` images are sent under.
+        identity: a stable identifier of the target (the ONNX file's sha256).
+        budget: the most images that may be sent, or ``None`` for no limit.
+        queries_spent: images sent so far.
+    """
+
+    contract: Contract
+    identity: str
+
+    def __init__(self, budget: int | None = None):
+        if budget is not None and budget < 0:
+            raise CopycatError(f"budget must be >= 0; received {budget}")
+        self.budget = budget
+        self.queries_spent = 0
+
+    @property
+    def queries_left(self) -> int | None:
+        return None if self.budget is None else self.budget - self.queries_spent
+
+    def query(self, images: np.ndarray, *, soft: bool = False) -> Answers:
+        """Send ``images`` to the model and return its answers.
+
+        Args:
+            images: uint8 ``(N, H, W, C)`` at the contract's image shape.
+            soft: also return float32 probabilities.
+
+        Raises:
+            BudgetExceeded: the batch would exceed the budget (nothing is sent).
+        """
+        images = self.contract.check_images(images)
+        n = len(images)
+        if self.budget is not None and self.queries_spent + n > self.budget:
+            raise BudgetExceeded(
+                f"query budget exhausted: {self.queries_spent} of {self.budget} images spent, "
+                f"{n} more asked for"
+            )
+        if n == 0:
+            return Answers(np.zeros(0, np.int64), np.zeros((0, self.contract.num_classes), np.float32) if soft else None)
+        raw = self._infer(self.contract.to_model_input(images))
+        self.queries_spent += n
+        if raw.shape != (n, self.contract.num_classes):
+            raise CopycatError(
+                f"model output {self.contract.output.name!r} has shape {raw.shape}; "
+                f"expected ({n}, {self.contract.num_classes})"
+            )
+        if not np.all(np.isfinite(raw)):
+            raise CopycatError(f"model output {self.contract.output.name!r} holds NaN or inf values")
+        labels = raw.argmax(axis=1).astype(np.int64)
+        probs = to_probabilities(raw, self.contract.output.kind) if soft else None
+        return Answers(labels, probs)
+
+    @abstractmethod
+    def _infer(self, model_input: np.ndarray) -> np.ndarray:
+        """Run the model on a model-input tensor; return raw class rows ``(N, K)``."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``copycat-tf inspect`` shows about an ONNX file."""
+
+    path: str
+    sha256: str
+    ir_version: int
+    opsets: dict[str, int]
+    producer: str
+    parameters: int
+    metadata: dict[str, str]
+    contract: Contract
+
+    def to_dict(self) -> dict:
+        contract = self.contract
+        inputs = [contract.input.to_dict()]
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "ir_version": self.ir_version,
+            "opsets": self.opsets,
+            "producer": self.producer,
+            "parameters": self.parameters,
+            "inputs": inputs,
+            "outputs": [contract.output.to_dict()]
+            + [{"name": name, "used": False} for name in contract.extra_outputs],
+            "num_classes": contract.num_classes,
+            "output_kind": contract.output.kind,
+            "preprocessing": contract.preprocessing.to_dict(),
+            "metadata": self.metadata,
+        }
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_checked_model(path: str | os.PathLike):
+    """Parse an ONNX file safely and run ``onnx.checker`` on it.
+
+    External-data tensors must live inside the model's folder (no absolute paths, no
+    ``..``, no symlinks out of it); the file is parsed without following them.
+
+    Returns:
+        The ``onnx.ModelProto`` (external data not loaded).
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if not path.exists():
+        raise CopycatError(f"{path}: no such file")
+    if not path.is_file():
+        raise CopycatError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise CopycatError(f"{path}: empty file, not an ONNX model")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        raise CopycatError(f"{path}: not an ONNX model (cannot parse it: {_first_line(exc)})") from exc
+    if not model.graph.node and not model.graph.output:
+        raise CopycatError(f"{path}: not an ONNX model (no graph found)")
+    _check_external_data(model, path)
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx raises ValidationError and others from C++
+        raise CopycatError(f"{path}: fails onnx.checker: {_first_line(exc)}") from exc
+    return model
+
+
+def _check_external_data(model, path: Path) -> None:
+    from onnx import TensorProto
+
+    folder = path.resolve().parent
+    for tensor in _all_tensors(model.graph):
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
+        location = {entry.key: entry.value for entry in tensor.external_data}.get("location", "")
+        target = (folder / location).resolve()
+        if not location or os.path.isabs(location) or not target.is_relative_to(folder):
+            raise CopycatError(
+                f"{path}: tensor {tensor.name!r} points at external data {location!r} outside "
+                "the model's folder; refusing to read it"
+            )
+        if not target.is_file():
+            raise CopycatError(
+                f"{path}: tensor {tensor.name!r} needs external data file {location!r}, "
+                "which is missing"
+            )
+
+
+def _all_tensors(graph):
+    from onnx import AttributeProto
+
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == AttributeProto.TENSOR:
+                yield attribute.t
+            elif attribute.type == AttributeProto.TENSORS:
+                yield from attribute.tensors
+            elif attribute.type == AttributeProto.GRAPH:
+                yield from _all_tensors(attribute.g)
+            elif attribute.type == AttributeProto.GRAPHS:
+                for subgraph in attribute.graphs:
+                    yield from _all_tensors(subgraph)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+class OnnxOracle(Oracle):
+    """A target ONNX model queried through onnxruntime only.
+
+    The contract is read from the session (input name, shape, dtype), completed from the
+    ONNX metadata this project writes, then from these arguments, then from defaults and a
+    probe of a few noise images (output kind).
+
+    Args:
+        path: the ``.onnx`` file.
+        preprocessing: the pixel preprocessing; default from metadata, else by dtype.
+        layout: ``"NHWC"`` or ``"NCHW"``; default detected from the channel axis.
+        output: name of the class output when the model has several candidates.
+        output_kind: ``"probabilities"``, ``"logits"`` or ``"scores"``; default probed.
+        input_size: ``(height, width)`` for models whose image axes are dynamic.
+        budget: most images that may be sent; ``None`` for no limit.
+        providers: onnxruntime execution providers, default ``["CPUExecutionProvider"]``.
+        session_options: an ``onnxruntime.SessionOptions``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        preprocessing: Preprocessing | None = None,
+        layout: str | None = None,
+        output: str | None = None,
+        output_kind: str | None = None,
+        input_size: tuple[int, int] | None = None,
+        budget: int | None = None,
+        providers: list[str] | None = None,
+        session_options=None,
+    ):
+        super().__init__(budget)
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        self.model = load_checked_model(self.path)
+        self.identity = file_sha256(self.path)
+        self.metadata = {prop.key: prop.value for prop in self.model.metadata_props}
+        self.providers = list(providers or ["CPUExecutionProvider"])
+        if session_options is None:
+            session_options = ort.SessionOptions()
+            session_options.log_severity_level = 3  # onnxruntime's warnings are not the user's problem
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=session_options, providers=self.providers
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise CopycatError(f"{self.path}: onnxruntime cannot load it: {_first_line(exc)}") from exc
+        stored = self._stored_contract()
+        self.contract = self._read_contract(
+            stored, preprocessing, layout, output, output_kind, input_size
+        )
+
+    def _stored_contract(self) -> dict:
+        text = self.metadata.get(METADATA_KEY)
+        if not text:
+            return {}
+        try:
+            stored = json.loads(text)
+        except json.JSONDecodeError:
+            log.warning("%s: ignoring unreadable %s metadata", self.path, METADATA_KEY)
+            return {}
+        return stored if isinstance(stored, dict) else {}
+
+    def _read_contract(self, stored, preprocessing, layout, output, output_kind, input_size):
+        image_input = self._read_input(stored, layout, input_size)
+        if preprocessing is None:
+            if "preprocessing" in stored:
+                preprocessing = Preprocessing.from_dict(stored["preprocessing"])
+            else:
+                preprocessing = Preprocessing.default_for(image_input.dtype)
+        stored_output = stored.get("output", {})
+        output_meta, extra = self._choose_output(output or stored_output.get("name"))
+        partial = Contract(
+            input=image_input,
+            output=ClassOutput(output_meta.name, 2, "scores"),
+            preprocessing=preprocessing,
+            extra_outputs=extra,
+        )
+        probe = self._probe(partial)
+        num_classes = probe.shape[1]
+        if num_classes < 2:
+            raise CopycatError(
+                f"{self.path}: output {output_meta.name!r} has {num_classes} column(s); "
+                "a classifier needs at least 2 classes"
+            )
+        if output_kind is None:
+            output_kind = stored_output.get("kind") or detect_output_kind(probe)
+        if output_kind not in OUTPUT_KINDS:
+            raise CopycatError(f"output kind must be one of {OUTPUT_KINDS}; received {output_kind!r}")
+        return Contract(
+            input=image_input,
+            output=ClassOutput(output_meta.name, num_classes, output_kind),
+            preprocessing=preprocessing,
+            extra_outputs=extra,
+        )
+
+    def _read_input(self, stored, layout, input_size) -> ImageInput:
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            names = ", ".join(i.name for i in inputs) or "none"
+            raise CopycatError(
+                f"{self.path}: expected one image input, found {len(inputs)} ({names})"
+            )
+        meta = inputs[0]
+        dtype = _ORT_DTYPES.get(meta.type)
+        if dtype is None:
+            raise CopycatError(
+                f"{self.path}: input {meta.name!r} has type {meta.type}; an image input must be "
+                f"one of {', '.join(SUPPORTED_INPUT_DTYPES)}"
+            )
+        shape = [d if isinstance(d, int) and d > 0 else None for d in meta.shape]
+        if len(shape) != 4:
+            raise CopycatError(
+                f"{self.path}: input {meta.name!r} has shape {meta.shape}; expected a rank-4 "
+                "image batch (N, H, W, C) or (N, C, H, W)"
+            )
+        layout = layout or stored.get("input", {}).get("layout") or _detect_layout(shape)
+        if layout is None:
+            raise CopycatError(
+                f"{self.path}: input {meta.name!r} of shape {meta.shape} has no channel axis of "
+                "size 1 or 3; pass --layout NHWC or --layout NCHW"
+            )
+        if layout not in LAYOUTS:
+            raise CopycatError(f"layout must be one of {LAYOUTS}; received {layout!r}")
+        channel_axis, spatial_axes = (3, (1, 2)) if layout == "NHWC" else (1, (2, 3))
+        if shape[channel_axis] not in (1, 3):
+            raise CopycatError(
+                f"{self.path}: input {meta.name!r} of shape {meta.shape} read as {layout} has "
+                f"{shape[channel_axis]} channels; only grayscale (1) or colour (3) images work"
+            )
+        for axis, size in zip(spatial_axes, input_size or (None, None)):
+            if size is not None:
+                if shape[axis] is not None and shape[axis] != size:
+                    raise CopycatError(
+                        f"{self.path}: input {meta.name!r} is fixed at {meta.shape}; "
+                        f"cannot use input size {input_size}"
+                    )
+                shape[axis] = int(size)
+        if any(shape[axis] is None for axis in spatial_axes):
+            raise CopycatError(
+                f"{self.path}: input {meta.name!r} of shape {meta.shape} has a dynamic image "
+                "size; pass --input-size HEIGHT,WIDTH"
+            )
+        height, width = (shape[axis] for axis in spatial_axes)
+        if height * width > MAX_INPUT_PIXELS:
+            raise CopycatError(
+                f"{self.path}: input {meta.name!r} declares {height}x{width} images, over the "
+                f"{MAX_INPUT_PIXELS} pixel limit"
+            )
+        return ImageInput(meta.name, tuple(shape), dtype, layout)
+
+    def _choose_output(self, wanted: str | None):
+        outputs = self.session.get_outputs()
+        candidates = [
+            o for o in outputs if o.type in ("tensor(float)", "tensor(double)", "tensor(float16)")
+            and len(o.shape) == 2
+        ]
+        if wanted is not None:
+            chosen = [o for o in outputs if o.name == wanted]
+            if not chosen:
+                raise CopycatError(
+                    f"{self.path}: no output named {wanted!r}; outputs are "
+                    f"{', '.join(o.name for o in outputs) or 'none'}"
+                )
+            if chosen[0] not in candidates:
+                raise CopycatError(
+                    f"{self.path}: output {wanted!r} is {chosen[0].type} {chosen[0].shape}; "
+                    "expected rank-2 float class rows (N, classes)"
+                )
+        elif not candidates:
+            described = ", ".join(f"{o.name} {o.type} {o.shape}" for o in outputs) or "none"
+            raise CopycatError(
+                f"{self.path}: no rank-2 float output (N, classes) to read classes from; "
+                f"outputs are: {described}"
+            )
+        else:
+            chosen = candidates[:1]
+        chosen = chosen[0]
+        return chosen, tuple(o.name for o in outputs if o.name != chosen.name)
+
+    def _probe(self, contract: Contract) -> np.ndarray:
+        """Run a few noise images to learn the class count and the output kind (not charged)."""
+        rng = np.random.default_rng(0)
+        batch = contract.input.batch_size or 4
+        images = rng.integers(0, 256, (batch, *contract.image_shape), dtype=np.uint8)
+        self.contract = contract
+        try:
+            raw = self._infer(contract.to_model_input(images))
+        except CopycatError:
+            raise
+        except Exception as exc:
+            raise CopycatError(f"{self.path}: the model fails on a test batch: {_first_line(exc)}") from exc
+        if raw.ndim != 2 or raw.shape[0] != batch:
+            raise CopycatError(
+                f"{self.path}: output {contract.output.name!r} gave shape {raw.shape} for "
+                f"{batch} images; expected ({batch}, classes)"
+            )
+        if not np.all(np.isfinite(raw)):
+            raise CopycatError(f"{self.path}: output {contract.output.name!r} holds NaN or inf values")
+        return raw
+
+    def _infer(self, model_input: np.ndarray) -> np.ndarray:
+        fixed = self.contract.input.batch_size
+        if fixed is None:
+            return self._run(model_input)
+        rows = []
+        for start in range(0, len(model_input), fixed):
+            chunk = model_input[start : start + fixed]
+            missing = fixed - len(chunk)
+            if missing:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], missing, axis=0)])
+            rows.append(self._run(chunk)[: fixed - missing])
+        return np.concatenate(rows)
+
+    def _run(self, model_input: np.ndarray) -> np.ndarray:
+        output = self.session.run(
+            [self.contract.output.name], {self.contract.input.name: model_input}
+        )[0]
+        return np.asarray(output, dtype=np.float32)
+
+    def info(self) -> ModelInfo:
+        """The file's identity, provenance and contract, for ``inspect``."""
+        parameters = sum(int(np.prod(t.dims)) for t in self.model.graph.initializer)
+        producer = " ".join(p for p in (self.model.producer_name, self.model.producer_version) if p)
+        return ModelInfo(
+            path=str(self.path),
+            sha256=self.identity,
+            ir_version=int(self.model.ir_version),
+            opsets={(o.domain or "ai.onnx"): int(o.version) for o in self.model.opset_import},
+            producer=producer or "unknown",
+            parameters=parameters,
+            metadata=self.metadata,
+            contract=self.contract,
+        )
+
+
+def _detect_layout(shape: list[int | None]) -> str | None:
+    nhwc = shape[3] in (1, 3)
+    nchw = shape[1] in (1, 3)
+    if nhwc and nchw:
+        log.warning("input shape %s is ambiguous; reading it as NHWC (override with layout)", shape)
+        return "NHWC"
+    if nhwc:
+        return "NHWC"
+    if nchw:
+        return "NCHW"
+    return None
