@@ -200,7 +200,8 @@ def load_checked_model(path: str | os.PathLike):
         raise CopycatError(f"{path}: not an ONNX model (no graph found)")
     _check_external_data(model, path)
     try:
-        onnx.checker.check_model(model)
+        # By path, so external data resolves against the model's folder (checked above).
+        onnx.checker.check_model(str(path))
     except Exception as exc:  # onnx raises ValidationError and others from C++
         raise CopycatError(f"{path}: fails onnx.checker: {_first_line(exc)}") from exc
     return model

@@ -26,9 +26,12 @@ def linear_weights(image_shape, num_classes, seed=0):
     return weights, bias
 
 
-def reference_logits(images_uint8, weights, bias, *, scale=1 / 255.0):
-    """What the linear model computes for uint8 NHWC RGB images fed with [0,1] scaling."""
-    x = images_uint8.astype(np.float32) * scale
+def reference_logits(images_uint8, weights, bias, *, mean=0.0, std=255.0, bgr=False):
+    """What the linear model computes for uint8 NHWC RGB images fed as (pixel - mean) / std."""
+    x = images_uint8.astype(np.float32)
+    if bgr:
+        x = x[..., ::-1]
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return x.reshape(len(x), -1) @ weights + bias
 
 

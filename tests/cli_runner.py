@@ -1,0 +1,33 @@
+"""Run the real `copycat-tf` console script as a user would, in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def assert_clean_error(self, *fragments: str) -> None:
+        """Exit 2 with one stderr line naming the problem, no traceback."""
+        assert self.returncode == 2, (self.returncode, self.stdout, self.stderr)
+        lines = [line for line in self.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, self.stderr
+        assert "Traceback" not in self.stderr
+        for fragment in fragments:
+            assert fragment in lines[0], (fragment, lines[0])
+
+
+def run_cli(*args, timeout: float = 600, env: dict | None = None, cwd=None) -> CliResult:
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1", **(env or {})}
+    completed = subprocess.run(
+        [sys.executable, "-m", "copycat_tf.cli.main", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, env=environment, cwd=cwd,
+    )
+    return CliResult(completed.returncode, completed.stdout, completed.stderr)
