@@ -215,14 +215,15 @@ def _as_uint8_images(images: np.ndarray, path: os.PathLike) -> np.ndarray:
 
 
 def _folder(path: Path, image_shape, resize) -> LabelledImages:
-    from copycat_tf.queries import decode_image
+    from copycat_tf.queries import ImageFitter
 
+    fitter = ImageFitter(image_shape, resize=resize)
     classes = sorted(p.name for p in path.iterdir() if p.is_dir())
     entries = ([(f, i) for i, c in enumerate(classes) for f in sorted((path / c).rglob("*")) if f.is_file()]
                if classes else [(f, -1) for f in sorted(path.iterdir()) if f.is_file()])
     images, labels, skipped = [], [], 0
     for file, label in entries:
-        image = decode_image(file, image_shape, resize=resize)
+        image = fitter.read(str(file))
         if isinstance(image, np.ndarray):
             images.append(image)
             labels.append(label)

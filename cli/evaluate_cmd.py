@@ -1,0 +1,65 @@
+import sys
+
+import click
+
+from copycat_tf.cli.options import oracle_kwargs, oracle_options
+
+
+@click.command("evaluate")
+@click.argument("target", type=click.Path(dir_okay=False))
+@click.argument("copycat", type=click.Path(dir_okay=False))
+@click.option("--test-data", required=True, metavar="SPEC",
+              help="Labelled test images: a named split (fashion-mnist:test, digits:test, "
+                   "mnist:test), a .npz file with x (and y) arrays, or a folder of class "
+                   "subfolders. Without labels (a flat folder, an .npz without y) only the "
+                   "agreement is reported.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for report.json, report.md and the PNG plots.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N",
+              help="Evaluate on the first N test images only (quick checks).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
+              help="Images per query to each model.")
+@click.option("--queries", type=click.IntRange(min=0), metavar="N",
+              help="Queries the attack spent, for the report. Default: read from the "
+                   "copycat's ONNX metadata.")
+@oracle_options
+def evaluate_command(target, copycat, test_data, out, limit, batch_size, queries, **options):
+    """Compare a copycat with its target on the same test images.
+
+    Both ONNX models are run through onnxruntime as black boxes. Reports each model's
+    accuracy and macro-F1, the performance ratio (copycat / target accuracy, the Copycat
+    CNN papers' headline), the agreement (same predicted label), per-class precision and
+    recall, and both confusion matrices. The --mean/--std/... options describe TARGET;
+    the copycat's contract comes from its own metadata (--provider applies to both).
+
+    \b
+    Examples:
+      copycat-tf evaluate target.onnx runs/steal/copycat.onnx \\
+          --test-data fashion-mnist:test --out runs/eval
+      copycat-tf evaluate target.onnx copycat.onnx --test-data test.npz --out runs/eval --limit 1000
+      copycat-tf evaluate vendor.onnx copycat.onnx --test-data ./test-images --out runs/eval \\
+          --layout NCHW --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4
+    """
+    from tqdm import tqdm
+
+    from copycat_tf.datasets import load_labelled
+    from copycat_tf.evaluation import evaluate
+    from copycat_tf.oracle import OnnxOracle
+    from copycat_tf.report import headline, summary, write_report
+
+    target_kwargs = oracle_kwargs(options)
+    target_oracle = OnnxOracle(target, **target_kwargs)
+    # The contract overrides describe TARGET only; the execution providers are the machine's.
+    copycat_oracle = OnnxOracle(copycat, providers=target_kwargs["providers"])
+    test = load_labelled(test_data, image_shape=target_oracle.contract.image_shape).take(limit)
+    # disable=None: a bar on terminals only, so logs and pipes get no carriage-return noise.
+    with tqdm(total=len(test.images), unit="img", desc="querying both models",
+              file=sys.stderr, leave=False, disable=None) as bar:
+        evaluation = evaluate(
+            target_oracle, copycat_oracle, test, batch_size=batch_size, queries=queries,
+            progress=lambda done, total: bar.update(done - bar.n),
+        )
+    paths = write_report(evaluation, out)
+    click.echo(summary(evaluation))
+    click.echo(f"report     {', '.join(str(p) for p in paths.values())}")
+    click.echo(headline(evaluation))

@@ -1,0 +1,233 @@
+"""The report stage: an :class:`~copycat_tf.evaluation.Evaluation` as JSON, Markdown and plots.
+
+All formatting of evaluation results lives here. :func:`write_report` writes
+
+- ``report.json``: every number, nested (``target.accuracy`` is ``{"target": {"accuracy": ...}}``);
+- ``report.md``: target and copycat side by side, the ratio, agreement and per-class scores;
+- ``confusion.png``: both confusion matrices side by side (labelled test data only);
+- ``agreement.png``: the target's label against the copycat's, image by image.
+
+Example:
+
+>>> paths = write_report(evaluate(target, copycat, test), "runs/evaluate")  # doctest: +SKIP
+>>> print(headline(evaluation))                                            # doctest: +SKIP
+copycat reaches 93.1% of the target's accuracy (agreement 91.0%) with 30,000 queries
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from copycat_tf.errors import CopycatError
+from copycat_tf.evaluation import Evaluation
+
+#: Above this many classes, matrix cells are too small to print counts in.
+MAX_ANNOTATED_CLASSES = 20
+#: Above this many classes, class names would overlap on the plot axes.
+MAX_NAMED_CLASSES = 40
+
+
+def headline(evaluation: Evaluation) -> str:
+    """The one-line result, in the papers' terms.
+
+    Example:
+
+    >>> headline(evaluation)                      # doctest: +SKIP
+    "copycat reaches 93.1% of the target's accuracy (agreement 91.0%) with 30,000 queries"
+    """
+    e = evaluation
+    if not e.labelled:
+        line = f"copycat agrees with the target on {e.agreement:.1%} of {e.count:,} test images"
+        return line + (f" ({e.queries:,} queries)" if e.queries is not None else "")
+    if e.performance_ratio is None:
+        line = (
+            f"the target gets no test image right, so there is no performance ratio; copycat "
+            f"accuracy {e.copycat.accuracy:.1%} (agreement {e.agreement:.1%})"
+        )
+    else:
+        line = (
+            f"copycat reaches {e.performance_ratio:.1%} of the target's accuracy "
+            f"(agreement {e.agreement:.1%})"
+        )
+    return line + (f" with {e.queries:,} queries" if e.queries is not None else "")
+
+
+def summary(evaluation: Evaluation) -> str:
+    """A few aligned lines comparing target and copycat, for the terminal.
+
+    Example:
+
+    >>> print(summary(evaluation))                # doctest: +SKIP
+    test data  fashion-mnist:test: 10,000 images, 10 classes
+                  target   copycat
+    accuracy       91.2%     84.9%
+    macro-F1       0.911     0.846
+    ratio          93.1% of the target's accuracy (macro-F1: 92.9%)
+    agreement      91.0%
+    """
+    e = evaluation
+    lines = [f"test data  {e.test_name}: {e.count:,} images, {len(e.class_names)} classes"]
+    if e.labelled:
+        lines += [
+            f"{'':10}{'target':>10}{'copycat':>10}",
+            f"{'accuracy':10}{e.target.accuracy:>10.1%}{e.copycat.accuracy:>10.1%}",
+            f"{'macro-F1':10}{e.target.macro_f1:>10.3f}{e.copycat.macro_f1:>10.3f}",
+            f"{'ratio':10}{_percent(e.performance_ratio):>10} of the target's accuracy "
+            f"(macro-F1: {_percent(e.macro_f1_ratio)})",
+        ]
+    else:
+        lines.append("(unlabelled test data: agreement only)")
+    lines.append(f"{'agreement':10}{e.agreement:>10.1%}")
+    return "\n".join(lines)
+
+
+def write_report(evaluation: Evaluation, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write the report files into ``out_dir`` (created if missing).
+
+    Args:
+        evaluation: what :func:`~copycat_tf.evaluation.evaluate` returned.
+        out_dir: the report folder; existing report files in it are replaced.
+
+    Returns:
+        ``{"json": ..., "markdown": ..., "agreement_plot": ...}`` plus ``"confusion_plot"``
+        for labelled test data.
+
+    Example:
+
+    >>> write_report(evaluation, "runs/evaluate")["markdown"]  # doctest: +SKIP
+    PosixPath('runs/evaluate/report.md')
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise CopycatError(f"{out}: is a file, not a folder for the report; choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out / "report.json",
+        "markdown": out / "report.md",
+        "agreement_plot": out / "agreement.png",
+    }
+    e = evaluation
+    paths["json"].write_text(json.dumps(e.to_dict(), indent=2, sort_keys=True) + "\n")
+    _plot_matrices(
+        [(f"target vs copycat: agreement {e.agreement:.1%}", e.agreement_matrix,
+          "copycat's label", "target's label")],
+        e.class_names,
+        paths["agreement_plot"],
+    )
+    confusion_plot = out / "confusion.png"
+    if e.labelled:
+        paths["confusion_plot"] = confusion_plot
+        _plot_matrices(
+            [(f"{role}: accuracy {scores.accuracy:.1%}", scores.confusion, "predicted", "true")
+             for role, scores in (("target", e.target), ("copycat", e.copycat))],
+            e.class_names,
+            confusion_plot,
+        )
+    else:
+        # A plot left by an earlier labelled run would contradict this report.
+        confusion_plot.unlink(missing_ok=True)
+    paths["markdown"].write_text(markdown(e, plots=paths))
+    return paths
+
+
+def markdown(evaluation: Evaluation, *, plots: dict[str, Path] | None = None) -> str:
+    """The report as Markdown; ``plots`` (from :func:`write_report`) are linked by file name."""
+    e = evaluation
+    plots = plots or {}
+    lines = [
+        "# Copycat evaluation",
+        "",
+        f"**{headline(e)}**",
+        "",
+        f"Test data: `{e.test_name}`, {e.count:,} images, {len(e.class_names)} classes"
+        + ("" if e.labelled else " (unlabelled: agreement only)") + ".",
+        "",
+        "| | target | copycat |",
+        "|---|---|---|",
+    ]
+    if e.labelled:
+        lines += [
+            f"| accuracy | {e.target.accuracy:.2%} | {e.copycat.accuracy:.2%} |",
+            f"| macro-F1 | {e.target.macro_f1:.4f} | {e.copycat.macro_f1:.4f} |",
+        ]
+    lines += [
+        f"| sha256 | `{e.target_sha256[:16]}` | `{e.copycat_sha256[:16]}` |",
+        f"| architecture | | {e.arch or 'unknown'} |",
+        "",
+    ]
+    if e.labelled:
+        lines += [
+            f"- Performance ratio (copycat / target accuracy): **{_percent(e.performance_ratio)}**",
+            f"- Macro-F1 ratio (copycat / target): {_percent(e.macro_f1_ratio)}",
+        ]
+    lines += [
+        f"- Agreement (same predicted label): **{e.agreement:.2%}**",
+        f"- Queries the attack sent to the target: "
+        f"{'unknown' if e.queries is None else format(e.queries, ',')}",
+        "",
+    ]
+    if e.labelled:
+        lines += _per_class_table(e) + [""]
+    plot_titles = {"confusion_plot": "Confusion matrices", "agreement_plot": "Target vs copycat"}
+    for key, title in plot_titles.items():
+        if key in plots:
+            lines += [f"## {title}", "", f"![{title.lower()}]({plots[key].name})", ""]
+    return "\n".join(lines)
+
+
+def _per_class_table(e: Evaluation) -> list[str]:
+    lines = [
+        "## Per class",
+        "",
+        "| class | support | target precision | target recall | copycat precision | copycat recall |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for k, name in enumerate(e.class_names):
+        lines.append(
+            f"| {_cell(name)} | {e.target.support[k]:,} | {e.target.precision[k]:.3f} | "
+            f"{e.target.recall[k]:.3f} | {e.copycat.precision[k]:.3f} | {e.copycat.recall[k]:.3f} |"
+        )
+    return lines
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _plot_matrices(panels, class_names: list[str], path: Path) -> None:
+    """Draw ``(title, counts, x label, y label)`` panels side by side into a PNG.
+
+    Colours are row-normalised, so a class with few test images reads as clearly as a
+    large one; counts are printed in the cells when they fit.
+    """
+    # Figure without pyplot: no global backend switch, nothing left open, safe in threads.
+    from matplotlib.figure import Figure
+
+    k = len(class_names)
+    side = min(max(3.0, 0.45 * k + 1.5), 14.0)
+    figure = Figure(figsize=(side * len(panels) + 0.5, side), layout="constrained")
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, counts, xlabel, ylabel) in zip(axes, panels):
+        rows = counts.sum(axis=1, keepdims=True)
+        shares = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+        image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if k <= MAX_NAMED_CLASSES:
+            ax.set_xticks(range(k), class_names, rotation=90)
+            ax.set_yticks(range(k), class_names)
+        if k <= MAX_ANNOTATED_CLASSES:
+            for (row, col), count in np.ndenumerate(counts):
+                ax.text(col, row, f"{count}", ha="center", va="center", fontsize=7,
+                        color="white" if shares[row, col] > 0.5 else "black")
+    figure.colorbar(image, ax=list(axes), shrink=0.8, label="share of the row")
+    figure.savefig(path, dpi=100)
