@@ -98,8 +98,10 @@ def export_onnx(
         )
     contract = _exported_contract(contract)
     prep = contract.preprocessing
-    mean = tf.constant(np.asarray(prep.mean, np.float32))
-    std = tf.constant(np.asarray(prep.std, np.float32))
+    # numpy, not tf.constant: tensors captured from outside the tf.function would become
+    # extra ONNX graph inputs instead of constants.
+    mean = np.asarray(prep.mean, np.float32)
+    std = np.asarray(prep.std, np.float32)
     reverse_channels = contract.image_shape[2] == 3 and prep.channel_order == "bgr"
     nchw = contract.input.layout == "NCHW"
     logits = contract.output.kind == "logits"
@@ -108,7 +110,8 @@ def export_onnx(
         x = tf.cast(model_input, tf.float32)
         if nchw:
             x = tf.transpose(x, [0, 2, 3, 1])
-        x = x * std + mean
+        if not prep.is_identity:
+            x = x * std + mean
         if reverse_channels:
             x = x[..., ::-1]
         probabilities = model(x, training=False)

@@ -1,0 +1,116 @@
+import click
+
+from copycat_tf.cli.options import oracle_kwargs, oracle_options
+
+# Kept here rather than imported so `copycat-tf --help` does not load the query machinery.
+RESIZE_POLICIES = ("resize", "center-crop", "pad")
+
+
+@click.command("label")
+@click.argument("target", type=click.Path(dir_okay=False))
+@click.option("--queries", "-q", multiple=True, required=True, metavar="SRC[:WEIGHT]",
+              help="Query images, repeatable: a folder, a .txt list of image paths, a .npy/.npz "
+                   "array, noise:uniform, noise:gaussian or photos; ':WEIGHT' sets its share.")
+@click.option("--budget", type=int, default=10_000, show_default=True,
+              help="Images to label (= queries to the target).")
+@click.option("--out", "out_dir", required=True, type=click.Path(),
+              help="Folder for the fake dataset; rerun into it to resume or extend.")
+@click.option("--labels", type=click.Choice(["hard", "soft"]), default="hard", show_default=True,
+              help="Keep class labels only, or also the target's probabilities.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds file order, mixing, noise and photo crops.")
+@click.option("--batch-size", type=int, default=64, show_default=True,
+              help="Images per call to the target.")
+@click.option("--resize", type=click.Choice(RESIZE_POLICIES), default="resize", show_default=True,
+              help="Fit images to the target's size by stretching, centre-cropping or padding.")
+@click.option("--shard-size", type=int, default=1024, show_default=True,
+              help="Records per shard file; an interruption re-buys at most one shard.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a fake dataset already in --out (other files there are kept).")
+@click.option("--cost-per-1k", type=float, metavar="PRICE",
+              help="Price of 1,000 queries, to report what a paid API would have charged.")
+@oracle_options
+def label_command(target, queries, budget, out_dir, labels, seed, batch_size, resize, shard_size,
+                  overwrite, cost_per_1k, **options):
+    """Query TARGET with unlabeled images and save its answers as a fake dataset.
+
+    Images from --queries are decoded, fitted to the target's input (size and colour)
+    and sent in batches; the answers are written to --out in shards with a manifest
+    (oracle sha256, contract, options, label histogram). Unreadable or non-image files
+    are skipped and listed in OUT/rejected.tsv. After an interruption, rerun the same
+    command: it continues from the last finished shard. A larger --budget extends a
+    finished dataset.
+
+    \b
+    Examples:
+      copycat-tf label target.onnx --queries ~/imagenet --budget 50000 --out runs/fake
+      copycat-tf label target.onnx --queries photos --budget 10000 --out runs/photos
+      copycat-tf label target.onnx -q ~/imagenet -q pd_images/:0.2 --out runs/npd_pd
+      copycat-tf label target.onnx -q noise:uniform --budget 5000 --labels soft --out runs/noise
+      copycat-tf label target.onnx -q list.txt --cost-per-1k 1.50 --out runs/paid
+    """
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from copycat_tf.errors import CopycatError
+    from copycat_tf.fakeset import label
+    from copycat_tf.oracle import OnnxOracle
+
+    if cost_per_1k is not None and cost_per_1k < 0:
+        raise CopycatError(f"--cost-per-1k must be >= 0; received {cost_per_1k}")
+    oracle = OnnxOracle(target, **oracle_kwargs(options))
+    bar = _ProgressBar(tqdm)
+    try:
+        with logging_redirect_tqdm():
+            fakeset = label(oracle, list(queries), budget, out_dir, labels=labels, seed=seed,
+                            resize=resize, batch_size=batch_size, shard_size=shard_size,
+                            overwrite=overwrite, progress=bar)
+    finally:
+        bar.close()
+    _print_summary(fakeset, cost_per_1k)
+
+
+class _ProgressBar:
+    """A tqdm bar on stderr, opened at the first report so a resumed run starts where it stands."""
+
+    def __init__(self, tqdm):
+        self.tqdm = tqdm
+        self.bar = None
+
+    def __call__(self, progress):
+        if self.bar is None:
+            self.bar = self.tqdm(total=progress.budget, initial=progress.labeled, unit="img",
+                                 desc="labeling", dynamic_ncols=True, disable=None)
+        self.bar.update(progress.labeled - self.bar.n)
+        self.bar.set_postfix(rejected=progress.rejected, refresh=False)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _print_summary(fakeset, cost_per_1k):
+    summary = fakeset.summary()
+    count, spent = summary["count"], summary["queries_spent"]
+    state = ("complete" if summary["count"] >= summary["budget"]
+             else "query sources used up" if summary["exhausted"] else "incomplete")
+    click.echo(f"labeled   {count:,} images ({state}) in {fakeset.directory}")
+    rebought = f" ({summary['rebought']:,} bought again after interruptions)" if summary["rebought"] else ""
+    click.echo(f"queries   {spent:,} spent{rebought}")
+    rejected = f" (see {fakeset.directory / 'rejected.tsv'})" if summary["rejected"] else ""
+    click.echo(f"rejected  {summary['rejected']:,} inputs{rejected}")
+    if len(summary["source_counts"]) > 1:
+        for entry in summary["source_counts"]:
+            share = entry["count"] / max(count, 1)
+            click.echo(f"source    {entry['spec']}: {entry['count']:,} ({share:.1%})")
+    click.echo("labels")
+    for cls, n in enumerate(summary["label_histogram"]):
+        click.echo(f"  class {cls:>3}: {n:>8,} ({n / max(count, 1):6.1%})")
+    if count and summary["dominant_share"] > 0.5:
+        click.echo(
+            f"warning: class {summary['dominant_class']} holds {summary['dominant_share']:.0%} of the "
+            "labels; a copycat trained on this learns little about the other classes (try more "
+            "varied query images, or mix in some problem-domain ones: --queries PD_FOLDER:0.2)"
+        )
+    if cost_per_1k is not None:
+        click.echo(f"cost      {spent / 1000 * cost_per_1k:,.2f} at {cost_per_1k:g} per 1,000 queries")

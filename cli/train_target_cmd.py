@@ -1,0 +1,51 @@
+import sys
+
+import click
+
+from copycat_tf.cli.train_cmd import ARCH_HELP, arch_option, shape_option
+
+
+@click.command("train-target")
+@click.option("--dataset", required=True, metavar="SPEC",
+              help="Labelled data: fashion-mnist, digits or mnist (their own train/test "
+                   "splits), a .npz file with x/y arrays, or a folder of class subfolders "
+                   "(20% held out for testing, seeded).")
+@arch_option(ARCH_HELP)
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), metavar="FILE.onnx",
+              help="The target ONNX file to write; its card goes next to it as FILE.json.")
+@click.option("--epochs", type=int, metavar="N", help="Training epochs (default: the architecture's).")
+@click.option("--batch-size", type=int, metavar="N", help="Images per batch (default: the architecture's).")
+@click.option("--learning-rate", type=float, metavar="LR",
+              help="Starting learning rate, decayed along a half cosine over the epochs "
+                   "(default: the architecture's).")
+@shape_option
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds weights, shuffling and the test hold-out.")
+def train_target_command(dataset, arch, out_path, epochs, batch_size, learning_rate, image_shape, seed):
+    """Train a classifier to act as the black-box target, and export it as ONNX.
+
+    Trains --arch on the training images, exports it (raw float32 NHWC pixels in,
+    probabilities out), measures its test accuracy through the ONNX file with
+    onnxruntime, and writes a JSON card beside it (dataset, accuracy, classes, epochs,
+    sha256). Fashion-MNIST is read offline from Debian's dataset-fashion-mnist package
+    or the Keras cache.
+
+    \b
+    Examples:
+      copycat-tf train-target --dataset fashion-mnist --arch small_cnn --out target.onnx
+      copycat-tf train-target --dataset digits --out digits.onnx --epochs 20
+      copycat-tf train-target --dataset ./flowers --image-shape 64,64,3 --arch mobilenet_v2 \\
+          --out flowers.onnx
+      copycat-tf train-target --dataset data.npz --arch alexnet --out target.onnx
+    """
+    from copycat_tf.training import train_target
+
+    result = train_target(
+        dataset, arch, out_path, image_shape=image_shape, epochs=epochs, batch_size=batch_size,
+        learning_rate=learning_rate, seed=seed, fit_verbose=1 if sys.stdout.isatty() else 0,
+    )
+    card = result.card
+    click.echo(f"target    {result.path} ({card['arch']} on {card['dataset']}, {card['epochs']} epochs, "
+               f"{card['training_seconds']:.0f} s)")
+    click.echo(f"card      {result.card_path}")
+    click.echo(f"test accuracy {result.test_accuracy:.2%} on {card['test_images']:,} test images")

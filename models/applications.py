@@ -1,0 +1,64 @@
+"""``vgg16``, ``mobilenet_v2``, ``resnet50``: ``keras.applications`` backbones with a new head.
+
+Each backbone is built with ``weights=None`` (nothing downloaded) and ``include_top=False``,
+on the model's own pixel front (see :mod:`copycat_tf.models._inputs`), and ends in global
+average pooling, dropout and a softmax layer sized for the task.
+"""
+
+from __future__ import annotations
+
+from copycat_tf.models._inputs import pixel_input
+
+# keras.applications refuses images under 32x32 for all three.
+MIN_SIZE = 32
+
+
+def _with_head(backbone_factory, name: str, input_shape, num_classes: int, dropout: float):
+    import keras
+    from keras import layers
+
+    inputs, x = pixel_input(input_shape, MIN_SIZE)
+    backbone = backbone_factory(
+        include_top=False, weights=None, input_shape=tuple(x.shape[1:]), pooling="avg"
+    )
+    x = backbone(x)
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build_vgg16(input_shape: tuple[int, int, int], num_classes: int):
+    """VGG16 (Simonyan & Zisserman, 2015), the Copycat CNN paper's copycat.
+
+    Example:
+
+    >>> model = build_vgg16((28, 28, 1), 10)  # doctest: +SKIP
+    """
+    import keras
+
+    return _with_head(keras.applications.VGG16, "vgg16", input_shape, num_classes, 0.5)
+
+
+def build_mobilenet_v2(input_shape: tuple[int, int, int], num_classes: int):
+    """MobileNetV2 (Sandler et al., 2018).
+
+    Example:
+
+    >>> model = build_mobilenet_v2((32, 32, 3), 10)  # doctest: +SKIP
+    """
+    import keras
+
+    return _with_head(keras.applications.MobileNetV2, "mobilenet_v2", input_shape, num_classes, 0.2)
+
+
+def build_resnet50(input_shape: tuple[int, int, int], num_classes: int):
+    """ResNet50 (He et al., 2016).
+
+    Example:
+
+    >>> model = build_resnet50((32, 32, 3), 10)  # doctest: +SKIP
+    """
+    import keras
+
+    return _with_head(keras.applications.ResNet50, "resnet50", input_shape, num_classes, 0.0)
