@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 import click
@@ -27,6 +28,8 @@ COMMANDS = {
 }
 
 _debug = False
+# TensorFlow's C++ start-up chatter (CUDA probes, CPU flags) is noise on a user's terminal.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 class LazyGroup(click.Group):

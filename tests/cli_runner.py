@@ -15,11 +15,16 @@ class CliResult:
     stderr: str
 
     def assert_clean_error(self, *fragments: str) -> None:
-        """Exit 2 with one stderr line naming the problem, no traceback."""
+        """Exit 2 with one error line naming the problem, no traceback.
+
+        Progress log lines of stages that ran before the failure may precede it.
+        """
         assert self.returncode == 2, (self.returncode, self.stdout, self.stderr)
-        lines = [line for line in self.stderr.splitlines() if line.strip()]
-        assert len(lines) == 1, self.stderr
         assert "Traceback" not in self.stderr
+        lines = [line for line in self.stderr.splitlines() if line.strip()]
+        assert all(line.startswith("copycat-tf: ") for line in lines), self.stderr
+        lines = [line for line in lines if line.startswith("copycat-tf: error: ")]
+        assert len(lines) == 1, self.stderr
         for fragment in fragments:
             assert fragment in lines[0], (fragment, lines[0])
 
