@@ -293,6 +293,8 @@ class OnnxOracle(Oracle):
         if session_options is None:
             session_options = ort.SessionOptions()
             session_options.log_severity_level = 3  # onnxruntime's warnings are not the user's problem
+            # Spinning worker threads would take the CPU from the threads decoding the next batch.
+            session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(
                 str(self.path), sess_options=session_options, providers=self.providers
