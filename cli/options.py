@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-
 import click
 
 from copycat_tf.contract import CHANNEL_ORDERS, LAYOUTS, OUTPUT_KINDS
-
 
 def _floats(ctx, param, value):
     if value is None:
@@ -17,7 +14,6 @@ def _floats(ctx, param, value):
     except ValueError:
         raise click.BadParameter(f"expected one or three comma-separated numbers; received {value!r}")
 
-
 def _size(ctx, param, value):
     if value is None:
         return None
@@ -26,7 +22,6 @@ def _size(ctx, param, value):
     except ValueError:
         raise click.BadParameter(f"expected HEIGHT,WIDTH; received {value!r}")
     return height, width
-
 
 def oracle_options(command):
     """Add the target-contract overrides (``--mean``, ``--std``, ``--layout``, ...)."""
@@ -54,7 +49,6 @@ def oracle_options(command):
     for option in reversed(options):
         command = option(command)
     return command
-
 
 def oracle_kwargs(options: dict) -> dict:
     """Pop the --mean/--std/... values out of a command's options as OnnxOracle arguments."""

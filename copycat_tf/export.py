@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from copycat_tf.contract import METADATA_KEY, ClassOutput, Contract, ImageInput, Preprocessing
+from copycat_tf._version import __version__
 from copycat_tf.errors import CopycatError
+from copycat_tf.files import atomic_write
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
@@ -128,15 +130,14 @@ def export_onnx(
     except Exception as exc:  # tf2onnx raises many types; the user needs the first line
         raise CopycatError(f"ONNX conversion failed: {type(exc).__name__}: {exc}") from exc
     _rename_input(proto, "serving_input", contract.input.name)
+    proto.producer_name, proto.producer_version = "copycat-tf", __version__
     entries = {METADATA_KEY: json.dumps(contract.to_dict(), sort_keys=True), **(metadata or {})}
     for key, value in entries.items():
         prop = proto.metadata_props.add()
         prop.key, prop.value = key, str(value)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(proto.SerializeToString())
-    os.replace(temporary, path)
+    atomic_write(path, lambda handle: handle.write(proto.SerializeToString()))
     max_diff = None
     if parity_images is not None:
         max_diff = check_parity(model, path, parity_images, tolerance)

@@ -40,6 +40,7 @@ import numpy as np
 from copycat_tf._version import __version__
 from copycat_tf.contract import Contract
 from copycat_tf.errors import CopycatError
+from copycat_tf.files import atomic_write
 from copycat_tf.oracle import Oracle, file_sha256
 from copycat_tf.queries import Query, QuerySource, open_query_source
 
@@ -477,26 +478,10 @@ def _write_npz(handle, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _atomic_write(path: Path, write: Callable) -> None:
-    """Write through ``path.tmp``, sync, rename over ``path``: readers see old or new, never half."""
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        atomic_write(path, write)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise _write_error(path, exc) from exc
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_error(path: Path, exc: OSError) -> CopycatError:

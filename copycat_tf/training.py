@@ -46,6 +46,7 @@ import numpy as np
 from copycat_tf._version import __version__
 from copycat_tf.datasets import NAMED, LabelledImages, load_labelled
 from copycat_tf.errors import CopycatError
+from copycat_tf.files import atomic_write
 from copycat_tf.models import OPTIMIZERS, build, check_name, default_training
 from copycat_tf.training_data import (
     IN_MEMORY_BYTES,
@@ -830,8 +831,6 @@ def _remove_own_files(out_dir: Path) -> None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    """Write through a temporary file and rename, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
