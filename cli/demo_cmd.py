@@ -11,7 +11,7 @@ from copycat_tf.pipeline import DEMO_BUDGET
               metavar="SRC[:WEIGHT]", help="Query sources, as for `steal`.")
 @click.option("--target-epochs", type=int, metavar="N",
               help="Epochs for the Fashion-MNIST target (default: small_cnn's).")
-@lambda command: run_options(command, budget=DEMO_BUDGET)
+@run_options(budget=DEMO_BUDGET)
 def demo_command(out_dir, queries, target_epochs, budget, arch, epochs, labels, balance, seed):
     """Steal a Fashion-MNIST classifier end to end, on data that ships offline.
 

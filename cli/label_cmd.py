@@ -59,7 +59,7 @@ def label_command(target, queries, budget, out_dir, labels, seed, batch_size, re
     if cost_per_1k is not None and cost_per_1k < 0:
         raise CopycatError(f"--cost-per-1k must be >= 0; received {cost_per_1k}")
     oracle = OnnxOracle(target, **oracle_kwargs(options))
-    bar = _ProgressBar(tqdm)
+    bar = LabelProgressBar(tqdm)
     try:
         with logging_redirect_tqdm():
             fakeset = label(oracle, list(queries), budget, out_dir, labels=labels, seed=seed,
@@ -70,7 +70,7 @@ def label_command(target, queries, budget, out_dir, labels, seed, batch_size, re
     _print_summary(fakeset, cost_per_1k)
 
 
-class _ProgressBar:
+class LabelProgressBar:
     """A tqdm bar on stderr, opened at the first report so a resumed run starts where it stands."""
 
     def __init__(self, tqdm):

@@ -7,7 +7,7 @@ from copycat_tf.cli.train_cmd import ARCH_HELP, arch_option
 from copycat_tf.training_data import BALANCE_MODES, LABEL_MODES
 
 
-def run_options(command, budget: int = 10_000):
+def run_options(budget: int):
     """Options shared by `steal` and `demo`: the attack's budget and the copycat's training."""
     options = [
         click.option("--budget", type=int, default=budget, show_default=True, metavar="N",
@@ -21,9 +21,13 @@ def run_options(command, budget: int = 10_000):
                      help="Rebalance rare classes when training the copycat."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seeds queries and training."),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
 
 
 @click.command("steal")
@@ -38,7 +42,7 @@ def run_options(command, budget: int = 10_000):
 @click.option("--test-data", metavar="SPEC",
               help="Labelled test data for the side-by-side report: fashion-mnist:test, "
                    "digits:test, mnist:test, a .npz with x/y, or a folder of class subfolders.")
-@run_options
+@run_options(budget=10_000)
 @oracle_options
 def steal_command(target, queries, out_dir, test_data, budget, arch, epochs, labels, balance, seed,
                   **options):
@@ -67,7 +71,7 @@ def steal_command(target, queries, out_dir, test_data, budget, arch, epochs, lab
 
 
 def _progress_and_config(arch, epochs, labels, balance, seed) -> dict:
-    from copycat_tf.cli.label_cmd import _ProgressBar
+    from copycat_tf.cli.label_cmd import LabelProgressBar
     from copycat_tf.training import TrainConfig
     from tqdm import tqdm
 
@@ -75,7 +79,7 @@ def _progress_and_config(arch, epochs, labels, balance, seed) -> dict:
         "train_config": TrainConfig(arch=arch, epochs=epochs, balance=balance),
         "labels": labels,
         "seed": seed,
-        "label_progress": _ProgressBar(tqdm),
+        "label_progress": LabelProgressBar(tqdm),
         "fit_verbose": 2 if sys.stderr.isatty() else 0,
     }
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from copycat_tf.contract import METADATA_KEY, ClassOutput, Contract, ImageInput, Preprocessing
 from copycat_tf._version import __version__
+from copycat_tf.contract import METADATA_KEY, ClassOutput, Contract, ImageInput, Preprocessing
 from copycat_tf.errors import CopycatError
 from copycat_tf.files import atomic_write
 

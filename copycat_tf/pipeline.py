@@ -123,20 +123,16 @@ def steal(
     return _evaluate_stage(oracle, copycat, fakeset, test_data, out_dir, evaluation_progress)
 
 
-def _evaluate_stage(oracle, copycat, fakeset, test_data, out_dir, progress) -> StealResult:
+def _evaluate_stage(target, copycat, fakeset, test_data, out_dir, progress) -> StealResult:
     from copycat_tf.datasets import load_labelled
     from copycat_tf.evaluation import evaluate
     from copycat_tf.oracle import OnnxOracle
     from copycat_tf.report import headline, write_report
 
     log.info("stage 3/3: evaluating target and copycat on %s", test_data)
-    test = load_labelled(test_data, image_shape=oracle.contract.image_shape)
-    copycat_oracle = OnnxOracle(copycat.onnx_path, providers=oracle.providers)
-    # Test queries are not attack queries: a fresh, unbudgeted view of the same target.
-    target = OnnxOracle(oracle.path, preprocessing=oracle.contract.preprocessing,
-                        layout=oracle.contract.input.layout, output=oracle.contract.output.name,
-                        output_kind=oracle.contract.output.kind,
-                        input_size=oracle.contract.image_shape[:2], providers=oracle.providers)
+    test = load_labelled(test_data, image_shape=target.contract.image_shape)
+    copycat_oracle = OnnxOracle(copycat.onnx_path, providers=target.providers)
+    # The attack's cost is the fake dataset's count; test queries are not charged to it.
     evaluation = evaluate(target, copycat_oracle, test, queries=fakeset.queries_spent,
                           progress=progress)
     files = write_report(evaluation, out_dir / "report")
