@@ -12,7 +12,7 @@ from copycat_tf.pipeline import DEMO_BUDGET
 @click.option("--target-epochs", type=int, metavar="N",
               help="Epochs for the Fashion-MNIST target (default: small_cnn's).")
 @run_options(budget=DEMO_BUDGET)
-def demo_command(out_dir, queries, target_epochs, budget, arch, epochs, labels, balance, seed):
+def demo_command(out_dir, queries, target_epochs, budget, strategy, arch, epochs, labels, balance, seed):
     """Steal a Fashion-MNIST classifier end to end, on data that ships offline.
 
     Trains (or reuses) a small_cnn target on Fashion-MNIST and exports it to ONNX, steals
@@ -29,5 +29,5 @@ def demo_command(out_dir, queries, target_epochs, budget, arch, epochs, labels, 
     from copycat_tf.pipeline import demo
 
     result = demo(out_dir, queries=list(queries), target_epochs=target_epochs, budget=budget,
-                  **_progress_and_config(arch, epochs, labels, balance, seed))
+                  **_progress_and_config(strategy, arch, epochs, labels, balance, seed))
     print_result(result)

@@ -4,6 +4,7 @@ import click
 
 from copycat_tf.cli.options import oracle_kwargs, oracle_options
 from copycat_tf.cli.train_cmd import ARCH_HELP, arch_option
+from copycat_tf.strategies import DEFAULT_STRATEGY, STRATEGIES
 from copycat_tf.training_data import BALANCE_MODES, LABEL_MODES
 
 
@@ -12,13 +13,19 @@ def run_options(budget: int):
     options = [
         click.option("--budget", type=int, default=budget, show_default=True, metavar="N",
                      help="Queries to buy from the target."),
+        click.option("--strategy", type=click.Choice(STRATEGIES), default=DEFAULT_STRATEGY,
+                     show_default=True,
+                     help="balanced: spend the budget in rounds of transformed queries chosen to "
+                          "reach the target's rare classes, training a scout copycat between "
+                          "rounds; paper: the papers' single pass over the queries as they come."),
         arch_option(ARCH_HELP),
         click.option("--epochs", type=int, metavar="N", help="Copycat epochs (default: the architecture's)."),
         click.option("--labels", type=click.Choice(LABEL_MODES), default="hard", show_default=True,
                      help="hard: the target's classes only (the paper's threat model); soft: "
                           "also its probabilities."),
-        click.option("--balance", type=click.Choice(BALANCE_MODES), default="none", show_default=True,
-                     help="Rebalance rare classes when training the copycat."),
+        click.option("--balance", type=click.Choice(BALANCE_MODES),
+                     help="Rebalance rare classes when training the copycat (default: "
+                          "sqrt-weights with --strategy balanced, none with paper)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seeds queries and training."),
     ]
 
@@ -44,8 +51,8 @@ def run_options(budget: int):
                    "digits:test, mnist:test, a .npz with x/y, or a folder of class subfolders.")
 @run_options(budget=10_000)
 @oracle_options
-def steal_command(target, queries, out_dir, test_data, budget, arch, epochs, labels, balance, seed,
-                  **options):
+def steal_command(target, queries, out_dir, test_data, budget, strategy, arch, epochs, labels, balance,
+                  seed, **options):
     """Copy TARGET (an ONNX model) through its answers alone: label, train, export, evaluate.
 
     TARGET is queried through onnxruntime as a black box with the --queries images; its
@@ -59,6 +66,7 @@ def steal_command(target, queries, out_dir, test_data, budget, arch, epochs, lab
       copycat-tf steal target.onnx --queries ./imagenet --out runs/steal
       copycat-tf steal target.onnx --queries photos --budget 30000 \\
           --test-data fashion-mnist:test --out runs/fmnist
+      copycat-tf steal target.onnx --queries ./imagenet --strategy paper --out runs/paper
       copycat-tf steal vendor.onnx --queries ./imagenet --queries ./pd:0.1 --arch vgg16 \\
           --layout NCHW --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4 --out runs/vendor
     """
@@ -66,17 +74,19 @@ def steal_command(target, queries, out_dir, test_data, budget, arch, epochs, lab
 
     result = steal(target, list(queries), out_dir, budget=budget, test_data=test_data,
                    oracle_options=oracle_kwargs(options), **_progress_and_config(
-                       arch, epochs, labels, balance, seed))
+                       strategy, arch, epochs, labels, balance, seed))
     print_result(result)
 
 
-def _progress_and_config(arch, epochs, labels, balance, seed) -> dict:
+def _progress_and_config(strategy, arch, epochs, labels, balance, seed) -> dict:
     from copycat_tf.cli.label_cmd import LabelProgressBar
+    from copycat_tf.strategies import DEFAULT_BALANCE
     from copycat_tf.training import TrainConfig
     from tqdm import tqdm
 
     return {
-        "train_config": TrainConfig(arch=arch, epochs=epochs, balance=balance),
+        "strategy": strategy,
+        "train_config": TrainConfig(arch=arch, epochs=epochs, balance=balance or DEFAULT_BALANCE[strategy]),
         "labels": labels,
         "seed": seed,
         "label_progress": LabelProgressBar(tqdm),

@@ -59,6 +59,7 @@ def steal(
     *,
     budget: int = 10_000,
     test_data: str | None = None,
+    strategy: str = "balanced",
     train_config=None,
     labels: str = "hard",
     seed: int = 0,
@@ -78,8 +79,12 @@ def steal(
         out_dir: the run's folder; rerun with the same arguments to resume.
         budget: queries to buy.
         test_data: labelled test data spec for the side-by-side report (optional).
+        strategy: how queries are chosen (:mod:`copycat_tf.strategies`): ``"balanced"``
+            (rounds of class-balanced, transformed queries) or ``"paper"`` (the papers'
+            single pass).
         train_config: a :class:`~copycat_tf.training.TrainConfig` (default ``small_cnn``
-            with its default epochs; ``labels`` is taken from ``labels``).
+            with its default epochs and the strategy's class balancing; ``labels`` is
+            taken from ``labels``).
         labels: ``"hard"`` (the paper's threat model) or ``"soft"``.
         seed: seeds the queries and training.
         resize: how query images are fitted: ``resize``, ``center-crop`` or ``pad``.
@@ -92,25 +97,30 @@ def steal(
     """
     from dataclasses import replace
 
-    from copycat_tf.fakeset import label
     from copycat_tf.oracle import OnnxOracle
+    from copycat_tf.strategies import DEFAULT_BALANCE, STRATEGIES, collect, last_scout
     from copycat_tf.training import TrainConfig, train_copycat
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CopycatError(f"--out {out_dir} is a file; give a folder for the run")
+    if strategy not in STRATEGIES:
+        raise CopycatError(f"strategy must be one of {', '.join(STRATEGIES)}; received {strategy!r}")
+    train_config = train_config or TrainConfig(balance=DEFAULT_BALANCE[strategy])
     oracle = OnnxOracle(target, **(oracle_options or {}))
-    log.info("stage 1/3: labeling %d queries from %s", budget, ", ".join(queries))
-    fakeset = label(oracle, list(queries), budget, out_dir / "fakeset", labels=labels, seed=seed,
-                    resize=resize, batch_size=batch_size, progress=label_progress)
+    log.info("stage 1/3: buying %d queries from %s (%s strategy)", budget, ", ".join(queries), strategy)
+    fakeset = collect(oracle, list(queries), budget, out_dir / "fakeset", strategy=strategy,
+                      labels=labels, seed=seed, resize=resize, batch_size=batch_size,
+                      arch=train_config.arch, progress=label_progress)
     if not fakeset.complete:
         raise CopycatError(
             f"the fake dataset in {fakeset.directory} holds {fakeset.count} of {budget} records; "
             "rerun to finish labeling"
         )
-    config = replace(train_config or TrainConfig(), labels=labels, seed=seed)
+    config = replace(train_config, labels=labels, seed=seed)
     log.info("stage 2/3: training the copycat (%s) on %d records", config.arch, fakeset.count)
-    copycat = train_copycat(fakeset, out_dir / "copycat", config, fit_verbose=fit_verbose)
+    copycat = train_copycat(fakeset, out_dir / "copycat", config, initial_model=last_scout(fakeset.directory),
+                            fit_verbose=fit_verbose)
     if test_data is None:
         agreement = copycat.validation_agreement
         headline = (

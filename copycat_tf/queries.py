@@ -67,7 +67,7 @@ ARRAY_EXTENSIONS = (".npy", ".npz")
 _GAUSSIAN_MEAN, _GAUSSIAN_STD = 127.5, 50.0
 
 # Seed-sequence tags keep the random streams of one seed independent of each other.
-_TAG_SHUFFLE, _TAG_MIX, _TAG_ITEM = 1, 2, 3
+_TAG_SHUFFLE, _TAG_MIX, _TAG_ITEM, _TAG_TRANSFORM = 1, 2, 3, 4
 
 
 class Rejection(NamedTuple):
@@ -90,6 +90,7 @@ class Item:
     source: int
     key: str
     ref: Any
+    transform: TransformDraw | None = None
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,10 @@ class ImageFitter:
         if not path.lower().endswith(IMAGE_EXTENSIONS):
             return Rejection(f"not an image file (extension {os.path.splitext(path)[1] or 'none'!r})")
         try:
-            if os.path.getsize(path) == 0:
+            size = os.path.getsize(path)
+            if not os.path.isfile(path):  # a FIFO would block the read, a device never end
+                return Rejection("not a regular file (a pipe, device or socket)")
+            if size == 0:
                 return Rejection("empty file (0 bytes)")
             with open(path, "rb") as handle:
                 return self._decode(handle)
@@ -582,6 +586,156 @@ def _photo_loaders():
             yield path, functools.partial(read_file, path)
 
 
+# ------------------------------------------------------------------------ transforms
+
+
+@dataclass(frozen=True)
+class TransformDraw:
+    """The random changes drawn for one query (see :class:`QueryTransforms`)."""
+
+    edges: bool
+    autocontrast: bool
+    gamma: float | None
+    threshold: tuple[float, float] | None  # (level, steepness) of a soft threshold
+    blur: float | None  # radius as a share of the image's short side
+    invert: bool
+    place: tuple[float, float, float, int] | None  # (scale, x, y, background level)
+
+    @property
+    def code(self) -> str:
+        """A short text for record keys, e.g. ``ac,g0.61,inv``."""
+        parts = []
+        if self.edges:
+            parts.append("edges")
+        if self.autocontrast:
+            parts.append("ac")
+        if self.gamma is not None:
+            parts.append(f"g{self.gamma:.2f}")
+        if self.threshold is not None:
+            parts.append(f"thr{self.threshold[0]:.2f}")
+        if self.blur is not None:
+            parts.append(f"blur{self.blur:.3f}")
+        if self.invert:
+            parts.append("inv")
+        if self.place is not None:
+            parts.append(f"place{self.place[0]:.2f}")
+        return ",".join(parts) or "none"
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """The changed copy of a fitted uint8 ``(H, W, C)`` image, same shape and dtype."""
+        pixels = image.astype(np.float32) / 255.0
+        if self.edges:
+            pixels = _sobel(pixels)
+        if self.autocontrast:
+            low, high = pixels.min(), pixels.max()
+            if high > low:
+                pixels = (pixels - low) / (high - low)
+        if self.gamma is not None:
+            pixels = pixels ** self.gamma
+        if self.threshold is not None:
+            level, steepness = self.threshold
+            pixels = 1.0 / (1.0 + np.exp(-steepness * (pixels - level)))
+        if self.blur is not None:
+            pixels = _blur(pixels, self.blur * min(pixels.shape[:2]))
+        if self.invert:
+            pixels = 1.0 - pixels
+        if self.place is not None:
+            pixels = _place(pixels, *self.place)
+        return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class QueryTransforms:
+    """Random photometric and geometric changes to queries, drawn per stream position.
+
+    A narrow-domain target (digits, clothing, faces) sends most natural photos to one or
+    two of its classes; edges, contrast and gamma changes, soft thresholds, inversion and
+    placing a shrunken copy on a flat background move queries towards the simple shapes
+    on flat backgrounds that such targets were trained on, so the oracle's answers cover
+    more of its classes. Each change is applied with its probability; none looks at the
+    target.
+
+    Args:
+        share: the share of queries changed at all (0 keeps the paper's plain queries).
+        edges, autocontrast, gamma, threshold, blur, invert, place: the probability of
+            each change in a changed query.
+
+    Example:
+
+    >>> source = open_query_source("photos", (28, 28, 1), transforms=QueryTransforms(share=0.8))  # doctest: +SKIP
+    """
+
+    share: float = 0.8
+    edges: float = 0.2
+    autocontrast: float = 0.5
+    gamma: float = 0.5
+    threshold: float = 0.2
+    blur: float = 0.2
+    invert: float = 0.5
+    place: float = 0.4
+
+    def __post_init__(self):
+        for name, value in self.describe().items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise CopycatError(f"query transform probability {name} must lie in [0, 1]; received {value!r}")
+
+    def draw(self, rng: np.random.Generator) -> TransformDraw | None:
+        """The changes for one query, or ``None`` when it stays as it is."""
+        if rng.random() >= self.share:
+            return None
+        coin = lambda p: bool(rng.random() < p)  # noqa: E731 - one draw per change, in a fixed order
+        edges, autocontrast, gamma, threshold = coin(self.edges), coin(self.autocontrast), coin(self.gamma), coin(self.threshold)
+        blur, invert, place = coin(self.blur), coin(self.invert), coin(self.place)
+        return TransformDraw(
+            edges=edges,
+            autocontrast=autocontrast,
+            gamma=float(math.exp(rng.uniform(math.log(0.4), math.log(2.5)))) if gamma else None,
+            threshold=(float(rng.uniform(0.2, 0.8)), float(rng.uniform(8, 40))) if threshold else None,
+            blur=float(rng.uniform(0.01, 0.04)) if blur else None,
+            invert=invert,
+            place=(float(rng.uniform(0.4, 0.9)), float(rng.random()), float(rng.random()),
+                   int(rng.choice([0, 255, int(rng.integers(256))]))) if place else None,
+        )
+
+    def describe(self) -> dict:
+        return {name: getattr(self, name) for name in
+                ("share", "edges", "autocontrast", "gamma", "threshold", "blur", "invert", "place")}
+
+
+def _sobel(pixels: np.ndarray) -> np.ndarray:
+    padded = np.pad(pixels, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    dx = (padded[:-2, 2:] + 2 * padded[1:-1, 2:] + padded[2:, 2:]
+          - padded[:-2, :-2] - 2 * padded[1:-1, :-2] - padded[2:, :-2])
+    dy = (padded[2:, :-2] + 2 * padded[2:, 1:-1] + padded[2:, 2:]
+          - padded[:-2, :-2] - 2 * padded[:-2, 1:-1] - padded[:-2, 2:])
+    magnitude = np.hypot(dx, dy)
+    peak = magnitude.max()
+    # Below a third of a grey level a side is rounding noise of a flat image, not an edge.
+    return magnitude / peak if peak > 1e-3 else np.zeros_like(magnitude)
+
+
+def _blur(pixels: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur (Pillow blurs 8-bit images only)."""
+    half = max(1, math.ceil(3 * sigma))
+    kernel = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma) ** 2).astype(np.float32)
+    kernel /= kernel.sum()
+    padded = np.pad(pixels, ((half, half), (half, half), (0, 0)), mode="edge")
+    rows = sum(w * padded[i:i + pixels.shape[0]] for i, w in enumerate(kernel))
+    return sum(w * rows[:, i:i + pixels.shape[1]] for i, w in enumerate(kernel))
+
+
+def _place(pixels: np.ndarray, scale: float, x: float, y: float, background: int) -> np.ndarray:
+    height, width, channels = pixels.shape
+    small_h, small_w = max(1, round(height * scale)), max(1, round(width * scale))
+    small = np.stack(
+        [np.asarray(Image.fromarray(pixels[..., c]).resize((small_w, small_h), Image.BILINEAR))
+         for c in range(channels)], axis=-1)
+    canvas = np.full_like(pixels, background / 255.0)
+    top, left = round(y * (height - small_h)), round(x * (width - small_w))
+    canvas[top:top + small_h, left:left + small_w] = small
+    return canvas
+
+
 # ----------------------------------------------------------------------- entry point
 
 
@@ -619,18 +773,39 @@ class QuerySource:
 
     Attributes:
         specs: the spec strings as given.
-        seed: the seed of every random choice (shuffles, mix, noise, crops).
+        seed: the seed of every random choice (shuffles, mix, noise, crops, transforms).
         fitter: the :class:`ImageFitter` bringing items to the contract.
         weights: each source's share of the stream.
+        transforms: the :class:`QueryTransforms` applied, or ``None``.
+        selection: a :meth:`select` view's name and stream positions, or ``None`` for the
+            whole stream.
     """
 
     def __init__(self, specs: list[str], sources: list[_Source], weights: list[float], seed: int,
-                 fitter: ImageFitter):
+                 fitter: ImageFitter, transforms: QueryTransforms | None = None,
+                 selection: tuple[str, np.ndarray | None] | None = None):
         self.specs = specs
         self.sources = sources
         self.weights = weights
         self.seed = seed
         self.fitter = fitter
+        self.transforms = transforms
+        self.selection = selection
+
+    def select(self, name: str, positions=None) -> QuerySource:
+        """A view of this stream that yields only ``positions`` (sorted), or all of it.
+
+        An adaptive strategy scores a stretch of the stream and sends only some of it; the
+        view's :meth:`config` names the strategy (not the positions, which grow round after
+        round), so a fake dataset written through views resumes only through views.
+
+        Args:
+            name: the selecting strategy, recorded in :meth:`config`.
+            positions: stream positions to keep, or ``None`` for every one.
+        """
+        kept = None if positions is None else np.unique(np.asarray(positions, np.int64))
+        return QuerySource(self.specs, self.sources, self.weights, self.seed, self.fitter,
+                           self.transforms, (name, kept))
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -657,10 +832,17 @@ class QuerySource:
             ],
             "seed": self.seed,
             **self.fitter.describe(),
+            **({"transforms": self.transforms.describe()} if self.transforms else {}),
+            **({"selection": self.selection[0]} if self.selection else {}),
         }
 
     def items(self, start: int = 0) -> Iterator[tuple[int, Item]]:
         """``(position, item)`` from ``start`` on; earlier items are skipped undecoded."""
+        kept = None if self.selection is None else self.selection[1]
+        if kept is not None:
+            if not len(kept) or kept[-1] < start:
+                return
+            start = max(start, int(kept[0]))
         iterators = [source.items() for source in self.sources]
         active = list(range(len(self.sources)))
         rng = np.random.default_rng([self.seed, _TAG_MIX])
@@ -676,16 +858,32 @@ class QuerySource:
                              self.specs[index], self.sources[index].size)
             else:
                 return
-            if position >= start:
-                yield position, Item(index, entry[0], entry[1])
+            if position < start:
+                continue
+            if kept is not None:
+                slot = bisect.bisect_left(kept, position)
+                if slot == len(kept):
+                    return
+                if kept[slot] != position:
+                    continue
+            yield position, self._item(position, index, *entry)
+
+    def _item(self, position: int, source: int, key: str, ref) -> Item:
+        if self.transforms is None:
+            return Item(source, key, ref)
+        draw = self.transforms.draw(np.random.default_rng([self.seed, _TAG_TRANSFORM, position]))
+        return Item(source, key if draw is None else f"{key}~{draw.code}", ref, draw)
 
     def _pick(self, rng: np.random.Generator, active: list[int]) -> int:
         cumulative = list(itertools.accumulate(self.weights[i] for i in active))
         return active[min(bisect.bisect_right(cumulative, rng.random() * cumulative[-1]), len(active) - 1)]
 
     def materialize(self, item: Item) -> np.ndarray | Rejection:
-        """Decode and fit one item (thread-safe)."""
-        return self.sources[item.source].materialize(item.ref, self.fitter)
+        """Decode, fit and transform one item (thread-safe)."""
+        image = self.sources[item.source].materialize(item.ref, self.fitter)
+        if item.transform is None or isinstance(image, Rejection):
+            return image
+        return item.transform.apply(image)
 
     def queries(self, start: int = 0, *, workers: int | None = None,
                 window: int | None = None) -> Iterator[Query]:
@@ -734,6 +932,7 @@ def open_query_source(
     seed: int = 0,
     resize: str = "resize",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    transforms: QueryTransforms | None = None,
 ) -> QuerySource:
     """Open one or several query sources as one seeded stream of images for a target.
 
@@ -746,6 +945,7 @@ def open_query_source(
         seed: seeds the file order, the mix, the noise and the photo crops.
         resize: ``"resize"``, ``"center-crop"`` or ``"pad"``.
         max_pixels: larger image files are rejected before decoding.
+        transforms: random changes to queries (:class:`QueryTransforms`), or ``None``.
 
     Returns:
         A :class:`QuerySource`.
@@ -769,7 +969,7 @@ def open_query_source(
     fitter = ImageFitter(image_shape, resize, max_pixels)
     parsed = [SourceSpec.parse(s) for s in specs]
     sources = [_open_one(p.text, fitter, seed=int(seed), position=i) for i, p in enumerate(parsed)]
-    return QuerySource(specs, sources, _weights(parsed), int(seed), fitter)
+    return QuerySource(specs, sources, _weights(parsed), int(seed), fitter, transforms)
 
 
 def _open_one(text: str, fitter: ImageFitter, *, seed: int, position: int) -> _Source:

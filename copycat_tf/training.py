@@ -324,7 +324,7 @@ class TrainConfig:
             probabilities; the fake dataset must have kept them).
         balance: ``"none"``; ``"replicate"`` (the 2021 paper: repeat records of rare
             classes until each class matches the largest); ``"weights"`` (weight the loss
-            per class instead).
+            per class instead); ``"sqrt-weights"`` (tempered weights, ``sqrt(max / n_c)``).
         augment: random shifts and zooms of training images.
         validation_fraction: share of records held out to measure agreement with the
             oracle, chosen by record index with ``seed``.
@@ -445,6 +445,7 @@ class _Stage:
     epochs: int
     learning_rate: float
     what: str  # how log lines call it
+    initial_model: Path | None = None
 
 
 def train_copycat(
@@ -453,6 +454,7 @@ def train_copycat(
     config: TrainConfig | None = None,
     *,
     finetune=None,
+    initial_model: str | os.PathLike | None = None,
     overwrite: bool = False,
     callbacks: Sequence = (),
     fit_verbose: int = 0,
@@ -466,6 +468,8 @@ def train_copycat(
         config: a :class:`TrainConfig` (default: ``small_cnn`` with its defaults).
         finetune: a second fake dataset labelled by the same oracle (e.g. problem-domain
             images), trained on after ``fakeset`` starting from its model.
+        initial_model: a ``.keras`` copycat to start from instead of random weights (an
+            adaptive strategy's last round); loaded with ``safe_mode``.
         overwrite: delete an earlier run's files in ``out_dir`` (only those) and start over.
         callbacks: more Keras callbacks, run after the built-in ones.
         fit_verbose: Keras ``fit`` verbosity (0 silent; epochs are logged either way).
@@ -487,7 +491,8 @@ def train_copycat(
     """
     config = (config or TrainConfig()).resolved()
     _check_fakesets(fakeset, finetune, config)
-    stages = [_Stage("main", fakeset, config.epochs, config.learning_rate, "copycat")]
+    initial_model = None if initial_model is None else Path(initial_model)
+    stages = [_Stage("main", fakeset, config.epochs, config.learning_rate, "copycat", initial_model)]
     if finetune is not None:
         stages.append(_Stage("finetune", finetune, config.finetune_epochs,
                              config.finetune_learning_rate, "fine-tune"))
@@ -545,9 +550,12 @@ def _train_stage(run, stage: _Stage, model, config: TrainConfig, callbacks, fit_
     if done:
         model = _load_model(run.checkpoint(stage.name))
     else:
-        if model is None:
-            model = (_load_model(run.checkpoint("main")) if stage.name == "finetune"
-                     else build(config.arch, stage.fakeset.image_shape, stage.fakeset.num_classes))
+        if model is None and stage.name == "finetune":
+            model = _load_model(run.checkpoint("main"))
+        elif model is None and stage.initial_model is not None:
+            model = _load_model(stage.initial_model)
+        elif model is None:
+            model = build(config.arch, stage.fakeset.image_shape, stage.fakeset.num_classes)
         # Compiled afresh: a new model needs an optimizer, and fine-tuning starts its own at
         # its own rate rather than inheriting the first stage's momentum.
         _compile_copycat(model, config, stage.learning_rate)
@@ -757,6 +765,7 @@ def _new_stage_state(stage: _Stage) -> dict:
             "queries_spent": fakeset.queries_spent,
             "label_histogram": fakeset.label_histogram,
         },
+        "initial_model": None if stage.initial_model is None else _initial_model_sha256(stage.initial_model),
         "epochs": stage.epochs,
         "learning_rate": stage.learning_rate,
         "epochs_done": 0,
@@ -764,6 +773,14 @@ def _new_stage_state(stage: _Stage) -> dict:
         "history": {},
         "finished": False,
     }
+
+
+def _initial_model_sha256(path: Path) -> str:
+    from copycat_tf.oracle import file_sha256
+
+    if not path.is_file():
+        raise CopycatError(f"initial model {path} does not exist")
+    return file_sha256(path)
 
 
 def _read_state(out_dir: Path) -> dict | None:
@@ -805,6 +822,8 @@ def _resumed_state(out_dir: Path, stored: dict, wanted: dict) -> dict:
         elif before is not None and not _same_fakeset(before["fakeset"], after["fakeset"]):
             differences.append(f"{name} fake dataset {before['fakeset']['directory']} vs now "
                                f"{after['fakeset']['directory']} (other records)")
+        elif before is not None and before.get("initial_model") != after.get("initial_model"):
+            differences.append(f"{name} stage starting from another initial model")
     if differences:
         raise CopycatError(f"output folder {out_dir} holds a copycat run with other settings "
                            f"({'; '.join(differences)}); {fix}")

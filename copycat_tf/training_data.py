@@ -31,7 +31,9 @@ from copycat_tf.errors import CopycatError
 log = logging.getLogger(__name__)
 
 LABEL_MODES = ("hard", "soft")
-BALANCE_MODES = ("none", "replicate", "weights")
+BALANCE_MODES = ("none", "replicate", "weights", "sqrt-weights")
+#: ``sqrt-weights`` never weighs a record more than this many times a record of the largest class.
+MAX_SQRT_WEIGHT = 10.0
 #: Fake datasets up to this size are trained from memory; larger ones stream from disk.
 IN_MEMORY_BYTES = 1 << 30
 #: Memory the streaming shuffle buffer may take (it holds decoded uint8 images).
@@ -144,6 +146,25 @@ def class_weights(histogram) -> np.ndarray:
     return weights
 
 
+def sqrt_class_weights(histogram) -> np.ndarray:
+    """Tempered loss weights for ``balance="sqrt-weights"``: ``sqrt(max(n) / n_c)``, at most 10.
+
+    Full inverse-frequency weights let a few hundred records of a rare class dominate the
+    loss and get memorised; the square root lifts rare classes while the common ones keep
+    most of their say. Classes without records get 0.
+
+    Example:
+
+    >>> sqrt_class_weights([400, 100, 1, 0]).tolist()
+    [1.0, 2.0, 10.0, 0.0]
+    """
+    counts = np.asarray(histogram, np.float64)
+    present = counts > 0
+    weights = np.zeros_like(counts)
+    weights[present] = np.minimum(np.sqrt(counts.max() / counts[present]), MAX_SQRT_WEIGHT)
+    return weights
+
+
 def make_augmenter(seed: int):
     """Mild random shifts and zooms, batch-wise in TensorFlow.
 
@@ -184,8 +205,9 @@ def make_training_data(
         batch_size: records per batch.
         labels: ``"hard"`` (train on the oracle's classes, as in the paper) or ``"soft"``
             (on its probabilities; the fake dataset must have kept them).
-        balance: ``"none"``, ``"replicate"`` (repeat records of rare classes) or
-            ``"weights"`` (weight the loss per class instead).
+        balance: ``"none"``, ``"replicate"`` (repeat records of rare classes),
+            ``"weights"`` (weight the loss per class instead) or ``"sqrt-weights"``
+            (:func:`sqrt_class_weights`, the ``balanced`` strategy's default).
         augment: apply :func:`make_augmenter` to training batches.
         validation_fraction: share of records held out to measure agreement, in
             ``[0, 0.5]``.
@@ -212,7 +234,8 @@ def make_training_data(
     in_memory = fakeset.count * record_bytes <= in_memory_bytes
     source = _ArrayRecords(fakeset, soft) if in_memory else _StreamedRecords(fakeset, soft, record_bytes)
     factors = replication_factors(histogram) if balance == "replicate" else None
-    weights = tf.constant(class_weights(histogram), tf.float32) if balance == "weights" else None
+    weighting = {"weights": class_weights, "sqrt-weights": sqrt_class_weights}.get(balance)
+    weights = None if weighting is None else tf.constant(weighting(histogram), tf.float32)
     augmenter = make_augmenter(seed) if augment else None
     target_key = "probabilities" if soft else "label"
 
