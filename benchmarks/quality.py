@@ -20,6 +20,7 @@ Usage:
     python benchmarks/quality.py --targets mnist --budgets 10000 --strategies balanced
     python benchmarks/quality.py --copycat-arch alexnet           # another copycat architecture
     python benchmarks/quality.py --queries ./imagenet --queries ./pd:0.05
+    python benchmarks/quality.py --pd-share 0.05    # NPD + 5% problem-domain images
     python benchmarks/quality.py --art                            # add ART's attacks
 """
 
@@ -49,13 +50,28 @@ def ensure_target(name: str, work: Path, seed: int) -> Path:
     return path
 
 
+def problem_domain_queries(name: str, work: Path, share: float) -> str:
+    """``pd.npz:SHARE``: unlabelled images of the target's own domain (the paper's NPD+PD
+    setting). They come from the target's training split, the only offline images of its
+    domain besides the test split; the paper's PD images were disjoint from the target's."""
+    import numpy as np
+
+    from copycat_tf.datasets import load_labelled
+
+    path = work / f"pd-{name}.npz"
+    if not path.is_file():
+        np.savez(path, x=load_labelled(f"{name}:train").images[:5000])
+    return f"{path}:{share}"
+
+
 def run_steal(target: Path, name: str, strategy: str, budget: int, queries, arch: str, labels: str,
               epochs: int | None, work: Path, seed: int) -> dict:
     from copycat_tf.pipeline import steal
     from copycat_tf.strategies import DEFAULT_BALANCE
     from copycat_tf.training import TrainConfig
 
-    out = work / f"{name}-{strategy}-{labels}-{arch}-{budget}-s{seed}"
+    mix = "-pd" + queries[-1].rsplit(":", 1)[1] if "pd-" in queries[-1] else ""
+    out = work / f"{name}-{strategy}-{labels}-{arch}-{budget}{mix}-s{seed}"
     started = time.perf_counter()
     result = steal(target, queries, out, budget=budget, test_data=f"{name}:test", strategy=strategy,
                    train_config=TrainConfig(arch=arch, epochs=epochs, balance=DEFAULT_BALANCE[strategy]),
@@ -74,6 +90,8 @@ def main() -> None:
     parser.add_argument("--strategies", default="paper,balanced")
     parser.add_argument("--budgets", default="5000,10000,30000")
     parser.add_argument("--queries", action="append", help="query specs (default: photos)")
+    parser.add_argument("--pd-share", type=float,
+                        help="add this share of problem-domain images (from the target's training split)")
     parser.add_argument("--copycat-arch", default="small_cnn")
     parser.add_argument("--labels", default="hard", choices=("hard", "soft"))
     parser.add_argument("--epochs", type=int, help="copycat epochs (default: the architecture's)")
@@ -86,13 +104,16 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     args.work.mkdir(parents=True, exist_ok=True)
-    queries = args.queries or ["photos"]
     rows = []
     header = f"{'target':<14} {'strategy':<22} {'queries':>8} {'copycat':>9} {'ratio':>7} {'agreement':>9} {'wall':>8}"
-    print(f"queries: {', '.join(queries)}; labels: {args.labels}; copycat: {args.copycat_arch}")
+    print(f"queries: {', '.join(args.queries or ['photos'])}"
+          + (f" + {args.pd_share:.0%} problem-domain" if args.pd_share else "")
+          + f"; labels: {args.labels}; copycat: {args.copycat_arch}")
     print(header)
     for name in args.targets.split(","):
         target = ensure_target(name, args.work, args.seed)
+        queries = (args.queries or ["photos"]) + (
+            [problem_domain_queries(name, args.work, args.pd_share)] if args.pd_share else [])
         for budget in (int(b) for b in args.budgets.split(",")):
             attacks = [(s, lambda s=s: run_steal(target, name, s, budget, queries, args.copycat_arch,
                                                  args.labels, args.epochs, args.work, args.seed))

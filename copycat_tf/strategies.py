@@ -142,6 +142,8 @@ def collect(
     """
     if strategy not in STRATEGIES:
         raise CopycatError(f"strategy must be one of {', '.join(STRATEGIES)}; received {strategy!r}")
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+        raise CopycatError(f"budget must be a whole number >= 1; received {budget!r}")
     if strategy == "paper":
         if rounds is not None:
             raise CopycatError("rounds belong to the balanced strategy, not to paper")

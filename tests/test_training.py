@@ -382,3 +382,22 @@ def test_config_defaults_come_from_the_architecture():
     config = TrainConfig(arch="vgg16", epochs=3).resolved()
     assert (config.epochs, config.batch_size, config.learning_rate) == (3, 32, 1e-4)
     assert config.finetune_epochs == 3 and config.finetune_learning_rate == pytest.approx(1e-5)
+
+
+def test_initial_model_starts_training_from_its_weights(digits_fakeset, trained, tmp_path):
+    # One epoch at a tiny learning rate from the trained copycat keeps what it learned;
+    # the same epoch from random weights does not come close.
+    config = TrainConfig(epochs=1, learning_rate=1e-6, seed=0)
+    warm = train_copycat(digits_fakeset, tmp_path / "warm", config, initial_model=trained.keras_path)
+    cold = train_copycat(digits_fakeset, tmp_path / "cold", config)
+    assert warm.validation_agreement >= trained.validation_agreement - 0.02
+    assert cold.validation_agreement < warm.validation_agreement - 0.3
+    assert _state(tmp_path / "warm")["stages"]["main"]["initial_model"] is not None
+    other = tmp_path / "other.keras"
+    other.write_bytes(trained.keras_path.read_bytes() + b"\0")
+    (tmp_path / "warm" / "training.json").write_text(
+        (tmp_path / "warm" / "training.json").read_text().replace('"finished": true', '"finished": false', 1))
+    with pytest.raises(CopycatError, match="another initial model"):
+        train_copycat(digits_fakeset, tmp_path / "warm", config, initial_model=other)
+    with pytest.raises(CopycatError, match="does not exist"):
+        train_copycat(digits_fakeset, tmp_path / "new", config, initial_model=tmp_path / "missing.keras")
