@@ -1,0 +1,105 @@
+"""ART's model-extraction attacks as reference rows for ``benchmarks/quality.py --art``.
+
+Each attack gets what copycat-tf's ``paper`` strategy gets: the same ONNX target (queried
+through onnxruntime, wrapped in ART's ``BlackBoxClassifier``, hard labels), the first
+``budget`` images of the same query stream, and a thief built by ``copycat_tf.models.build``
+with the architecture's default epochs, batch size and learning rate, trained by ART
+(``TensorFlowV2Classifier``). The thief is exported with copycat-tf's exporter and scored by
+the same :func:`copycat_tf.evaluation.evaluate`, so rows compare like for like.
+
+- ``art-copycatcnn``: ``art.attacks.extraction.CopycatCNN`` (the paper's algorithm);
+- ``art-knockoff-random``: ``KnockoffNets(sampling_strategy="random")``;
+- ``art-knockoff-adaptive``: ``KnockoffNets(sampling_strategy="adaptive", reward="all")``, whose
+  bandit needs an "action" label per transfer image: the photo (or source) each query came
+  from, as Knockoff Nets uses the transfer set's own classes. It queries and trains one image
+  at a time, so it runs only up to ``ADAPTIVE_MAX_BUDGET`` queries.
+
+ART is an optional reference, not a dependency: ``pip install adversarial-robustness-toolbox``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+#: The adaptive bandit fits the thief once per query; beyond this it takes hours on a CPU.
+ADAPTIVE_MAX_BUDGET = 10_000
+
+
+def art_attacks(target: Path, name: str, budget: int, queries, arch: str, epochs: int | None,
+                seed: int) -> list:
+    """``(label, run)`` pairs; each ``run()`` returns a row like ``quality.run_steal``."""
+    attacks = [("art-copycatcnn", "copycat"), ("art-knockoff-random", "random")]
+    if budget <= ADAPTIVE_MAX_BUDGET:
+        attacks.append(("art-knockoff-adaptive", "adaptive"))
+    return [(label, lambda kind=kind, label=label: _run(kind, label, target, name, budget, queries, arch,
+                                                         epochs, seed))
+            for label, kind in attacks]
+
+
+def _run(kind, label, target, name, budget, queries, arch, epochs, seed) -> dict:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from art.attacks.extraction import CopycatCNN, KnockoffNets
+    from art.estimators.classification import BlackBoxClassifier, TensorFlowV2Classifier
+
+    from copycat_tf.datasets import load_labelled
+    from copycat_tf.evaluation import evaluate
+    from copycat_tf.export import export_onnx
+    from copycat_tf.models import build, default_training
+    from copycat_tf.oracle import OnnxOracle
+    from copycat_tf.queries import open_query_source
+
+    oracle = OnnxOracle(target)
+    shape, classes = oracle.contract.image_shape, oracle.contract.num_classes
+    stream = open_query_source(queries, shape, seed=seed).queries()
+    taken = [q for q in (next(stream) for _ in range(budget)) if q.image is not None]
+    stream.close()
+    x = np.stack([q.image for q in taken]).astype(np.float32)
+    # Knockoff's "actions": which photo (or which source) each query was cut from.
+    origins = [f"{q.source}:{q.key.split('@')[0]}" for q in taken]
+    actions = np.unique(origins, return_inverse=True)[1]
+
+    started = time.perf_counter()
+
+    def predict_fn(batch):
+        return oracle.query(np.clip(np.rint(batch), 0, 255).astype(np.uint8), soft=True).probabilities
+
+    victim = BlackBoxClassifier(predict_fn, shape, classes, clip_values=(0, 255))
+    settings = default_training(arch)
+    keras.utils.set_random_seed(seed)
+    model = build(arch, shape, classes)
+    loss_fn = keras.losses.CategoricalCrossentropy()  # ART passes one-hot labels
+    optimizer = keras.optimizers.Adam(settings["learning_rate"])
+
+    @tf.function
+    def train_step(model, images, labels):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(labels, model(images, training=True))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+
+    thief = TensorFlowV2Classifier(model, nb_classes=classes, input_shape=shape, loss_object=loss_fn,
+                                   optimizer=optimizer, train_step=train_step, clip_values=(0, 255))
+    common = dict(batch_size_fit=settings["batch_size"], batch_size_query=64,
+                  nb_epochs=epochs or settings["epochs"], nb_stolen=len(x))
+    np.random.seed(seed)
+    if kind == "copycat":
+        stolen = CopycatCNN(victim, **common).extract(x, thieved_classifier=thief)
+    elif kind == "random":
+        stolen = KnockoffNets(victim, sampling_strategy="random", **common).extract(x, thieved_classifier=thief)
+    else:
+        stolen = KnockoffNets(victim, sampling_strategy="adaptive", reward="all", **common).extract(
+            x, y=actions, thieved_classifier=thief)
+    wall = time.perf_counter() - started
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "thief.onnx"
+        export_onnx(stolen.model, path, oracle.contract)
+        test = load_labelled(f"{name}:test", image_shape=shape)
+        ev = evaluate(OnnxOracle(target), OnnxOracle(path), test, queries=len(x))
+    return {"target": name, "strategy": label, "labels": "hard", "arch": arch, "queries": budget,
+            "target_accuracy": ev.target.accuracy, "copycat_accuracy": ev.copycat.accuracy,
+            "ratio": ev.performance_ratio, "agreement": ev.agreement, "wall_s": wall}
