@@ -25,6 +25,7 @@ COMMANDS = {
     "evaluate": "copycat_tf.cli.evaluate_cmd:evaluate_command",
     "steal": "copycat_tf.cli.steal_cmd:steal_command",
     "demo": "copycat_tf.cli.demo_cmd:demo_command",
+    "audit": "copycat_tf.cli.audit_cmd:audit_command",
 }
 
 _debug = False

@@ -1,0 +1,129 @@
+import sys
+
+import click
+
+from copycat_tf.cli.options import oracle_kwargs, oracle_options
+from copycat_tf.cli.train_cmd import ARCH_HELP, arch_option
+from copycat_tf.strategies import DEFAULT_STRATEGY, STRATEGIES
+
+# Kept in step with copycat_tf.audit / copycat_tf.defences without importing them for --help.
+_BUDGETS = "1000,5000,20000"
+_DEFENCES = "none,top1,top3,round2,reverse-sigmoid"
+
+
+@click.command("audit")
+@click.argument("target", type=click.Path(dir_okay=False))
+@click.option("--queries", "queries", multiple=True, required=True, metavar="SRC[:WEIGHT]",
+              help="Query images, repeatable, as for `steal`: a folder, a .txt list, a .npy/.npz "
+                   "array, noise:uniform, noise:gaussian or photos.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="The audit's folder (fakeset/, fakesets/, copycats/, audit.html, ...). Rerun to resume.")
+@click.option("--budgets", default=_BUDGETS, show_default=True, metavar="N,N,...",
+              help="Query budgets to measure; only the largest is bought, smaller ones are its first N records.")
+@click.option("--defences", default=_DEFENCES, show_default=True, metavar="NAME,...",
+              help="Output policies to simulate: none (full probabilities), topK (top1 = label "
+                   "only), roundD (D decimals), reverse-sigmoid (ART's, beta 1, gamma 0.1).")
+@click.option("--test-data", metavar="SPEC",
+              help="Labelled test data for performance ratios: fashion-mnist:test, digits:test, "
+                   "mnist:test, a .npz with x/y, or a folder of class subfolders. Without it "
+                   "copycats are scored by agreement on --eval-queries fresh query images.")
+@click.option("--price-per-1k", type=float, metavar="PRICE",
+              help="Price of 1,000 queries, to state what each copy costs.")
+@click.option("--eval-queries", type=int, default=1000, show_default=True, metavar="N",
+              help="Fresh query images bought to measure agreement when there is no --test-data.")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=DEFAULT_STRATEGY, show_default=True,
+              help="How the queries are chosen, as for `steal`.")
+@arch_option(ARCH_HELP)
+@click.option("--epochs", type=int, metavar="N", help="Copycat epochs (default: the architecture's).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds queries and training.")
+@oracle_options
+def audit_command(target, queries, out_dir, budgets, defences, test_data, price_per_1k, eval_queries,
+                  strategy, arch, epochs, seed, **options):
+    """Measure how much of TARGET can be copied, for how many queries, behind which output policy.
+
+    The largest budget's queries are bought once, keeping TARGET's full probabilities.
+    Each output policy (--defences) is then applied offline to those answers, as an
+    attacker behind it would have seen them, and for each budget N a copycat is trained
+    from scratch on the first N records and scored against TARGET (performance ratio
+    with --test-data, else agreement). Label-only stealing needs only the top-1 label,
+    so policies that perturb probabilities do not stop it; the top1 rows show what is
+    left to such an attacker. OUT/audit.html (self-contained, opens offline), audit.md
+    and audit.json hold the contract, sha256, results, a curve, costs and a verdict.
+    Every stage resumes: rerun the same command to finish an interrupted audit.
+
+    \b
+    Examples:
+      copycat-tf audit vendor.onnx --queries ./imagenet --out runs/audit
+      copycat-tf audit target.onnx --queries photos --budgets 1000,5000,20000 \\
+          --test-data fashion-mnist:test --price-per-1k 1.50 --out runs/audit
+      copycat-tf audit target.onnx --queries ./imagenet --defences top1,top5,round1 \\
+          --strategy paper --epochs 5 --out runs/audit-paper
+    """
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from copycat_tf.audit import audit, parse_budgets
+    from copycat_tf.cli.label_cmd import LabelProgressBar
+    from copycat_tf.defences import parse_defences
+    from copycat_tf.errors import CopycatError
+    from copycat_tf.strategies import DEFAULT_BALANCE
+    from copycat_tf.training import TrainConfig
+
+    budgets = parse_budgets(budgets)
+    defences = [d.name for d in parse_defences(defences)]
+    if price_per_1k is not None and price_per_1k < 0:
+        raise CopycatError(f"--price-per-1k must be >= 0; received {price_per_1k}")
+    bars = _StageBars(LabelProgressBar, tqdm)
+    try:
+        with logging_redirect_tqdm():
+            result = audit(
+                target, list(queries), out_dir, budgets=budgets, defences=defences, test_data=test_data,
+                strategy=strategy, seed=seed, price_per_1k=price_per_1k, eval_queries=eval_queries,
+                train_config=TrainConfig(arch=arch, epochs=epochs, balance=DEFAULT_BALANCE[strategy]),
+                oracle_options=oracle_kwargs(options), progress=bars, on_stage=bars.stage,
+                fit_verbose=2 if sys.stderr.isatty() else 0,
+            )
+    finally:
+        bars.close()
+    _print(result)
+
+
+class _StageBars:
+    """One labeling bar per buying stage, closed when the next stage starts."""
+
+    def __init__(self, bar_class, tqdm):
+        self.bar_class, self.tqdm, self.bar = bar_class, tqdm, None
+
+    def __call__(self, progress):
+        if self.bar is None:
+            self.bar = self.bar_class(self.tqdm)
+        self.bar(progress)
+
+    def stage(self, number, total, what):
+        self.close()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _print(result) -> None:
+    from copycat_tf.audit_report import _percent1
+
+    report = result.report
+    click.echo(f"target    {report['target']} (sha256 {report['sha256'][:16]}...)")
+    click.echo(f"queries   {report['queries_spent']:,} bought for the attack, "
+               f"{report['eval_queries_spent']:,} to measure agreement")
+    priced = report["price_per_1k"] is not None
+    click.echo(f"{'queries':>9}  {'defence':<16}{'ratio':>8}{'agreement':>11}"
+               + (f"{'cost':>10}" if priced else ""))
+    for r in result.results:
+        line = (f"{r['queries']:>9,}  {r['defence']:<16}{_percent1(r['performance_ratio']):>8}"
+                f"{_percent1(r['agreement']):>11}")
+        if priced:
+            line += f"{r['cost']:>10,.2f}"
+        click.echo(line)
+    for kind in ("html", "markdown", "json", "curve"):
+        click.echo(f"report    {result.files[kind]}")
+    click.echo(result.verdict)

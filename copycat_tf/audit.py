@@ -1,0 +1,364 @@
+"""``copycat-tf audit``: how much of a model can be copied, for how many queries, behind which output policy.
+
+An audit is run by the model's owner. It buys the largest budget's queries **once**, with
+soft labels (so every output policy can be simulated from the stored probabilities), then,
+for each budget ``N`` and each defence (:mod:`copycat_tf.defences`), trains a copycat from
+scratch on the first ``N`` records as an attacker behind that policy would have seen them,
+and measures it against the target::
+
+    OUT/fakeset/               the attack's queries and the target's full answers (bought once)
+    OUT/eval/from-P/           without --test-data: fresh query images (stream positions P on,
+                               after every one the attack used), labelled by the target
+    OUT/fakesets/N-DEFENCE/    the first N records as seen behind DEFENCE (derived, no queries)
+    OUT/copycats/N-DEFENCE/    the copycat trained on them (copycat.onnx, training.json, ...)
+    OUT/cells/N-DEFENCE.json   that cell's scores (cached)
+    OUT/audit.json, audit.md, audit.html, audit_curve.png    the report
+
+Why the first ``N`` records are a genuine ``N``-query attack: the ``paper`` strategy sends
+queries in stream order, and the ``balanced`` strategy chooses each record from the
+answers to earlier records only (:mod:`copycat_tf.strategies`), so no record of the prefix
+depends on anything after it. Copycats train from scratch rather than from the balanced
+strategy's last scout: that scout saw records past ``N`` and undefended answers, so starting
+from it would leak.
+
+Every stage resumes: a rerun of the same call buys nothing, retrains nothing and reuses
+every cached score.
+
+Example:
+
+>>> result = audit("vendor.onnx", ["./imagenet"], "runs/audit", budgets=(1000, 5000),   # doctest: +SKIP
+...                test_data="fashion-mnist:test", price_per_1k=1.5)
+>>> print(result.verdict)                                                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from copycat_tf._version import __version__
+from copycat_tf.defences import DEFAULT_DEFENCES, Defence, parse_defences
+from copycat_tf.errors import CopycatError
+from copycat_tf.files import atomic_write
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUDGETS = (1000, 5000, 20000)
+DEFAULT_EVAL_QUERIES = 1000
+CELL_FORMAT = "copycat-tf.audit-cell"
+#: Stream positions reserved for the agreement images, per image wanted (room for rejects).
+_EVAL_SPAN = 4
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """What an audit produced.
+
+    Attributes:
+        out_dir: the audit's folder.
+        report: the ``audit.json`` contents (``results``, ``verdict``, ``queries_spent``, ...).
+        files: the report's files by kind: ``json``, ``markdown``, ``html``, ``curve``.
+        fakeset: the :class:`~copycat_tf.fakeset.FakeSet` of the queries bought.
+    """
+
+    out_dir: Path
+    report: dict
+    files: dict
+    fakeset: object
+
+    @property
+    def results(self) -> list[dict]:
+        return self.report["results"]
+
+    @property
+    def verdict(self) -> str:
+        return self.report["verdict"]
+
+
+def parse_budgets(budgets: str | Sequence[int]) -> list[int]:
+    """Sorted, distinct whole budgets >= 1 from a comma list or a sequence.
+
+    Example:
+
+    >>> parse_budgets("5000,1000,5000")
+    [1000, 5000]
+    """
+    parts = budgets.split(",") if isinstance(budgets, str) else list(budgets)
+    parsed = []
+    for part in parts:
+        try:
+            value = int(str(part).strip().replace("_", ""))
+            if isinstance(part, bool) or value < 1 or (not isinstance(part, str) and value != part):
+                raise ValueError
+        except ValueError:
+            raise CopycatError(f"budgets must be whole numbers >= 1, e.g. 1000,5000; received {budgets!r}") from None
+        parsed.append(value)
+    if not parsed:
+        raise CopycatError("budgets must be whole numbers >= 1, e.g. 1000,5000; received none")
+    return sorted(set(parsed))
+
+
+def audit(
+    target: str | os.PathLike,
+    queries: Sequence[str],
+    out_dir: str | os.PathLike,
+    *,
+    budgets: str | Sequence[int] = DEFAULT_BUDGETS,
+    defences: str | Sequence[str] = DEFAULT_DEFENCES,
+    test_data: str | None = None,
+    strategy: str = "balanced",
+    train_config=None,
+    seed: int = 0,
+    price_per_1k: float | None = None,
+    eval_queries: int = DEFAULT_EVAL_QUERIES,
+    resize: str = "resize",
+    batch_size: int = 64,
+    oracle_options: dict | None = None,
+    progress: Callable | None = None,
+    on_stage: Callable[[int, int, str], None] | None = None,
+    fit_verbose: int = 0,
+) -> AuditResult:
+    """Measure how well ``target`` can be copied at each budget behind each output policy.
+
+    Args:
+        target: the ``.onnx`` model (queried through onnxruntime only).
+        queries: query source specs, as for ``steal``.
+        out_dir: the audit's folder; rerun with the same arguments to resume.
+        budgets: query budgets (a comma list or whole numbers); only the largest is bought.
+        defences: output policies (:func:`~copycat_tf.defences.parse_defence` names).
+        test_data: labelled test data spec: gives performance ratios. Without it, copycats
+            are scored by agreement with the target on ``eval_queries`` fresh query images.
+        strategy: ``"balanced"`` or ``"paper"`` (:mod:`copycat_tf.strategies`).
+        train_config: the copycats' :class:`~copycat_tf.training.TrainConfig` (``labels``
+            is set per defence, ``seed`` from ``seed``; default ``small_cnn`` with the
+            strategy's class balancing).
+        seed: seeds the queries and training.
+        price_per_1k: price of 1,000 queries, for the report's costs (optional).
+        eval_queries: fresh images for the agreement check without ``test_data``.
+        resize: how query images are fitted: ``resize``, ``center-crop`` or ``pad``.
+        batch_size: images per oracle call.
+        oracle_options: :class:`~copycat_tf.oracle.OnnxOracle` keyword arguments.
+        progress: called with a :class:`~copycat_tf.fakeset.LabelProgress` while buying.
+        on_stage: called as ``on_stage(k, n, what)`` when stage ``k`` of ``n`` starts.
+        fit_verbose: Keras ``fit`` verbosity.
+
+    Returns:
+        An :class:`AuditResult`.
+
+    Raises:
+        CopycatError: bad arguments, a folder holding another audit, query sources too
+            small for the largest budget.
+    """
+    from copycat_tf.fakeset import derive
+    from copycat_tf.oracle import OnnxOracle
+    from copycat_tf.strategies import DEFAULT_BALANCE, STRATEGIES, collect
+    from copycat_tf.training import TrainConfig, train_copycat
+
+    budgets = parse_budgets(budgets)
+    chosen = parse_defences(defences)
+    if strategy not in STRATEGIES:
+        raise CopycatError(f"strategy must be one of {', '.join(STRATEGIES)}; received {strategy!r}")
+    if price_per_1k is not None and not (price_per_1k >= 0 and np.isfinite(price_per_1k)):
+        raise CopycatError(f"price per 1,000 queries must be a number >= 0; received {price_per_1k!r}")
+    if isinstance(eval_queries, bool) or not isinstance(eval_queries, (int, np.integer)) or eval_queries < 1:
+        raise CopycatError(f"eval-queries must be a whole number >= 1; received {eval_queries!r}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CopycatError(f"--out {out_dir} is a file; give a folder for the audit")
+    train_config = train_config or TrainConfig(balance=DEFAULT_BALANCE[strategy])
+    oracle = OnnxOracle(target, **(oracle_options or {}))
+    test = None
+    if test_data is not None:  # loaded first: a wrong spec should fail before any query is bought
+        from copycat_tf.datasets import load_labelled
+
+        test = load_labelled(test_data, image_shape=oracle.contract.image_shape)
+
+    cells = [(n, d) for n in budgets for d in chosen]
+    total = 2 + len(cells) + (test is None)
+    stage = _Stages(total, on_stage)
+    largest = budgets[-1]
+    stage(f"buying {largest:,} queries once from {', '.join(map(str, queries))} "
+          f"({strategy} strategy, full probabilities kept)")
+    fakeset = collect(oracle, list(map(str, queries)), largest, out_dir / "fakeset", strategy=strategy,
+                      labels="soft", seed=seed, resize=resize, batch_size=batch_size,
+                      arch=train_config.arch, progress=progress)
+    if not fakeset.complete:
+        raise CopycatError(f"the fake dataset in {fakeset.directory} holds {fakeset.count} of {largest} "
+                           "records; rerun to finish labeling")
+    if fakeset.count < largest:
+        raise CopycatError(
+            f"the query sources ran out after {fakeset.count:,} images, short of the largest budget "
+            f"{largest:,}; lower --budgets or give more --queries"
+        )
+
+    eval_set = None
+    if test is None:
+        eval_set = _buy_eval_set(oracle, queries, fakeset, out_dir, eval_queries, seed, resize,
+                                 batch_size, progress, stage)
+
+    results = []
+    for n, defence in cells:
+        stage(f"{n:,} queries behind {defence.name} ({defence.description}): derive, train, evaluate")
+        labels = "hard" if defence.label_only else "soft"
+        cell_name = f"{n}-{defence.name}"
+        derived = derive(fakeset, out_dir / "fakesets" / cell_name, n, defence.attacker_view,
+                         name=f"defence:{defence.name}", labels=labels)
+        config = replace(train_config, labels=labels, seed=seed)
+        copycat = train_copycat(derived, out_dir / "copycats" / cell_name, config, fit_verbose=fit_verbose)
+        results.append(_cell(oracle, copycat, derived, fakeset, defence, n, test, eval_set, out_dir,
+                             cell_name, price_per_1k))
+
+    stage("writing the report")
+    from copycat_tf.audit_report import verdict, write_audit_report
+
+    info = oracle.info()
+    report = {
+        "format": "copycat-tf.audit",
+        "tool_version": __version__,
+        "target": Path(target).name,
+        "sha256": oracle.identity,
+        "contract": oracle.contract.to_dict(),
+        "model": {"producer": info.producer, "parameters": info.parameters, "metadata": dict(info.metadata)},
+        "queries": [str(q) for q in queries],
+        "strategy": strategy,
+        "arch": train_config.arch,
+        "test_data": test_data,
+        "metric": "performance_ratio" if test is not None and test.labels is not None else "agreement",
+        "evaluation_images": len(test.images) if test is not None else (eval_set.count if eval_set else 0),
+        "budgets": budgets,
+        "defences": [{"name": d.name, "description": d.description, "label_only": d.label_only,
+                      "keeps_top1": d.keeps_top1} for d in chosen],
+        "queries_spent": fakeset.queries_spent,
+        "eval_queries_spent": eval_set.queries_spent if eval_set is not None else 0,
+        "price_per_1k": price_per_1k,
+        "total_cost": None if price_per_1k is None else _cost(
+            fakeset.queries_spent + (eval_set.queries_spent if eval_set is not None else 0), price_per_1k),
+        "results": results,
+    }
+    report["verdict"] = verdict(report)
+    files = write_audit_report(report, out_dir)
+    log.info("audit: %s", report["verdict"])
+    return AuditResult(out_dir, report, files, fakeset)
+
+
+class _Stages:
+    def __init__(self, total: int, callback):
+        self.total, self.callback, self.number = total, callback, 0
+
+    def __call__(self, what: str) -> None:
+        self.number += 1
+        log.info("audit: stage %d/%d: %s", self.number, self.total, what)
+        if self.callback is not None:
+            self.callback(self.number, self.total, what)
+
+
+def _cost(queries: int, price_per_1k: float | None) -> float | None:
+    return None if price_per_1k is None else round(queries / 1000 * price_per_1k, 6)
+
+
+def _buy_eval_set(oracle, queries, fakeset, out_dir: Path, count: int, seed: int, resize: str,
+                  batch_size: int, progress, stage):
+    """Fresh query images labelled by the target: the stream positions after the attack's."""
+    from copycat_tf.fakeset import label
+    from copycat_tf.queries import open_query_source
+
+    start = int(fakeset.manifest["next_item"])
+    stage(f"buying {count:,} fresh query images (stream positions {start:,} on) to measure agreement")
+    source = open_query_source(list(map(str, queries)), oracle.contract.image_shape, seed=seed, resize=resize)
+    view = source.select("audit-eval", np.arange(start, start + _EVAL_SPAN * count + 64))
+    eval_set = label(oracle, view, count, out_dir / "eval" / f"from-{start}", labels="hard",
+                     batch_size=batch_size, progress=progress)
+    if eval_set.count == 0:
+        raise CopycatError(
+            "no query images are left after the attack's to measure agreement on; pass --test-data "
+            "(labelled data), or give more --queries"
+        )
+    if eval_set.count < count:
+        log.warning("audit: only %d fresh query images were left to measure agreement on", eval_set.count)
+    return eval_set
+
+
+def _eval_identity(test, eval_set) -> dict:
+    if eval_set is not None:
+        return {"eval_set": [s["sha256"] for s in eval_set.manifest["shards"]]}
+    return {"test_data": test.name, "count": len(test.images)}
+
+
+def _cell(oracle, copycat, derived, fakeset, defence: Defence, n: int, test, eval_set, out_dir: Path,
+          cell_name: str, price_per_1k) -> dict:
+    """Score one (budget, defence) copycat, or read its cached scores."""
+    from copycat_tf.oracle import OnnxOracle, file_sha256
+
+    key = {
+        "copycat_sha256": file_sha256(copycat.onnx_path),
+        "fakeset": [s["sha256"] for s in derived.manifest["shards"]],
+        **_eval_identity(test, eval_set),
+    }
+    path = out_dir / "cells" / f"{cell_name}.json"
+    cached = _read_cell(path)
+    if cached is not None and cached.get("key") == key:
+        scores = cached["scores"]
+    else:
+        copycat_oracle = OnnxOracle(copycat.onnx_path, providers=oracle.providers)
+        scores = _score(oracle, copycat_oracle, test, eval_set, n)
+        scores["top1_kept"] = _top1_kept(fakeset, derived, n)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"format": CELL_FORMAT, "key": key, "scores": scores}, indent=2, sort_keys=True) + "\n"
+        atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    return {
+        "queries": n,
+        "defence": defence.name,
+        **scores,
+        "cost": _cost(n, price_per_1k),
+        "labels": derived.manifest["config"]["labels"],
+        "copycat": str(Path(copycat.onnx_path).relative_to(out_dir)) if Path(copycat.onnx_path).is_relative_to(out_dir)
+        else str(copycat.onnx_path),
+    }
+
+
+def _read_cell(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != CELL_FORMAT or not isinstance(data.get("scores"), dict):
+        return None
+    return data
+
+
+def _score(target, copycat_oracle, test, eval_set, n: int) -> dict:
+    from copycat_tf.evaluation import agreement, evaluate
+
+    if test is not None:
+        evaluation = evaluate(target, copycat_oracle, test, queries=n)
+        return {
+            "performance_ratio": evaluation.performance_ratio,
+            "agreement": evaluation.agreement,
+            "copycat_accuracy": evaluation.copycat.accuracy if evaluation.labelled else None,
+            "target_accuracy": evaluation.target.accuracy if evaluation.labelled else None,
+        }
+    # The target's answers to the fresh images are stored: only the copycat is asked.
+    target_labels, copycat_labels = [], []
+    for shard in eval_set.iter_shards():
+        target_labels.append(shard["labels"])
+        for start in range(0, len(shard["images"]), 256):
+            copycat_labels.append(copycat_oracle.query(shard["images"][start:start + 256]).labels)
+    return {
+        "performance_ratio": None,
+        "agreement": agreement(np.concatenate(target_labels), np.concatenate(copycat_labels)),
+        "copycat_accuracy": None,
+        "target_accuracy": None,
+    }
+
+
+def _top1_kept(fakeset, derived, n: int) -> float:
+    """Share of the ``n`` records whose label behind the defence is the target's own."""
+    original = np.concatenate([s["labels"] for s in fakeset.iter_shards()])[:n]
+    seen = np.concatenate([s["labels"] for s in derived.iter_shards()])
+    return float(np.mean(original == seen))

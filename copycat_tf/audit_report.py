@@ -1,0 +1,330 @@
+"""The audit's report: ``audit.json``, ``audit.md``, ``audit_curve.png`` and a self-contained ``audit.html``.
+
+Everything here works from the ``audit.json`` dictionary that :func:`copycat_tf.audit.audit`
+builds, so a report can be rewritten, or checked, without TensorFlow. The HTML page needs
+nothing but itself: inline CSS, the curve embedded as a base64 ``data:`` URI, no scripts,
+no external resources; every string in it is HTML-escaped (model metadata is untrusted).
+
+Example:
+
+>>> files = write_audit_report(json.load(open("runs/audit/audit.json")), "runs/audit")  # doctest: +SKIP
+>>> files["html"]                                                                     # doctest: +SKIP
+PosixPath('runs/audit/audit.html')
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from pathlib import Path
+
+from copycat_tf.errors import CopycatError
+from copycat_tf.files import atomic_write
+
+#: Two scores this close count as the same in the verdict.
+_SAME = 0.01
+_MAX_METADATA_CHARS = 300
+
+
+def _value(result: dict, metric: str) -> float | None:
+    return result.get(metric)
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def _percent1(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _money(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.2f}"
+
+
+def _defence_phrase(report: dict, name: str) -> str:
+    if name == "top1":
+        return "label-only answers (top1)"
+    if name == "none":
+        return "full probabilities (no defence)"
+    descriptions = {d["name"]: d["description"] for d in report.get("defences", [])}
+    return f"the {name} policy ({descriptions.get(name, name)})"
+
+
+def verdict(report: dict) -> str:
+    """The audit's conclusion in plain language, computed from ``report["results"]``.
+
+    Example:
+
+    >>> verdict(report)                                                   # doctest: +SKIP
+    "With label-only answers (top1), 90% of this model's accuracy was copied with 5,000 queries ..."
+    """
+    metric = report["metric"]
+    results = [r for r in report["results"] if _value(r, metric) is not None]
+    if not results:
+        return "No copycat could be scored, so the audit has no verdict."
+    defences = list(dict.fromkeys(r["defence"] for r in report["results"]))
+    headline = next((d for d in ("top1", "none") if d in defences), defences[0])
+    rows = sorted((r for r in results if r["defence"] == headline), key=lambda r: r["queries"])
+    sentences = []
+    if rows:
+        best = max(_value(r, metric) for r in rows)
+        chosen = next(r for r in rows if _value(r, metric) >= best - _SAME)
+        sources = ", ".join(report.get("queries") or []) or "the query images"
+        amount = f"{chosen['queries']:,} queries of {sources}"
+        if metric == "performance_ratio":
+            core = f"{_percent(_value(chosen, metric))} of this model's accuracy was copied with {amount}"
+        else:
+            core = (f"a copy agreeing with this model on {_percent(_value(chosen, metric))} of fresh "
+                    f"query images was made with {amount}")
+        price = report.get("price_per_1k")
+        cost = "" if price is None else f" (cost {_money(chosen.get('cost'))} at {_money(price)} per 1,000 queries)"
+        sentences.append(f"With {_defence_phrase(report, headline)}, {core}{cost}.")
+    largest = max(r["queries"] for r in results)
+    at_largest = {r["defence"]: _value(r, metric) for r in results if r["queries"] == largest}
+    if len(at_largest) > 1:
+        baseline_name = "none" if "none" in at_largest else max(at_largest, key=at_largest.get)
+        baseline = at_largest[baseline_name]
+        others = {d: v for d, v in at_largest.items() if d != baseline_name}
+        worst = min(others, key=others.get)
+        against = ("with full probabilities" if baseline_name == "none"
+                   else f"with {_defence_phrase(report, baseline_name)}")
+        if baseline - others[worst] > _SAME:
+            sentences.append(
+                f"At {largest:,} queries, {_defence_phrase(report, worst)} cut the copy's quality most: "
+                f"{_percent(others[worst])} against {_percent(baseline)} {against}."
+            )
+        else:
+            sentences.append(
+                f"At {largest:,} queries, no simulated output policy cut the copy's quality by more than "
+                f"a point ({_percent(others[worst])} at worst against {_percent(baseline)} {against})."
+            )
+    kept = {r["defence"]: r.get("top1_kept") for r in report["results"]
+            if r["queries"] == largest and r["defence"] not in ("none", "top1") and r.get("top1_kept") is not None}
+    note = ("Label-only stealing (the Copycat CNN threat model) is unaffected by probability "
+            "perturbation: it needs only the top-1 label")
+    if kept:
+        low, high = min(kept.values()), max(kept.values())
+        span = _percent1(low) if abs(high - low) < 5e-4 else f"{_percent1(low)} to {_percent1(high)}"
+        then = ("the top1 results are what an attacker behind any of them still gets" if "top1" in defences
+                else "an attacker behind any of them can still fall back on labels alone (add top1 to "
+                     "the defences to measure that)")
+        note += f", which {', '.join(kept)} kept for {span} of these queries, so {then}"
+    sentences.append(note + ".")
+    return " ".join(sentences)
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def write_audit_report(report: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write ``audit.json``, ``audit_curve.png``, ``audit.md`` and ``audit.html`` into ``out_dir``.
+
+    Returns:
+        ``{"json": ..., "curve": ..., "markdown": ..., "html": ...}``.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise CopycatError(f"{out}: is a file, not a folder for the audit report")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "audit.json", "curve": out / "audit_curve.png",
+             "markdown": out / "audit.md", "html": out / "audit.html"}
+    if "verdict" not in report:
+        report = {**report, "verdict": verdict(report)}
+    _write_text(paths["json"], json.dumps(report, indent=2, sort_keys=True) + "\n")
+    png = curve_png(report)
+    atomic_write(paths["curve"], lambda handle: handle.write(png))
+    _write_text(paths["markdown"], markdown(report, curve=paths["curve"].name))
+    _write_text(paths["html"], html_page(report, png))
+    return paths
+
+
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def _metric_label(metric: str) -> str:
+    return ("performance ratio (copycat / target accuracy)" if metric == "performance_ratio"
+            else "agreement with the target on fresh query images")
+
+
+def curve_png(report: dict) -> bytes:
+    """The score against queries (log scale), one line per defence, as PNG bytes."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    metric = report["metric"]
+    figure = Figure(figsize=(7.0, 4.2), layout="constrained")
+    ax = figure.subplots()
+    defences = list(dict.fromkeys(r["defence"] for r in report["results"]))
+    for name in defences:
+        rows = sorted((r for r in report["results"] if r["defence"] == name and _value(r, metric) is not None),
+                      key=lambda r: r["queries"])
+        if rows:
+            ax.plot([r["queries"] for r in rows], [_value(r, metric) for r in rows], marker="o", label=name)
+    ax.set_xscale("log")
+    budgets = sorted({r["queries"] for r in report["results"]})
+    if budgets:
+        ax.set_xticks(budgets, [f"{b:,}" for b in budgets])
+        ax.minorticks_off()
+    ax.set_ylim(0, max(1.05, *(_value(r, metric) or 0 for r in report["results"])))
+    ax.set_xlabel("queries bought (log scale)")
+    ax.set_ylabel(_metric_label(metric))
+    ax.grid(True, alpha=0.3)
+    ax.set_title("How much of the model is copied, by output policy")
+    if defences:
+        ax.legend(title="defence")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def _contract_rows(report: dict) -> list[tuple[str, str]]:
+    c = report["contract"]
+    i, o, p = c["input"], c["output"], c.get("preprocessing", {})
+    rows = [
+        ("input", f"{i['name']}: {i['dtype']} {list(i['shape'])} ({i['layout']})"),
+        ("preprocessing", f"(pixel - {p.get('mean')}) / {p.get('std')}, {p.get('channel_order', 'rgb')}"),
+        ("output", f"{o['name']}: {o['num_classes']} classes, {o['kind']}"),
+    ]
+    if c.get("extra_outputs"):
+        rows.append(("other outputs", ", ".join(map(str, c["extra_outputs"]))))
+    return rows
+
+
+def _metadata_rows(report: dict) -> list[tuple[str, str]]:
+    model = report.get("model") or {}
+    rows = [("producer", str(model.get("producer", "unknown")))]
+    if model.get("parameters") is not None:
+        rows.append(("parameters", f"{model['parameters']:,}"))
+    for key, value in sorted((model.get("metadata") or {}).items()):
+        value = str(value)
+        rows.append((f"metadata {key}", value if len(value) <= _MAX_METADATA_CHARS
+                     else value[:_MAX_METADATA_CHARS] + "..."))
+    return rows
+
+
+def _result_rows(report: dict) -> list[list[str]]:
+    price = report.get("price_per_1k")
+    order = {d["name"]: i for i, d in enumerate(report.get("defences", []))}
+    rows = []
+    for r in sorted(report["results"], key=lambda r: (r["queries"], order.get(r["defence"], len(order)))):
+        rows.append([
+            f"{r['queries']:,}", r["defence"], _percent1(r.get("performance_ratio")),
+            _percent1(r.get("agreement")), _percent1(r.get("copycat_accuracy")),
+            _percent1(r.get("target_accuracy")), _percent1(r.get("top1_kept")),
+            "" if price is None else _money(r.get("cost")),
+        ])
+    return rows
+
+
+_RESULT_HEADER = ["queries", "defence", "performance ratio", "agreement", "copycat accuracy",
+                  "target accuracy", "top-1 label kept", "cost"]
+
+
+def _spending_rows(report: dict) -> list[tuple[str, str]]:
+    price = report.get("price_per_1k")
+    rows = [
+        ("query sources", ", ".join(report.get("queries") or [])),
+        ("strategy", f"{report.get('strategy')} (copycat {report.get('arch')})"),
+        ("budgets", ", ".join(f"{b:,}" for b in report.get("budgets", []))),
+        ("queries bought for the attack", f"{report['queries_spent']:,} (once, for every budget and defence)"),
+        ("queries bought to measure agreement", f"{report.get('eval_queries_spent', 0):,}"),
+        ("evaluated on", (f"{report['test_data']} ({report.get('evaluation_images', 0):,} images)"
+                          if report.get("test_data") else
+                          f"{report.get('evaluation_images', 0):,} fresh query images labelled by the target")),
+    ]
+    if price is not None:
+        rows.append(("price", f"{_money(price)} per 1,000 queries"))
+        rows.append(("cost of this audit's queries", _money(report.get("total_cost"))))
+    return rows
+
+
+def _md(text) -> str:
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
+
+
+def markdown(report: dict, *, curve: str | None = "audit_curve.png") -> str:
+    """The report as Markdown (the curve linked by file name)."""
+    lines = [f"# Copycat audit: {_md(report.get('target', 'target'))}", "", f"**{_md(report['verdict'])}**", "",
+             f"sha256 `{report['sha256']}`", "", "## Model contract", "", "| | |", "|---|---|"]
+    lines += [f"| {_md(k)} | {_md(v)} |" for k, v in _contract_rows(report) + _metadata_rows(report)]
+    lines += ["", "## Queries and cost", "", "| | |", "|---|---|"]
+    lines += [f"| {_md(k)} | {_md(v)} |" for k, v in _spending_rows(report)]
+    lines += ["", "## Results", "", f"Score: {_metric_label(report['metric'])}.", "",
+              "| " + " | ".join(_RESULT_HEADER) + " |", "|" + "---:|" * len(_RESULT_HEADER)]
+    lines += ["| " + " | ".join(_md(cell) for cell in row) + " |" for row in _result_rows(report)]
+    if curve:
+        lines += ["", f"![score against queries]({curve})"]
+    lines += ["", "## How the defences were simulated", ""]
+    lines += [f"- `{_md(d['name'])}`: {_md(d['description'])}" for d in report.get("defences", [])]
+    lines += ["", _SIMULATION_NOTE, ""]
+    return "\n".join(lines)
+
+
+_SIMULATION_NOTE = (
+    "The queries were bought once with full probabilities; each defence was applied offline to "
+    "those answers (what an attacker behind that output policy would have received), and the "
+    "first N records of the one purchase trained each budget's copycat, from scratch."
+)
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:980px;margin:2em auto;
+padding:0 1em;color:#1b1b1b;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
+.verdict{background:#fff6e0;border-left:5px solid #e0a800;padding:.8em 1em;font-size:1.08em}
+table{border-collapse:collapse;margin:.5em 0;font-size:.93em}
+th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}
+th{background:#f2f2f2}td.n{text-align:right;font-variant-numeric:tabular-nums}
+code{font-family:ui-monospace,monospace;font-size:.92em;word-break:break-all}
+img{max-width:100%;height:auto;border:1px solid #eee}.small{color:#555;font-size:.9em}
+"""
+
+
+def _e(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _pairs_table(rows: list[tuple[str, str]]) -> str:
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+def html_page(report: dict, png: bytes | None = None) -> str:
+    """The self-contained HTML report; ``png`` is the curve (drawn when not given)."""
+    png = curve_png(report) if png is None else png
+    image = base64.b64encode(png).decode("ascii")
+    header = "".join(f"<th>{_e(h)}</th>" for h in _RESULT_HEADER)
+    body = "".join(
+        "<tr>" + "".join(f"<td{'' if i == 1 else ' class=n'}>{_e(cell)}</td>" for i, cell in enumerate(row)) + "</tr>"
+        for row in _result_rows(report)
+    )
+    defences = "".join(f"<li><code>{_e(d['name'])}</code>: {_e(d['description'])}</li>"
+                       for d in report.get("defences", []))
+    title = f"Copycat audit: {report.get('target', 'target')}"
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="small">sha256 <code>{_e(report["sha256"])}</code> · copycat-tf {_e(report.get("tool_version", ""))}</p>',
+        f'<p class="verdict" id="verdict">{_e(report["verdict"])}</p>',
+        "<h2>Results</h2>",
+        f"<p>Score: {_e(_metric_label(report['metric']))}.</p>",
+        f"<table><tr>{header}</tr>{body}</table>",
+        f'<p><img alt="score against queries, one line per defence" src="data:image/png;base64,{image}"></p>',
+        "<h2>Queries and cost</h2>",
+        _pairs_table(_spending_rows(report)),
+        "<h2>Model contract</h2>",
+        _pairs_table([("sha256", report["sha256"])] + _contract_rows(report) + _metadata_rows(report)),
+        "<h2>How the defences were simulated</h2>",
+        f"<ul>{defences}</ul>",
+        f"<p>{_e(_SIMULATION_NOTE)}</p>",
+        "</body></html>",
+        "",
+    ])

@@ -1,0 +1,253 @@
+"""`copycat-tf audit`: one purchase of queries, derived fake datasets per budget and defence,
+the report (JSON, Markdown, PNG, self-contained HTML checked in headless Chromium)."""
+
+import html
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from cli_runner import run_cli
+from copycat_tf.audit_report import verdict, write_audit_report
+from copycat_tf.defences import parse_defence
+from copycat_tf.errors import CopycatError
+from copycat_tf.fakeset import FakeSet, derive
+from onnx_factory import make_linear_classifier
+
+HOSTILE = "<script>alert('x')</script><img src=x onerror=alert(1)>"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _records(fakeset, with_probabilities=False):
+    shards = list(fakeset.iter_shards(with_probabilities=with_probabilities))
+    return {key: np.concatenate([s[key] for s in shards]) for key in shards[0]}
+
+
+# ------------------------------------------------------------------ derived fake datasets
+
+
+@pytest.fixture
+def soft_fakeset(query_target, make_fakeset):
+    return make_fakeset(query_target((8, 8, 1), 4), ["noise:uniform"], 300, labels="soft")
+
+
+def test_derive_takes_the_first_records_and_rewrites_the_answers(soft_fakeset, tmp_path):
+    source = _records(soft_fakeset, with_probabilities=True)
+    top1 = derive(soft_fakeset, tmp_path / "100-top1", 100, parse_defence("top1").attacker_view,
+                  name="defence:top1", labels="hard")
+    assert (top1.count, top1.queries_spent, top1.complete, top1.has_probabilities) == (100, 100, True, False)
+    assert top1.oracle_sha256 == soft_fakeset.oracle_sha256 and top1.contract == soft_fakeset.contract
+    assert top1.manifest["config"]["derivation"] == "defence:top1"
+    assert top1.manifest["config"]["derived_from"]["count"] == 100
+    got = _records(top1)
+    np.testing.assert_array_equal(got["images"], source["images"][:100])
+    np.testing.assert_array_equal(got["labels"], source["labels"][:100])
+    np.testing.assert_array_equal(got["keys"], source["keys"][:100])
+
+    # across a shard boundary of the source (256 records), with probabilities kept
+    rounded = derive(soft_fakeset, tmp_path / "280-round1", 280, parse_defence("round1").attacker_view,
+                     name="defence:round1", labels="soft")
+    got = _records(rounded, with_probabilities=True)
+    expected = np.round(source["probabilities"][:280].astype(np.float64), 1)
+    expected = expected / expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(got["probabilities"], expected, rtol=1e-6)
+    np.testing.assert_array_equal(got["labels"], expected.argmax(axis=1))
+    np.testing.assert_array_equal(got["images"], source["images"][:280])
+    assert sum(rounded.label_histogram) == 280
+
+
+def test_derive_resumes_and_refuses_what_it_does_not_own(soft_fakeset, tmp_path):
+    out = tmp_path / "cell"
+    first = derive(soft_fakeset, out, 50, name="prefix")
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = derive(soft_fakeset, out, 50, name="prefix")
+    assert again.manifest == first.manifest
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps  # nothing rewritten
+    other = derive(soft_fakeset, out, 60, name="prefix")  # another derivation replaces its own files
+    assert other.count == 60
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("mine")
+    with pytest.raises(CopycatError, match="not empty"):
+        derive(soft_fakeset, stranger, 50)
+    with pytest.raises(CopycatError, match="cannot take the first 301"):
+        derive(soft_fakeset, tmp_path / "big", 301)
+    with pytest.raises(CopycatError, match="labels only"):
+        derive(soft_fakeset, tmp_path / "soft-top1", 10, parse_defence("top1").attacker_view, labels="soft")
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def _report(**changes):
+    report = {
+        "target": "vendor.onnx",
+        "sha256": "ab" * 32,
+        "contract": {
+            "input": {"name": HOSTILE, "shape": [None, 8, 8, 1], "dtype": "float32", "layout": "NHWC"},
+            "output": {"name": "probs|x", "num_classes": 10, "kind": "probabilities"},
+            "preprocessing": {"mean": [0.0], "std": [255.0], "channel_order": "rgb"},
+            "extra_outputs": [],
+        },
+        "model": {"producer": "x", "parameters": 1234, "metadata": {"note": HOSTILE}},
+        "queries": ["photos"],
+        "strategy": "balanced",
+        "arch": "small_cnn",
+        "test_data": "digits:test",
+        "metric": "performance_ratio",
+        "evaluation_images": 359,
+        "budgets": [1000, 5000, 20000],
+        "defences": [{"name": n, "description": parse_defence(n).description} for n in ("none", "top1", "round2")],
+        "queries_spent": 20000,
+        "eval_queries_spent": 0,
+        "price_per_1k": 1.5,
+        "total_cost": 30.0,
+        "results": [],
+    }
+    scores = {("none", 1000): 0.7, ("none", 5000): 0.95, ("none", 20000): 0.97,
+              ("top1", 1000): 0.6, ("top1", 5000): 0.9, ("top1", 20000): 0.9,
+              ("round2", 1000): 0.7, ("round2", 5000): 0.94, ("round2", 20000): 0.96}
+    for (defence, n), ratio in scores.items():
+        report["results"].append({"queries": n, "defence": defence, "performance_ratio": ratio,
+                                  "agreement": ratio - 0.05, "copycat_accuracy": ratio * 0.9,
+                                  "target_accuracy": 0.9, "cost": n / 1000 * 1.5,
+                                  "top1_kept": 1.0 if defence != "round2" else 0.998})
+    report.update(changes)
+    return report
+
+
+def test_verdict_says_what_label_only_answers_give_away_and_what_each_defence_cuts():
+    text = verdict(_report())
+    assert text.startswith("With label-only answers (top1), 90% of this model's accuracy was copied with "
+                           "5,000 queries of photos (cost 7.50 at 1.50 per 1,000 queries).")
+    assert "label-only answers (top1) cut the copy's quality most: 90% against 97% with full probabilities" in text
+    assert "Label-only stealing (the Copycat CNN threat model) is unaffected by probability perturbation" in text
+    assert "round2 kept for 99.8% of these queries" in text
+    unlabelled = _report(metric="agreement", price_per_1k=None)
+    assert "agreeing with this model on 85% of fresh query images was made with 5,000 queries" in verdict(unlabelled)
+    assert "cost" not in verdict(unlabelled).split(".")[0]
+
+
+def test_report_files_are_complete_self_contained_and_escape_model_metadata(tmp_path):
+    report = _report()
+    report["verdict"] = verdict(report)
+    files = write_audit_report(report, tmp_path)
+    data = json.loads(files["json"].read_text())
+    for key in ("sha256", "contract", "queries_spent", "eval_queries_spent", "price_per_1k", "results", "verdict"):
+        assert key in data
+    assert files["curve"].read_bytes().startswith(PNG_MAGIC)
+    page = files["html"].read_text()
+    assert report["sha256"] in page and html.escape(report["verdict"]) in page
+    assert "data:image/png;base64," in page
+    assert "http" not in page and "<script" not in page and "<link" not in page
+    assert "onerror=alert(1)>" not in page and html.escape(HOSTILE) in page
+    markdown = files["markdown"].read_text()
+    assert "<script" not in markdown and "probs\\|x" in markdown and report["verdict"] in markdown
+
+
+# ------------------------------------------------------------------- end to end, CLI
+
+
+@pytest.fixture(scope="module")
+def audited(digits_target, digits_queries, tmp_path_factory):
+    out = tmp_path_factory.mktemp("audit")
+    args = ("audit", digits_target.path, "--queries", digits_queries, "--budgets", "200,100",
+            "--defences", "top1,round1", "--epochs", 1, "--test-data", "digits:test",
+            "--price-per-1k", 1.5, "--out", out)
+    return out, args, run_cli(*args)
+
+
+def test_audit_buys_the_largest_budget_once_and_derives_the_smaller_ones(audited):
+    out, _, result = audited
+    assert result.returncode == 0, result.stderr
+    big = FakeSet.open(out / "fakeset")
+    assert (big.count, big.queries_spent, big.has_probabilities) == (200, 200, True)
+    source = _records(big)
+    for n in (100, 200):
+        for defence in ("top1", "round1"):
+            cell = FakeSet.open(out / "fakesets" / f"{n}-{defence}")
+            assert cell.count == n and cell.queries_spent == n
+            assert cell.has_probabilities == (defence != "top1")
+            np.testing.assert_array_equal(_records(cell)["images"], source["images"][:n])
+            assert (out / "copycats" / f"{n}-{defence}" / "copycat.onnx").is_file()
+    assert "audit: stage 1/6: buying 200 queries once" in result.stderr and "audit: stage 6/6" in result.stderr
+
+
+def test_audit_json_holds_every_result(audited, digits_target):
+    out, _, result = audited
+    report = json.loads((out / "audit.json").read_text())
+    assert report["sha256"] == digits_target.card["sha256"]
+    assert report["contract"]["output"]["num_classes"] == 10
+    assert (report["queries_spent"], report["eval_queries_spent"], report["price_per_1k"]) == (200, 0, 1.5)
+    cells = {(r["queries"], r["defence"]): r for r in report["results"]}
+    assert set(cells) == {(100, "top1"), (100, "round1"), (200, "top1"), (200, "round1")}
+    for (n, _), r in cells.items():
+        assert 0 <= r["agreement"] <= 1 and r["performance_ratio"] is not None
+        assert r["target_accuracy"] > 0.8
+        assert r["performance_ratio"] == pytest.approx(r["copycat_accuracy"] / r["target_accuracy"])
+        assert r["cost"] == pytest.approx(n / 1000 * 1.5)
+    assert cells[(200, "top1")]["top1_kept"] == 1.0
+    assert result.stdout.strip().splitlines()[-1] == report["verdict"]
+    assert report["verdict"].startswith("With label-only answers (top1), ")
+    assert (out / "audit_curve.png").read_bytes().startswith(PNG_MAGIC)
+    page = (out / "audit.html").read_text()
+    assert report["sha256"] in page and "http" not in page and "<script" not in page
+
+
+def test_audit_rerun_buys_nothing_and_retrains_nothing(audited):
+    out, args, first = audited
+    states = sorted(out.glob("copycats/*/training.json"))
+    stamps = {p: p.stat().st_mtime_ns for p in states + sorted(out.glob("cells/*.json"))}
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert FakeSet.open(out / "fakeset").queries_spent == 200
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert "copycat epoch" not in again.stderr
+    assert again.stdout.strip().splitlines()[-1] == first.stdout.strip().splitlines()[-1]
+
+
+def test_audit_html_renders_in_headless_chromium(audited, tmp_path):
+    out, _, _ = audited
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, ("the audit report's browser check needs Chromium: "
+                      "apt-get install -y --no-install-recommends chromium")
+    dom = subprocess.run(
+        [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}",
+         "--dump-dom", (out / "audit.html").resolve().as_uri()],
+        capture_output=True, text=True, timeout=120, check=False,
+    ).stdout
+    report = json.loads((out / "audit.json").read_text())
+    assert html.escape(report["verdict"], quote=False) in dom
+    assert 'id="verdict"' in dom and "data:image/png;base64," in dom
+
+
+def test_audit_without_test_data_scores_agreement_on_fresh_queries(tmp_path):
+    from copycat_tf.audit import audit
+    from copycat_tf.training import TrainConfig
+
+    target = tmp_path / "vendor.onnx"
+    make_linear_classifier(target, image_shape=(8, 8, 1), num_classes=3, metadata={"note": HOSTILE})
+    result = audit(target, ["noise:uniform"], tmp_path / "run", budgets="80", defences="top1",
+                   strategy="paper", train_config=TrainConfig(epochs=1), eval_queries=40)
+    report = json.loads((tmp_path / "run" / "audit.json").read_text())
+    assert (report["queries_spent"], report["eval_queries_spent"], report["metric"]) == (80, 40, "agreement")
+    (cell,) = report["results"]
+    assert cell["performance_ratio"] is None and 0 <= cell["agreement"] <= 1 and cell["cost"] is None
+    eval_set = FakeSet.open(next((tmp_path / "run" / "eval").iterdir()))
+    attack = _records(FakeSet.open(tmp_path / "run" / "fakeset"))
+    assert not set(_records(eval_set)["keys"]) & set(attack["keys"])  # fresh images only
+    page = result.files["html"].read_text()
+    assert html.escape(HOSTILE) in page and "<script" not in page
+
+
+def test_audit_cli_bad_inputs(tmp_path):
+    target = tmp_path / "t.onnx"
+    make_linear_classifier(target, image_shape=(8, 8, 1), num_classes=3)
+    base = ("audit", target, "--queries", "noise:uniform", "--out", tmp_path / "r")
+    run_cli(*base, "--budgets", "1000,x").assert_clean_error("budgets must be whole numbers >= 1, e.g. 1000,5000")
+    run_cli(*base, "--budgets", "0").assert_clean_error("budgets must be whole numbers")
+    run_cli(*base, "--defences", "none,blur").assert_clean_error("unknown defence 'blur'", "reverse-sigmoid")
+    run_cli(*base, "--price-per-1k", "-1").assert_clean_error("price-per-1k")
+    assert not (tmp_path / "r").exists()
