@@ -7,6 +7,7 @@ one line and exit with status 2.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import sys
@@ -31,6 +32,49 @@ COMMANDS = {
 _debug = False
 # TensorFlow's C++ start-up chatter (CUDA probes, CPU flags) is noise on a user's terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# No usage reports from onnxruntime, and no device-id file under ~/.cache (see oracle.py).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("ORT_TELEMETRY_DISABLED", "1")
+
+
+class _QuietTensorFlowImport:
+    """Import TensorFlow with file descriptor 2 pointed at /dev/null.
+
+    Its C++ start-up writes absl and CUDA notices ("All log messages before
+    absl::InitializeLog() ...") straight to fd 2, past ``TF_CPP_MIN_LOG_LEVEL``, which would
+    bury the one-line error of a command that fails after training started. Only that one
+    import is silenced; Python errors it raises still reach the user.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _SilencedLoader(spec.loader)
+        return spec
+
+
+class _SilencedLoader:
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        module.__spec__.loader = module.__loader__ = self.loader
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 2)
+            os.close(null)
+            self.loader.exec_module(module)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 class LazyGroup(click.Group):
@@ -64,6 +108,8 @@ def cli(debug: bool, verbose: bool):
     """
     global _debug
     _debug = debug
+    if not verbose and "tensorflow" not in sys.modules:
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="copycat-tf: %(message)s",

@@ -41,7 +41,7 @@ from copycat_tf._version import __version__
 from copycat_tf.contract import Contract
 from copycat_tf.errors import CopycatError
 from copycat_tf.files import atomic_write
-from copycat_tf.oracle import Oracle, file_sha256
+from copycat_tf.oracle import MAX_INPUT_PIXELS, Oracle, file_sha256
 from copycat_tf.queries import Query, QuerySource, open_query_source
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ QUERIES_LOG = "queries.log"
 LABEL_MODES = ("hard", "soft")
 DEFAULT_SHARD_SIZE = 1024
 _SHARD_NAME = re.compile(r"shard-\d{5,}\.npz")
+MAX_CLASSES = 1_000_000  # a manifest claiming more is not one copycat-tf wrote
 _REJECTED_HEADER = b"source\tkey\treason\n"
 
 
@@ -172,23 +173,38 @@ class FakeSet:
             yield arrays
 
     def _load(self, shard: dict, with_probabilities: bool) -> dict[str, np.ndarray]:
+        from copycat_tf.datasets import read_npz
+
         self._check(shard)
         names = ["images", "labels", "sources", "keys"] + (["probabilities"] if with_probabilities else [])
-        path = self.directory / shard["file"]
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [name for name in names if name not in archive.files]
-            if missing:
-                raise CopycatError(f"fake dataset {self.directory}: shard {shard['file']} lacks {missing}")
-            arrays = {name: archive[name] for name in names}
+        where = f"fake dataset {self.directory}: shard {shard['file']}"
+        arrays = read_npz(self.directory / shard["file"], names, what=where)
+        missing = [name for name in names if name not in arrays]
+        if missing:
+            raise CopycatError(f"{where} lacks {missing}")
         n = shard["count"]
         expected = {"images": (n, *self.image_shape), "labels": (n,), "sources": (n,), "keys": (n,),
                     "probabilities": (n, self.num_classes)}
+        kinds = {"images": "u", "labels": "iu", "sources": "iu", "keys": "U", "probabilities": "f"}
         for name, value in arrays.items():
             if value.shape != expected[name]:
                 raise CopycatError(
-                    f"fake dataset {self.directory}: shard {shard['file']} has {name} of shape "
-                    f"{value.shape}; the manifest says {expected[name]}"
+                    f"{where} has {name} of shape {value.shape}; the manifest says {expected[name]}"
                 )
+            if value.dtype.kind not in kinds[name] or (name == "images" and value.dtype != np.uint8):
+                raise CopycatError(f"{where} has {name} of type {value.dtype}, which copycat-tf never writes")
+        labels = arrays["labels"]
+        if n and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise CopycatError(
+                f"{where} has labels from {labels.min()} to {labels.max()}; the oracle has "
+                f"{self.num_classes} classes (0 to {self.num_classes - 1})"
+            )
+        arrays["labels"] = labels.astype(np.int64)
+        if with_probabilities:
+            probabilities = arrays["probabilities"].astype(np.float32)
+            if not np.all(np.isfinite(probabilities)) or (probabilities < 0).any():
+                raise CopycatError(f"{where} has probabilities that are negative, NaN or infinite")
+            arrays["probabilities"] = probabilities
         return arrays
 
     def as_dataset(self, with_probabilities: bool = False):
@@ -253,12 +269,50 @@ def _read_manifest(directory: Path) -> dict | None:
         return None
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CopycatError(f"fake dataset {directory}: {MANIFEST} is unreadable ({exc})") from exc
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: bad JSON, or a number too long to convert; RecursionError: deep nesting.
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise CopycatError(f"fake dataset {directory}: {MANIFEST} is unreadable ({reason})") from exc
     problem = _manifest_problem(manifest)
     if problem:
         raise CopycatError(f"fake dataset {directory}: malformed {MANIFEST}: {problem}")
+    root = directory.resolve()
+    contract = Contract.from_dict(manifest["oracle"]["contract"])
+    for shard in manifest["shards"]:
+        shard_path = directory / shard["file"]
+        if shard_path.is_symlink() and not shard_path.resolve().is_relative_to(root):
+            raise CopycatError(
+                f"fake dataset {directory}: shard {shard['file']} is a link to "
+                f"{os.readlink(shard_path)}, outside the folder; refusing to read it"
+            )
+        if shard_path.is_file():  # a missing one is reported when it is needed
+            _check_shard_headers(directory, shard, contract)
     return manifest
+
+
+def _check_shard_headers(directory: Path, shard: dict, contract: Contract) -> None:
+    """Refuse a listed shard whose arrays are not what label writes, from headers alone (cheap)."""
+    from copycat_tf.datasets import npz_headers
+
+    where = f"fake dataset {directory}: shard {shard['file']}"
+    try:
+        headers = npz_headers(directory / shard["file"], what=where)
+    except CopycatError:
+        if file_sha256(directory / shard["file"]) != shard["sha256"]:
+            return  # damaged after labeling: verify() and reading say so, naming the checksum
+        raise
+    n = shard["count"]
+    expected = {"images": ((n, *contract.image_shape), "u"), "labels": ((n,), "iu"),
+                "sources": ((n,), "iu"), "keys": ((n,), "U"),
+                "probabilities": ((n, contract.num_classes), "f")}
+    for name, (shape, kinds) in expected.items():
+        if name not in headers:
+            continue  # a missing array is reported when it is needed
+        found_shape, dtype = headers[name]
+        if found_shape != shape:
+            raise CopycatError(f"{where} has {name} of shape {found_shape}; the manifest says {shape}")
+        if dtype.kind not in kinds or (name == "images" and dtype != np.uint8):
+            raise CopycatError(f"{where} has {name} of type {dtype}, which copycat-tf never writes")
 
 
 def _manifest_problem(manifest) -> str | None:
@@ -274,13 +328,27 @@ def _manifest_problem(manifest) -> str | None:
         if not isinstance(manifest.get(name), kind):
             return f"field {name!r} missing or not a {kind.__name__}"
     try:
-        Contract.from_dict(manifest["oracle"]["contract"])
+        contract = Contract.from_dict(manifest["oracle"]["contract"])
         sha = manifest["oracle"]["sha256"]
         labels = manifest["config"]["labels"]
+        shape, classes = contract.image_shape, contract.num_classes
     except (KeyError, TypeError, ValueError, CopycatError) as exc:
         return f"bad oracle or config entry ({exc})"
     if not isinstance(sha, str) or labels not in LABEL_MODES:
         return "bad oracle sha256 or labels mode"
+    if (not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape)
+            or shape[2] not in (1, 3) or shape[0] * shape[1] > MAX_INPUT_PIXELS):
+        return f"image shape {list(shape)} is not (height, width, 1 or 3) within {MAX_INPUT_PIXELS} pixels"
+    if not 2 <= classes <= MAX_CLASSES:
+        return f"the oracle's {classes} classes are not between 2 and {MAX_CLASSES}"
+    histogram = manifest["label_histogram"]
+    if len(histogram) != classes or not all(isinstance(v, int) and v >= 0 for v in histogram):
+        return f"label_histogram is not {classes} counts, one per class"
+    if any(not isinstance(manifest[name], int) or manifest[name] < 0
+           for name in ("count", "queries_spent", "budget", "rejected", "rejected_bytes", "next_item")):
+        return "a count is negative"
+    if sum(histogram) != manifest["count"]:
+        return f"label_histogram adds up to {sum(histogram)} but count is {manifest['count']}"
     total = 0
     for shard in manifest["shards"]:
         if not isinstance(shard, dict) or not isinstance(shard.get("file"), str):
@@ -289,6 +357,8 @@ def _manifest_problem(manifest) -> str | None:
             return f"shard file {shard['file']!r} is not a plain shard name inside the folder"
         if not isinstance(shard.get("count"), int) or not isinstance(shard.get("sha256"), str):
             return f"shard {shard['file']!r} lacks count or sha256"
+        if shard["count"] < 1:
+            return f"shard {shard['file']!r} holds {shard['count']} records"
         total += shard["count"]
     if total != manifest["count"]:
         return f"shards hold {total} records but count is {manifest['count']}"
@@ -338,7 +408,9 @@ class _Writer:
             _remove_own_files(directory)
         manifest = _read_manifest(directory) if directory.is_dir() else None
         if manifest is None:
-            if directory.is_dir() and not overwrite and any(directory.iterdir()):
+            # A run killed while writing its first manifest leaves only manifest.json.tmp.
+            if directory.is_dir() and not overwrite and any(p.name != MANIFEST + ".tmp"
+                                                            for p in directory.iterdir()):
                 raise CopycatError(
                     f"output folder {directory} is not empty and holds no fake dataset; choose another "
                     "folder, or pass --overwrite to write beside the files there"
@@ -651,7 +723,13 @@ def label(
         _run(writer, oracle, source, budget, labels == "soft", batch_size, workers, progress)
     finally:
         writer.close()
-    return FakeSet.open(out_dir)
+    fakeset = FakeSet.open(out_dir)
+    if fakeset.count == 0 and fakeset.manifest["exhausted"]:
+        raise CopycatError(
+            f"no usable query image: the query sources ran out after {fakeset.rejected} rejected "
+            f"input(s) and nothing could be sent (reasons in {out_dir / REJECTED})"
+        )
+    return fakeset
 
 
 def _check_positive(**values) -> None:

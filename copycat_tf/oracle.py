@@ -41,8 +41,19 @@ from copycat_tf.errors import BudgetExceeded, CopycatError
 
 log = logging.getLogger(__name__)
 
+# onnxruntime >= 1.29 reports usage to Microsoft from Linux too, writing a device id under
+# ~/.cache and a file in $TMPDIR when it starts: a tool pointed at untrusted models must not
+# phone home nor write outside its output folder. Set before onnxruntime is first imported
+# (it is imported here only); ORT_DISABLE_TELEMETRY=0 turns it back on.
+for _variable in ("ORT_DISABLE_TELEMETRY", "ORT_TELEMETRY_DISABLED"):
+    os.environ.setdefault(_variable, "1")
+
 #: Largest image (height x width) an input may declare; bigger is treated as hostile.
 MAX_INPUT_PIXELS = 4096 * 4096
+#: Largest fixed batch an input may declare (the probe sends one whole batch); and the most
+#: pixels one fixed batch may hold in all.
+MAX_FIXED_BATCH = 4096
+MAX_BATCH_PIXELS = 4 * MAX_INPUT_PIXELS
 _ORT_DTYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
@@ -232,12 +243,19 @@ def _all_tensors(graph):
     from onnx import AttributeProto
 
     yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
     for node in graph.node:
         for attribute in node.attribute:
             if attribute.type == AttributeProto.TENSOR:
                 yield attribute.t
             elif attribute.type == AttributeProto.TENSORS:
                 yield from attribute.tensors
+            elif attribute.type == AttributeProto.SPARSE_TENSOR:
+                yield from (attribute.sparse_tensor.values, attribute.sparse_tensor.indices)
+            elif attribute.type == AttributeProto.SPARSE_TENSORS:
+                for sparse in attribute.sparse_tensors:
+                    yield from (sparse.values, sparse.indices)
             elif attribute.type == AttributeProto.GRAPH:
                 yield from _all_tensors(attribute.g)
             elif attribute.type == AttributeProto.GRAPHS:
@@ -292,7 +310,9 @@ class OnnxOracle(Oracle):
         self.providers = list(providers or ["CPUExecutionProvider"])
         if session_options is None:
             session_options = ort.SessionOptions()
-            session_options.log_severity_level = 3  # onnxruntime's warnings are not the user's problem
+            # onnxruntime's own log lines are not the user's problem: a failing model becomes
+            # one CopycatError naming it, not a coloured C++ log line on stderr as well.
+            session_options.log_severity_level = 4
             # Spinning worker threads would take the CPU from the threads decoding the next batch.
             session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
@@ -312,16 +332,31 @@ class OnnxOracle(Oracle):
             return {}
         try:
             stored = json.loads(text)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # JSONDecodeError, huge numbers, deep nesting
             log.warning("%s: ignoring unreadable %s metadata", self.path, METADATA_KEY)
             return {}
-        return stored if isinstance(stored, dict) else {}
+        if not isinstance(stored, dict):
+            return {}
+        for part in ("input", "output", "preprocessing"):
+            if not isinstance(stored.get(part, {}), dict):
+                raise CopycatError(
+                    f"{self.path}: its {METADATA_KEY} metadata is malformed ({part!r} is a "
+                    f"{type(stored[part]).__name__}, not an object); remove that metadata entry "
+                    "or describe the input with --mean/--std/--layout"
+                )
+        return stored
 
     def _read_contract(self, stored, preprocessing, layout, output, output_kind, input_size):
         image_input = self._read_input(stored, layout, input_size)
         if preprocessing is None:
             if "preprocessing" in stored:
-                preprocessing = Preprocessing.from_dict(stored["preprocessing"])
+                try:
+                    preprocessing = Preprocessing.from_dict(stored["preprocessing"])
+                except (CopycatError, TypeError, ValueError) as exc:
+                    raise CopycatError(
+                        f"{self.path}: the preprocessing in its {METADATA_KEY} metadata is unusable "
+                        f"({_first_line(exc)}); pass --mean and --std to give it yourself"
+                    ) from exc
             else:
                 preprocessing = Preprocessing.default_for(image_input.dtype)
         stored_output = stored.get("output", {})
@@ -385,6 +420,8 @@ class OnnxOracle(Oracle):
                 f"{shape[channel_axis]} channels; only grayscale (1) or colour (3) images work"
             )
         for axis, size in zip(spatial_axes, input_size or (None, None)):
+            if size is not None and not 1 <= int(size) <= 65535:
+                raise CopycatError(f"input size must be two whole numbers >= 1; received {input_size}")
             if size is not None:
                 if shape[axis] is not None and shape[axis] != size:
                     raise CopycatError(
@@ -402,6 +439,13 @@ class OnnxOracle(Oracle):
             raise CopycatError(
                 f"{self.path}: input {meta.name!r} declares {height}x{width} images, over the "
                 f"{MAX_INPUT_PIXELS} pixel limit"
+            )
+        batch = shape[0]
+        if batch is not None and (batch > MAX_FIXED_BATCH or batch * height * width > MAX_BATCH_PIXELS):
+            raise CopycatError(
+                f"{self.path}: input {meta.name!r} declares a fixed batch of {batch} images of "
+                f"{height}x{width}, over the limit of {MAX_FIXED_BATCH} images and "
+                f"{MAX_BATCH_PIXELS} pixels per batch; export the model with a smaller or dynamic batch"
             )
         return ImageInput(meta.name, tuple(shape), dtype, layout)
 

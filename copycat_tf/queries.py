@@ -41,6 +41,7 @@ import itertools
 import logging
 import math
 import os
+import zipfile
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -391,25 +392,28 @@ def _load_array(path: Path) -> np.ndarray:
             # A memory map keeps a big array on disk; only the items sent are read.
             pixels = np.load(path, mmap_mode="r", allow_pickle=False)
         else:
+            from copycat_tf.datasets import read_npz
+
             with np.load(path, allow_pickle=False) as archive:
                 names = list(archive.files)
-                if "x" in names:
-                    name = "x"
-                elif len(names) == 1:
-                    name = names[0]
-                else:
-                    raise CopycatError(
-                        f"query array {path} holds arrays {names}; name the images 'x' or keep "
-                        "only one array in the file"
-                    )
-                pixels = archive[name]
+            if "x" in names:
+                name = "x"
+            elif len(names) == 1:
+                name = names[0]
+            else:
+                raise CopycatError(
+                    f"query array {path} holds arrays {names}; name the images 'x' or keep "
+                    "only one array in the file"
+                )
+            # Headers checked before any data is read: no pickles, no forged sizes.
+            pixels = read_npz(path, [name], what=f"query array {path}")[name]
     except CopycatError:
         raise
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, MemoryError, zipfile.BadZipFile) as exc:
         raise CopycatError(
             f"query array {path}: cannot load it with allow_pickle=False ({_brief(exc)})"
         ) from exc
-    if pixels.ndim == 4 and pixels.shape[3] not in (1, 3) or pixels.ndim not in (3, 4):
+    if pixels.ndim == 4 and pixels.shape[3] not in (1, 3) or pixels.ndim not in (3, 4) or 0 in pixels.shape[1:3]:
         raise CopycatError(
             f"query array {path} has shape {pixels.shape}; expected images (N, H, W), "
             "(N, H, W, 1) or (N, H, W, 3)"

@@ -104,6 +104,15 @@ def write_report(evaluation: Evaluation, out_dir: str | os.PathLike) -> dict[str
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise CopycatError(f"{out}: is a file, not a folder for the report; choose another folder")
+    own = {"report.json", "report.md", "agreement.png", "confusion.png"}
+    if out.is_dir() and not (out / "report.json").is_file():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in own)
+        if foreign:
+            raise CopycatError(
+                f"output folder {out} is not empty ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}) and holds no copycat-tf report; choose "
+                "an empty or new folder"
+            )
     out.mkdir(parents=True, exist_ok=True)
     paths = {
         "json": out / "report.json",

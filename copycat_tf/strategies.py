@@ -268,7 +268,7 @@ class _BalancedRun:
             if data.get("format") != _SELECTION_FORMAT:
                 raise ValueError("not a copycat-tf selection")
             return _Selection(int(data["start"]), int(data["stop"]), np.asarray(data["positions"], np.int64))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise CopycatError(f"{path} is unreadable ({exc}); pass --overwrite to start again") from exc
 
     def _select(self, number: int, scout, fakeset: FakeSet, start: int, wanted: int) -> _Selection:

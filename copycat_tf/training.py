@@ -496,7 +496,15 @@ def train_copycat(
     if finetune is not None:
         stages.append(_Stage("finetune", finetune, config.finetune_epochs,
                              config.finetune_learning_rate, "fine-tune"))
-    run = _TrainingRun.open(Path(out_dir), config, stages, overwrite)
+    out_dir = Path(out_dir)
+    for stage in stages:
+        folder = Path(stage.fakeset.directory).resolve()
+        if out_dir.resolve().is_relative_to(folder) or folder.is_relative_to(out_dir.resolve()):
+            raise CopycatError(
+                f"output folder {out_dir} and the fake dataset {stage.fakeset.directory} overlap; "
+                "a copycat run never writes into its input, so choose another output folder"
+            )
+    run = _TrainingRun.open(out_dir, config, stages, overwrite)
     if run.finished:
         log.info("%s already holds this trained copycat; pass overwrite to train it again", run.out_dir)
         return run.result(already_trained=True)
@@ -689,6 +697,15 @@ class _TrainingRun:
             "export_max_abs_diff": None,
         }
         stored = _read_state(out_dir)
+        if stored is None and not overwrite and out_dir.is_dir():
+            foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in _OWN_FILES + _OWN_FOLDERS)
+            if foreign:
+                raise CopycatError(
+                    f"output folder {out_dir} is not empty ({', '.join(foreign[:3])}"
+                    f"{', ...' if len(foreign) > 3 else ''}) and holds no copycat run; choose another "
+                    "folder, or pass --overwrite to write beside those files (it deletes only "
+                    "copycat-tf's own)"
+                )
         state = wanted if stored is None else _resumed_state(out_dir, stored, wanted)
         if state["finished"] and not all((out_dir / name).is_file() for name in ("copycat.keras", "copycat.onnx")):
             state = {**state, "finished": False}  # trained, but the final files are gone: export again
@@ -789,7 +806,7 @@ def _read_state(out_dir: Path) -> dict | None:
         return None
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # also huge numbers, deep nesting
         raise CopycatError(f"{path} is unreadable ({exc}); rerun with --overwrite to start again") from exc
     version = (state.get("format"), state.get("format_version")) if isinstance(state, dict) else None
     if version != (STATE_FORMAT, STATE_VERSION):

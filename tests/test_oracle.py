@@ -292,3 +292,42 @@ def test_any_batching_and_contract_answers_like_one_by_one(tmp_path_factory, lay
     np.testing.assert_allclose(together.probabilities, np.concatenate([a.probabilities for a in alone]), atol=1e-6)
     np.testing.assert_array_equal(together.labels, reference_logits(x, weights, bias).argmax(1))
     assert oracle.queries_spent == 2 * count
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    layout=st.sampled_from(["NHWC", "NCHW"]),
+    dtype=st.sampled_from(["float32", "float16", "uint8"]),
+    channels=st.sampled_from([1, 3]),
+    fixed_batch=st.sampled_from([None, 1, 2, 3, 7]),
+    output=st.sampled_from(["probabilities", "logits", "scores"]),
+    chunks=st.lists(st.integers(1, 6), min_size=1, max_size=5),
+    bgr=st.booleans(),
+    seed=st.integers(0, 1000),
+)
+def test_any_cut_into_calls_and_any_contract_answers_like_one_by_one(
+        tmp_path_factory, layout, dtype, channels, fixed_batch, output, chunks, bgr, seed):
+    path = tmp_path_factory.mktemp("prop-cuts") / "m.onnx"
+    shape = (6, 5, channels)
+    weights, bias = make_linear_classifier(path, image_shape=shape, layout=layout, dtype=dtype,
+                                           batch=fixed_batch, output=output, seed=seed % 7)
+    preprocessing = None
+    if dtype != "uint8":  # integer inputs take raw pixels only
+        preprocessing = Preprocessing(mean=(100.0,), std=(50.0,), channel_order="bgr" if bgr else "rgb")
+    oracle = OnnxOracle(path, preprocessing=preprocessing)
+    count = sum(chunks)
+    x = np.random.default_rng(seed).integers(0, 256, (count, *shape), dtype=np.uint8)
+    parts, start = [], 0
+    for size in chunks:
+        parts.append(oracle.query(x[start:start + size], soft=True))
+        start += size
+    alone = [oracle.query(x[i:i + 1], soft=True) for i in range(count)]
+    labels = np.concatenate([p.labels for p in parts])
+    np.testing.assert_array_equal(labels, [a.labels[0] for a in alone])
+    np.testing.assert_allclose(np.concatenate([p.probabilities for p in parts]),
+                               np.concatenate([a.probabilities for a in alone]), atol=1e-6)
+    if dtype == "float32":  # float16 rounding may flip near-ties against a float32 reference
+        mean, std = (100.0, 50.0)
+        expected = reference_logits(x, weights, bias, mean=mean, std=std, bgr=bgr and channels == 3)
+        np.testing.assert_array_equal(labels, expected.argmax(1))
+    assert oracle.queries_spent == 2 * count
