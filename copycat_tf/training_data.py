@@ -6,9 +6,10 @@ batches. The input pipeline must never be what limits training speed, so:
 
 - a fake dataset that fits in ``in_memory_bytes`` is read once into arrays, and each
   batch is one vectorised gather from them (the same work ``model.fit`` does on arrays);
-- a larger one streams shard by shard from disk (:meth:`FakeSet.as_dataset`) through a
-  bounded shuffle buffer, so it never has to fit in memory;
-- either way no Python runs per record, and batches are prefetched.
+- a larger one streams shard by shard from disk (:meth:`FakeSet.iter_shards`) through a
+  bounded shuffle pool, so it never has to fit in memory;
+- either way nothing runs per record (whole batches are gathered, or whole shards
+  selected and shuffled with numpy), and batches are prefetched.
 
 Both paths hold out the same validation records (chosen from record indices with a seed)
 and apply the same class balancing, so they train on the same examples.
@@ -36,7 +37,8 @@ BALANCE_MODES = ("none", "replicate", "weights", "sqrt-weights")
 MAX_SQRT_WEIGHT = 10.0
 #: Fake datasets up to this size are trained from memory; larger ones stream from disk.
 IN_MEMORY_BYTES = 1 << 30
-#: Memory the streaming shuffle buffer may take (it holds decoded uint8 images).
+#: Memory the streaming shuffle pool may take (decoded uint8 records; the pool is sized at
+#: half of this, as it is copied once while being permuted).
 SHUFFLE_BUFFER_BYTES = 256 << 20
 _HASH_MULTIPLIER = 2654435761  # Knuth's multiplicative hash: spreads consecutive indices over [0, 2^32)
 _HASH_RANGE = 1 << 32
@@ -328,26 +330,97 @@ class _ArrayRecords:
 
 
 class _StreamedRecords:
-    """The fake dataset read from disk each epoch, shard by shard, through a shuffle buffer."""
+    """The fake dataset read from disk each epoch, shard by shard, shuffled in a bounded pool.
+
+    Whole shards are selected, replicated and shuffled with numpy and leave as finished
+    batches, so no per-record ``tf.data`` operation runs: filtering, ``flat_map`` and a
+    record-level shuffle buffer cost more CPU per record than the small copycats take to
+    train on it. The pool holds at most ``buffer`` records (``SHUFFLE_BUFFER_BYTES``); each
+    time it fills, it is permuted, all but half of it leaves as batches and the other half
+    stays to mix with the next shards. A fake dataset no larger than the pool is shuffled
+    exactly, like the in-memory path.
+    """
 
     def __init__(self, fakeset, soft: bool, record_bytes: int):
         self.fakeset = fakeset
         self.soft = soft
-        self.buffer = int(np.clip(SHUFFLE_BUFFER_BYTES // record_bytes, 1024, 65536))
+        # Records come in query order, already random; a pool of 16k records (carrying half
+        # of itself over) mixes them well and keeps small records' memory small too.
+        self.buffer = int(np.clip(SHUFFLE_BUFFER_BYTES // (2 * record_bytes), 1024, 16384))
+        self.columns = {"image": "images", "label": "labels"}
+        if soft:
+            self.columns["probabilities"] = "probabilities"
 
     def batches(self, selected: np.ndarray, batch_size: int, *, seed: int | None = None, factors=None):
         """Batches of the ``selected`` records; shuffled each epoch when ``seed`` is given."""
+        import itertools
+
         import tensorflow as tf
 
-        chosen = tf.constant(selected)
-        records = self.fakeset.as_dataset(with_probabilities=self.soft)
-        records = records.filter(lambda record: tf.gather(chosen, record["index"]))
-        if factors is not None:
-            records = records.flat_map(
-                lambda record: tf.data.Dataset.from_tensors(record).repeat(
-                    replication_copies(record["label"], record["index"], factors, seed)
-                )
-            )
-        if seed is not None:
-            records = records.shuffle(self.buffer, seed=seed, reshuffle_each_iteration=True)
-        return records.batch(batch_size)
+        fakeset, columns = self.fakeset, self.columns
+        signature = {
+            "image": tf.TensorSpec((None, *fakeset.image_shape), tf.uint8),
+            "label": tf.TensorSpec((None,), tf.int64),
+        }
+        if self.soft:
+            signature["probabilities"] = tf.TensorSpec((None, fakeset.num_classes), tf.float32)
+        epochs = itertools.count()  # the generator restarts every epoch: a new order each time
+
+        def chunks():
+            for shard in fakeset.iter_shards(with_probabilities=self.soft):
+                keep = selected[shard["index"]]
+                if not keep.any():
+                    continue
+                chunk = {name: shard[stored][keep] for name, stored in columns.items()}
+                if factors is not None:
+                    copies = _replication_copies_np(chunk["label"], shard["index"][keep], factors, seed)
+                    chunk = {name: np.repeat(values, copies, axis=0) for name, values in chunk.items()}
+                yield chunk
+
+        def generate():
+            rng = None if seed is None else np.random.default_rng([seed, next(epochs)])
+            pending, count, carry = [], 0, None
+            for chunk in chunks():
+                pending.append(chunk)
+                count += len(chunk["label"])
+                if count >= (self.buffer if rng is not None else batch_size):
+                    pool = _concat(([carry] if carry else []) + pending)
+                    order = rng.permutation(len(pool["label"])) if rng is not None else None
+                    keep = self.buffer // 2 if rng is not None else 0
+                    leaving = (len(pool["label"]) - keep) // batch_size * batch_size
+                    yield from _split(pool, order, 0, leaving, batch_size)
+                    carry = _take(pool, order, leaving, len(pool["label"]))
+                    pending, count = [], len(carry["label"])
+            if carry is not None or pending:
+                pool = _concat(([carry] if carry else []) + pending)
+                order = rng.permutation(len(pool["label"])) if rng is not None else None
+                yield from _split(pool, order, 0, len(pool["label"]), batch_size)
+
+        return tf.data.Dataset.from_generator(generate, output_signature=signature)
+
+
+def _concat(chunks: list[dict]) -> dict:
+    if len(chunks) == 1:
+        return chunks[0]
+    return {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
+
+
+def _take(pool: dict, order: np.ndarray | None, start: int, stop: int) -> dict:
+    if order is None:
+        return {name: values[start:stop] for name, values in pool.items()}
+    return {name: values[order[start:stop]] for name, values in pool.items()}
+
+
+def _split(pool: dict, order: np.ndarray | None, start: int, stop: int, batch_size: int):
+    for first in range(start, stop, batch_size):
+        yield _take(pool, order, first, min(first + batch_size, stop))
+
+
+def _replication_copies_np(labels: np.ndarray, index: np.ndarray, factors, seed: int) -> np.ndarray:
+    """:func:`replication_copies` in numpy (the same float64 and wrapping int64 arithmetic)."""
+    factor = np.asarray(factors, np.float64)[labels]
+    whole = np.floor(factor)
+    offset = ((int(seed) + 1) * _HASH_MULTIPLIER) % _HASH_RANGE
+    hashed = (index.astype(np.int64) * _HASH_MULTIPLIER + offset) % _HASH_RANGE
+    uniform = hashed.astype(np.float64) / _HASH_RANGE
+    return whole.astype(np.int64) + (uniform < factor - whole).astype(np.int64)

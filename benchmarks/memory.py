@@ -1,0 +1,134 @@
+"""Peak memory of labeling and training at 10,000 and 100,000 queries.
+
+Each figure runs in a fresh Python process that reports its own peak resident set size
+(``VmHWM``), so one run's memory never hides another's:
+
+    label              ``label()`` of ``noise:uniform`` queries (28x28x1, a small conv-net
+                       target): images are decoded a window ahead, labelled in batches and
+                       written shard by shard (1,024 records), so memory should not grow
+                       with the number of queries.
+    train streamed     ``train_copycat`` (small_cnn, 1 epoch) with ``in_memory_bytes=0``:
+                       shards streamed from disk through the bounded shuffle buffer, the path
+                       every fake dataset over 1 GiB takes.
+    train default      ``train_copycat`` with its default ``in_memory_bytes`` (1 GiB): a fake
+                       dataset this small is read into memory once by design, so this one
+                       grows with the queries, by the records' size, up to 1 GiB.
+
+The reference is what holding the queries in memory costs: ``count x H x W x C`` bytes as
+uint8, 4 x that as the float32 arrays ART's CopycatCNN and a plain ``model.fit`` keep.
+Goal: peak at 100k / peak at 10k = 1.0 for labeling and streamed training.
+
+Usage:
+    python benchmarks/memory.py                           # 10,000 and 100,000 queries
+    python benchmarks/memory.py --counts 10000,100000,200000 --size 32 --channels 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import machine, make_conv_target, peak_rss_mib, run_python
+
+SCRIPT = os.path.abspath(__file__)
+
+
+def current_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child_label(target: str, count: int, out: str) -> dict:
+    from copycat_tf.fakeset import label
+    from copycat_tf.oracle import OnnxOracle
+
+    oracle = OnnxOracle(target)
+    before = current_rss_mib()
+    start = time.perf_counter()
+    label(oracle, ["noise:uniform"], count, out)
+    return {"before": before, "peak": peak_rss_mib(), "seconds": time.perf_counter() - start}
+
+
+def child_train(fakeset_dir: str, out: str, in_memory_bytes: int, epochs: int) -> dict:
+    import tensorflow  # noqa: F401 - loaded before "before", as a training process always has it
+
+    from copycat_tf.fakeset import FakeSet
+    from copycat_tf.training import TrainConfig, train_copycat
+
+    fakeset = FakeSet.open(fakeset_dir)
+    before = current_rss_mib()
+    start = time.perf_counter()
+    train_copycat(fakeset, out, TrainConfig(arch="small_cnn", epochs=epochs),
+                  in_memory_bytes=in_memory_bytes)
+    return {"before": before, "peak": peak_rss_mib(), "seconds": time.perf_counter() - start}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--counts", default="10000,100000", help="query counts, comma-separated")
+    parser.add_argument("--size", type=int, default=28)
+    parser.add_argument("--channels", type=int, default=1, choices=(1, 3))
+    parser.add_argument("--epochs", type=int, default=1, help="training epochs (memory does not depend on them)")
+    parser.add_argument("--no-default", action="store_true", help="skip the in-memory training figure")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, *rest = args.child
+        if kind == "label":
+            result = child_label(rest[0], int(rest[1]), rest[2])
+        else:
+            result = child_train(rest[0], rest[1], int(rest[2]), int(rest[3]))
+        print(json.dumps(result))
+        return
+
+    from copycat_tf.training_data import IN_MEMORY_BYTES
+
+    counts = [int(c) for c in args.counts.split(",")]
+    record = args.size * args.size * args.channels
+    print(f"{machine()}; {args.size}x{args.size}x{args.channels} noise:uniform queries, "
+          f"small_cnn, {args.epochs} epoch(s)", flush=True)
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        target = os.path.join(tmp, "target.onnx")
+        make_conv_target(Path(target), args.size, args.channels)
+        figures = [("label", None), ("train streamed", 0)]
+        if not args.no_default:
+            figures.append(("train default", IN_MEMORY_BYTES))
+        for count in counts:
+            fakeset = os.path.join(tmp, f"fake-{count}")
+            for name, in_memory_bytes in figures:
+                if name == "label":
+                    child = ["--child", "label", target, str(count), fakeset]
+                else:
+                    out = os.path.join(tmp, f"copycat-{count}-{in_memory_bytes}")
+                    child = ["--child", "train", fakeset, out, str(in_memory_bytes), str(args.epochs)]
+                _, stdout = run_python([SCRIPT, *child])
+                result = json.loads(stdout.strip().splitlines()[-1])
+                rows[name, count] = result
+                print(f"  {name:15s} {count:>8,} queries: peak {result['peak']:7.0f} MiB "
+                      f"(before the work {result['before']:.0f} MiB, {result['seconds']:.0f} s)", flush=True)
+
+    print(f"\n{'figure':15s} " + " ".join(f"{f'{c:,} q':>12s}" for c in counts) + "   last / first")
+    for name, _ in figures:
+        peaks = [rows[name, c]["peak"] for c in counts]
+        print(f"{name:15s} " + " ".join(f"{p:8.0f} MiB" for p in peaks) + f"   {peaks[-1] / peaks[0]:.2f}")
+    for label_, factor in (("queries as uint8", 1), ("as float32 (ART, model.fit)", 4)):
+        print(f"{label_:15s} " + " ".join(f"{c * record * factor / 2**20:8.0f} MiB" for c in counts))
+    for name in ("label", "train streamed"):
+        first, last = rows[name, counts[0]]["peak"], rows[name, counts[-1]]["peak"]
+        print(f"{name}: peak RSS at {counts[-1]:,} / at {counts[0]:,} queries = {last / first:.2f} "
+              f"({last - first:+.0f} MiB; goal 1.0, i.e. independent of the queries)")
+
+
+if __name__ == "__main__":
+    main()
