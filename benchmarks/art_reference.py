@@ -39,16 +39,15 @@ def art_attacks(target: Path, name: str, budget: int, queries, arch: str, epochs
 
 
 def _run(kind, label, target, name, budget, queries, arch, epochs, seed) -> dict:
-    import keras
     import numpy as np
-    import tensorflow as tf
     from art.attacks.extraction import CopycatCNN, KnockoffNets
-    from art.estimators.classification import BlackBoxClassifier, TensorFlowV2Classifier
+    from art.estimators.classification import BlackBoxClassifier
+    from _common import art_thief
 
     from copycat_tf.datasets import load_labelled
     from copycat_tf.evaluation import evaluate
     from copycat_tf.export import export_onnx
-    from copycat_tf.models import build, default_training
+    from copycat_tf.models import default_training
     from copycat_tf.oracle import OnnxOracle
     from copycat_tf.queries import open_query_source
 
@@ -69,20 +68,7 @@ def _run(kind, label, target, name, budget, queries, arch, epochs, seed) -> dict
 
     victim = BlackBoxClassifier(predict_fn, shape, classes, clip_values=(0, 255))
     settings = default_training(arch)
-    keras.utils.set_random_seed(seed)
-    model = build(arch, shape, classes)
-    loss_fn = keras.losses.CategoricalCrossentropy()  # ART passes one-hot labels
-    optimizer = keras.optimizers.Adam(settings["learning_rate"])
-
-    @tf.function
-    def train_step(model, images, labels):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(labels, model(images, training=True))
-        gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-
-    thief = TensorFlowV2Classifier(model, nb_classes=classes, input_shape=shape, loss_object=loss_fn,
-                                   optimizer=optimizer, train_step=train_step, clip_values=(0, 255))
+    thief = art_thief(arch, shape, classes, seed)
     common = dict(batch_size_fit=settings["batch_size"], batch_size_query=64,
                   nb_epochs=epochs or settings["epochs"], nb_stolen=len(x))
     np.random.seed(seed)
