@@ -160,14 +160,23 @@ def test_rerun_after_completion_trains_nothing(trained, digits_fakeset):
 
 
 def test_overwrite_starts_over(digits_fakeset, tmp_path):
-    (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(KeyboardInterrupt):
         train_copycat(digits_fakeset, tmp_path, TrainConfig(epochs=2), callbacks=[_stop_after_first_epoch()])
+    (tmp_path / "notes.txt").write_text("mine")  # a user's file beside the run survives --overwrite
     result = train_copycat(digits_fakeset, tmp_path, TrainConfig(epochs=1, seed=1), overwrite=True)
     assert not result.already_trained
     state = _state(tmp_path)
     assert state["config"]["seed"] == 1 and state["stages"]["main"]["starts"] == [0]
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_foreign_or_overlapping_output_folder_is_refused(digits_fakeset, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(CopycatError, match="holds no copycat run"):
+        train_copycat(digits_fakeset, tmp_path, TrainConfig(epochs=1))
+    with pytest.raises(CopycatError, match="overlap"):
+        train_copycat(digits_fakeset, digits_fakeset.directory / "copycat", TrainConfig(epochs=1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def test_rerun_with_other_settings_is_refused(trained, digits_fakeset):
