@@ -122,8 +122,11 @@ def test_ctrl_c_says_how_to_resume(query_target, tmp_path):
     # A budget far beyond what a starved test process could watch finish before its signal.
     arguments = ["label", str(query_target((32, 32, 3), 10)), "-q", "noise:uniform", "--budget", "2000000",
                  "--out", str(out), "--shard-size", "256"]
+    # As from a terminal: SIGINT at its default even if this test process ignores it (an
+    # ignored signal is inherited, and Python then installs no KeyboardInterrupt handler).
     process = subprocess.Popen([sys.executable, "-m", "copycat_tf.cli.main", *arguments],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while _uncommitted(out, 256) < 0 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
