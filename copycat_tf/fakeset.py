@@ -415,7 +415,8 @@ class _Writer:
                     f"output folder {directory} is not empty and holds no fake dataset; choose another "
                     "folder, or pass --overwrite to write beside the files there"
                 )
-            manifest = _new_manifest(oracle, config, budget)
+            manifest = _new_manifest({"sha256": oracle.identity, "contract": oracle.contract.to_dict()},
+                                     oracle.contract.num_classes, config, budget)
             try:
                 directory.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -581,13 +582,13 @@ def _last_logged(path: Path) -> int:
     return int(lines[-1]) if lines and lines[-1].isdigit() else 0
 
 
-def _new_manifest(oracle: Oracle, config: dict, budget: int) -> dict:
-    num_classes = oracle.contract.num_classes
+def _new_manifest(oracle: dict, num_classes: int, config: dict, budget: int) -> dict:
+    """An empty manifest; ``oracle`` is the manifest's ``{"sha256", "contract"}`` entry."""
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "tool_version": __version__,
-        "oracle": {"sha256": oracle.identity, "contract": oracle.contract.to_dict()},
+        "oracle": oracle,
         "config": config,
         "budget": budget,
         "count": 0,
@@ -902,22 +903,8 @@ def derive(
         raise CopycatError(f"cannot create output folder {out_dir} ({exc.strerror})") from exc
 
     num_classes = fakeset.num_classes
-    manifest = {
-        **{k: fakeset.manifest[k] for k in ("format", "format_version", "oracle")},
-        "tool_version": __version__,
-        "config": config,
-        "budget": count,
-        "count": 0,
-        "queries_spent": count,
-        "label_histogram": [0] * num_classes,
-        "source_counts": [0] * len(source_config["sources"]),
-        "rejected": 0,
-        "rejected_bytes": 0,
-        "next_item": 0,
-        "complete": True,
-        "exhausted": False,
-        "shards": [],
-    }
+    manifest = {**_new_manifest(fakeset.manifest["oracle"], num_classes, config, count),
+                "queries_spent": count, "complete": True}
     shard_size = int(source_config.get("shard_size", DEFAULT_SHARD_SIZE))
     soft_source = fakeset.has_probabilities
     pending: dict[str, list[np.ndarray]] = {}

@@ -95,11 +95,7 @@ def replication_factors(histogram) -> np.ndarray:
     >>> replication_factors([10, 4, 0]).tolist()
     [1.0, 2.5, 0.0]
     """
-    counts = np.asarray(histogram, np.float64)
-    present = counts > 0
-    factors = np.zeros_like(counts)
-    factors[present] = counts.max() / counts[present]
-    return factors
+    return _per_present_class(histogram, lambda counts, n: counts.max() / n)
 
 
 def replication_copies(labels, index, factors, seed: int):
@@ -141,11 +137,7 @@ def class_weights(histogram) -> np.ndarray:
     >>> class_weights([30, 10, 0]).tolist()
     [0.6666666666666666, 2.0, 0.0]
     """
-    counts = np.asarray(histogram, np.float64)
-    present = counts > 0
-    weights = np.zeros_like(counts)
-    weights[present] = counts.sum() / (present.sum() * counts[present])
-    return weights
+    return _per_present_class(histogram, lambda counts, n: counts.sum() / (len(n) * n))
 
 
 def sqrt_class_weights(histogram) -> np.ndarray:
@@ -160,11 +152,16 @@ def sqrt_class_weights(histogram) -> np.ndarray:
     >>> sqrt_class_weights([400, 100, 1, 0]).tolist()
     [1.0, 2.0, 10.0, 0.0]
     """
+    return _per_present_class(histogram, lambda counts, n: np.minimum(np.sqrt(counts.max() / n), MAX_SQRT_WEIGHT))
+
+
+def _per_present_class(histogram, value) -> np.ndarray:
+    """``value(counts, counts of the classes present)`` for classes with records, 0 for the others."""
     counts = np.asarray(histogram, np.float64)
     present = counts > 0
-    weights = np.zeros_like(counts)
-    weights[present] = np.minimum(np.sqrt(counts.max() / counts[present]), MAX_SQRT_WEIGHT)
-    return weights
+    result = np.zeros_like(counts)
+    result[present] = value(counts, counts[present])
+    return result
 
 
 def make_augmenter(seed: int):
