@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -46,7 +45,7 @@ import numpy as np
 from copycat_tf._version import __version__
 from copycat_tf.defences import DEFAULT_DEFENCES, Defence, parse_defences
 from copycat_tf.errors import CopycatError
-from copycat_tf.files import atomic_write
+from copycat_tf.files import UnreadableJson, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -310,8 +309,7 @@ def _cell(oracle, copycat, derived, fakeset, defence: Defence, n: int, test, eva
         scores = _score(oracle, copycat_oracle, test, eval_set, n)
         scores["top1_kept"] = _top1_kept(fakeset, derived, n)
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({"format": CELL_FORMAT, "key": key, "scores": scores}, indent=2, sort_keys=True) + "\n"
-        atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+        write_json(path, {"format": CELL_FORMAT, "key": key, "scores": scores})
     return {
         "queries": n,
         "defence": defence.name,
@@ -325,9 +323,9 @@ def _cell(oracle, copycat, derived, fakeset, defence: Defence, n: int, test, eva
 
 def _read_cell(path: Path) -> dict | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+        data = read_json(path)
+    except UnreadableJson:
+        return None  # a cell cut short by an interruption is computed again
     if not isinstance(data, dict) or data.get("format") != CELL_FORMAT or not isinstance(data.get("scores"), dict):
         return None
     return data

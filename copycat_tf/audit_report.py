@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 from pathlib import Path
 
 from copycat_tf.errors import CopycatError
-from copycat_tf.files import atomic_write
+from copycat_tf.files import atomic_write, write_json
 
 #: Two scores this close count as the same in the verdict.
 _SAME = 0.01
@@ -133,7 +132,7 @@ def write_audit_report(report: dict, out_dir: str | os.PathLike) -> dict[str, Pa
              "markdown": out / "audit.md", "html": out / "audit.html"}
     if "verdict" not in report:
         report = {**report, "verdict": verdict(report)}
-    _write_text(paths["json"], json.dumps(report, indent=2, sort_keys=True) + "\n")
+    write_json(paths["json"], report)
     png = curve_png(report)
     atomic_write(paths["curve"], lambda handle: handle.write(png))
     _write_text(paths["markdown"], markdown(report, curve=paths["curve"].name))

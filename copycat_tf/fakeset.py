@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import re
@@ -40,7 +39,7 @@ import numpy as np
 from copycat_tf._version import __version__
 from copycat_tf.contract import Contract
 from copycat_tf.errors import CopycatError
-from copycat_tf.files import atomic_write
+from copycat_tf.files import UnreadableJson, atomic_write, read_json, write_json
 from copycat_tf.oracle import MAX_INPUT_PIXELS, Oracle, file_sha256
 from copycat_tf.queries import Query, QuerySource, open_query_source
 
@@ -264,15 +263,12 @@ class FakeSet:
 
 
 def _read_manifest(directory: Path) -> dict | None:
-    path = directory / MANIFEST
-    if not path.exists():
-        return None
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        # ValueError: bad JSON, or a number too long to convert; RecursionError: deep nesting.
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise CopycatError(f"fake dataset {directory}: {MANIFEST} is unreadable ({reason})") from exc
+        manifest = read_json(directory / MANIFEST)
+    except UnreadableJson as exc:
+        raise CopycatError(f"fake dataset {directory}: {MANIFEST} is unreadable ({exc})") from exc
+    if manifest is None:
+        return None
     problem = _manifest_problem(manifest)
     if problem:
         raise CopycatError(f"fake dataset {directory}: malformed {MANIFEST}: {problem}")
@@ -470,8 +466,6 @@ class _Writer:
         """Write the buffered shard (if any) and the manifest."""
         m = self.manifest
         if self.buffered:
-            index = len(m["shards"])
-            name = f"shard-{index:05d}.npz"
             queries = [q for batch, _, _ in self.buffer for q in batch]
             labels = np.concatenate([b[1] for b in self.buffer]).astype(np.int64)
             arrays = {
@@ -482,12 +476,7 @@ class _Writer:
             }
             if self.soft:
                 arrays["probabilities"] = np.concatenate([b[2] for b in self.buffer]).astype(np.float32)
-            sha256 = self._write_shard(name, arrays)
-            m["shards"].append({"file": name, "count": len(queries), "sha256": sha256,
-                                "next_item": self.next_item})
-            m["count"] += len(queries)
-            m["label_histogram"] = _add_counts(m["label_histogram"], labels)
-            m["source_counts"] = _add_counts(m["source_counts"], arrays["sources"])
+            _append_shard(self.directory, m, arrays, next_item=self.next_item)
             self.buffer, self.buffered = [], 0
         if self._rejected_file is not None:
             self._sync(self._rejected_file)
@@ -532,14 +521,27 @@ class _Writer:
         except OSError as exc:
             raise _write_error(Path(handle.name), exc) from exc
 
-    def _write_shard(self, name: str, arrays: dict[str, np.ndarray]) -> str:
-        path = self.directory / name
-        _atomic_write(path, lambda handle: _write_npz(handle, arrays))
-        return file_sha256(path)
-
     def _commit_manifest(self) -> None:
-        text = json.dumps(self.manifest, indent=2, sort_keys=True) + "\n"
-        _atomic_write(self.directory / MANIFEST, lambda handle: handle.write(text.encode("utf-8")))
+        _write_manifest(self.directory, self.manifest)
+
+
+def _append_shard(directory: Path, manifest: dict, arrays: dict[str, np.ndarray], *, next_item: int) -> None:
+    """Write ``arrays`` as the next shard (atomically) and count it in ``manifest`` (not saved)."""
+    name = f"shard-{len(manifest['shards']):05d}.npz"
+    path = directory / name
+    _atomic_write(path, lambda handle: _write_npz(handle, arrays))
+    count = len(arrays["labels"])
+    manifest["shards"].append({"file": name, "count": count, "sha256": file_sha256(path), "next_item": next_item})
+    manifest["count"] += count
+    manifest["label_histogram"] = _add_counts(manifest["label_histogram"], arrays["labels"])
+    manifest["source_counts"] = _add_counts(manifest["source_counts"], arrays["sources"])
+
+
+def _write_manifest(directory: Path, manifest: dict) -> None:
+    try:
+        write_json(directory / MANIFEST, manifest)
+    except OSError as exc:
+        raise _write_error(directory / MANIFEST, exc) from exc
 
 
 def _add_counts(histogram: list[int], values: np.ndarray) -> list[int]:
@@ -920,13 +922,7 @@ def derive(
             pending.clear()
             if len(rest["labels"]):
                 pending.update({key: [value] for key, value in rest.items()})
-            shard_name = f"shard-{len(manifest['shards']):05d}.npz"
-            _atomic_write(out_dir / shard_name, lambda handle, a=arrays: _write_npz(handle, a))
-            manifest["shards"].append({"file": shard_name, "count": take,
-                                       "sha256": file_sha256(out_dir / shard_name), "next_item": 0})
-            manifest["count"] += take
-            manifest["label_histogram"] = _add_counts(manifest["label_histogram"], arrays["labels"])
-            manifest["source_counts"] = _add_counts(manifest["source_counts"], arrays["sources"])
+            _append_shard(out_dir, manifest, arrays, next_item=0)
 
     taken = 0
     for shard in fakeset.iter_shards(with_probabilities=soft_source):
@@ -952,6 +948,5 @@ def derive(
         taken += n
         flush(final=False)
     flush(final=True)
-    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-    _atomic_write(out_dir / MANIFEST, lambda handle: handle.write(text.encode("utf-8")))
+    _write_manifest(out_dir, manifest)
     return FakeSet.open(out_dir)

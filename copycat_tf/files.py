@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,37 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def write_json(path: Path, data) -> None:
+    """Write ``data`` as indented JSON with sorted keys, atomically (see :func:`atomic_write`)."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+class UnreadableJson(Exception):
+    """A JSON file that cannot be read or parsed; ``str()`` is a one-line reason."""
+
+
+def read_json(path: Path) -> object | None:
+    """The parsed content of JSON file ``path``, or ``None`` when there is no such file.
+
+    Raises:
+        UnreadableJson: an I/O error, bad UTF-8, bad JSON, a number too long to convert or
+            nesting too deep to parse (files under a run folder are not trusted).
+
+    Example:
+
+    >>> read_json(Path("runs/fake/manifest.json"))["count"]  # doctest: +SKIP
+    10000
+    """
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError covers UnicodeDecodeError
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise UnreadableJson(reason) from exc
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -16,7 +16,6 @@ copycat reaches 93.1% of the target's accuracy (agreement 91.0%) with 30,000 que
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from copycat_tf.errors import CopycatError
 from copycat_tf.evaluation import Evaluation
+from copycat_tf.files import write_json
 
 #: Above this many classes, matrix cells are too small to print counts in.
 MAX_ANNOTATED_CLASSES = 20
@@ -120,7 +120,7 @@ def write_report(evaluation: Evaluation, out_dir: str | os.PathLike) -> dict[str
         "agreement_plot": out / "agreement.png",
     }
     e = evaluation
-    paths["json"].write_text(json.dumps(e.to_dict(), indent=2, sort_keys=True) + "\n")
+    write_json(paths["json"], e.to_dict())
     _plot_matrices(
         [(f"target vs copycat: agreement {e.agreement:.1%}", e.agreement_matrix,
           "copycat's label", "target's label")],

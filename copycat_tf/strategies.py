@@ -32,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -44,7 +43,7 @@ import numpy as np
 
 from copycat_tf.errors import CopycatError
 from copycat_tf.fakeset import FakeSet, LabelProgress, label
-from copycat_tf.files import atomic_write
+from copycat_tf.files import UnreadableJson, read_json, write_json
 from copycat_tf.oracle import Oracle
 from copycat_tf.queries import QuerySource, QueryTransforms, open_query_source
 
@@ -261,14 +260,14 @@ class _BalancedRun:
 
     def _read_selection(self, number: int) -> _Selection | None:
         path = self._selection_path(number)
-        if not path.is_file():
-            return None
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("format") != _SELECTION_FORMAT:
+            data = read_json(path)
+            if data is None:
+                return None
+            if not isinstance(data, dict) or data.get("format") != _SELECTION_FORMAT:
                 raise ValueError("not a copycat-tf selection")
             return _Selection(int(data["start"]), int(data["stop"]), np.asarray(data["positions"], np.int64))
-        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        except (UnreadableJson, ValueError, KeyError, TypeError) as exc:
             raise CopycatError(f"{path} is unreadable ({exc}); pass --overwrite to start again") from exc
 
     def _select(self, number: int, scout, fakeset: FakeSet, start: int, wanted: int) -> _Selection:
@@ -279,10 +278,9 @@ class _BalancedRun:
         rng = np.random.default_rng([self.seed, 7, number])
         chosen = choose_by_class(scores, fakeset.label_histogram, wanted, rng)
         selection = _Selection(start, stop, positions[chosen])
-        text = json.dumps({"format": _SELECTION_FORMAT, "round": number, "start": start, "stop": stop,
-                           "positions": selection.positions.tolist()}) + "\n"
         self.state_dir.mkdir(exist_ok=True)
-        atomic_write(self._selection_path(number), lambda handle: handle.write(text.encode("utf-8")))
+        write_json(self._selection_path(number), {"format": _SELECTION_FORMAT, "round": number, "start": start,
+                                                  "stop": stop, "positions": selection.positions.tolist()})
         return selection
 
     def _remove_own_files(self) -> None:

@@ -46,7 +46,7 @@ import numpy as np
 from copycat_tf._version import __version__
 from copycat_tf.datasets import NAMED, LabelledImages, load_labelled
 from copycat_tf.errors import CopycatError
-from copycat_tf.files import atomic_write
+from copycat_tf.files import UnreadableJson, read_json, write_json
 from copycat_tf.models import OPTIMIZERS, build, check_name, default_training
 from copycat_tf.training_data import (
     IN_MEMORY_BYTES,
@@ -269,7 +269,7 @@ def train_target(
         "tool_version": __version__,
     }
     card_path = out_path.with_suffix(".json")
-    _write_json(card_path, card)
+    write_json(card_path, card)
     log.info("target test accuracy %.4f on %d images (through %s)", accuracy, len(test.images), out_path)
     return TargetResult(out_path, card_path, accuracy, card, export.max_abs_diff,
                         {k: [float(v) for v in vs] for k, vs in history.items()})
@@ -769,7 +769,7 @@ class _TrainingRun:
         )
 
     def save(self) -> None:
-        _write_json(self.out_dir / TRAINING_JSON, self.state)
+        write_json(self.out_dir / TRAINING_JSON, self.state)
 
 
 def _new_stage_state(stage: _Stage) -> dict:
@@ -802,12 +802,12 @@ def _initial_model_sha256(path: Path) -> str:
 
 def _read_state(out_dir: Path) -> dict | None:
     path = out_dir / TRAINING_JSON
-    if not path.exists():
-        return None
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # also huge numbers, deep nesting
+        state = read_json(path)
+    except UnreadableJson as exc:
         raise CopycatError(f"{path} is unreadable ({exc}); rerun with --overwrite to start again") from exc
+    if state is None:
+        return None
     version = (state.get("format"), state.get("format_version")) if isinstance(state, dict) else None
     if version != (STATE_FORMAT, STATE_VERSION):
         raise CopycatError(
@@ -866,7 +866,3 @@ def _remove_own_files(out_dir: Path) -> None:
             shutil.rmtree(out_dir / name)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))

@@ -208,6 +208,19 @@ def test_audit_rerun_buys_nothing_and_retrains_nothing(audited):
     assert again.stdout.strip().splitlines()[-1] == first.stdout.strip().splitlines()[-1]
 
 
+def test_audit_rescores_a_cell_whose_file_is_broken_and_keeps_the_others(audited):
+    out, args, first = audited
+    broken, *others = sorted(out.glob("cells/*.json"))
+    broken.write_text("[" * 100_000 + "]" * 100_000)  # would exhaust the JSON parser's recursion
+    stamps = {p: p.stat().st_mtime_ns for p in others}
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(broken.read_text())["format"] == "copycat-tf.audit-cell"
+    assert {p: p.stat().st_mtime_ns for p in others} == stamps
+    assert "copycat epoch" not in again.stderr  # scoring again needs no training
+    assert again.stdout.strip().splitlines()[-1] == first.stdout.strip().splitlines()[-1]
+
+
 def test_audit_html_renders_in_headless_chromium(audited, tmp_path):
     out, _, _ = audited
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
