@@ -41,6 +41,10 @@ def label_command(target, queries, budget, out_dir, labels, seed, batch_size, re
     command: it continues from the last finished shard. A larger --budget extends a
     finished dataset.
 
+    This is the papers' single pass over the queries. `copycat-tf steal` defaults to the
+    balanced strategy instead (queries chosen in rounds by a scout copycat), which copies
+    a narrow-domain target far better per query.
+
     \b
     Examples:
       copycat-tf label target.onnx --queries ~/imagenet --budget 50000 --out runs/fake
