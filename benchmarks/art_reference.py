@@ -3,7 +3,8 @@
 Each attack gets what copycat-tf's ``paper`` strategy gets: the same ONNX target (queried
 through onnxruntime, wrapped in ART's ``BlackBoxClassifier``, hard labels), the first
 ``budget`` images of the same query stream, and a thief built by ``copycat_tf.models.build``
-with the architecture's default epochs, batch size and learning rate, trained by ART
+with the epochs copycat-tf would train it for on that many records (``TrainConfig.resolved``),
+the architecture's batch size and learning rate, trained by ART
 (``TensorFlowV2Classifier``). The thief is exported with copycat-tf's exporter and scored by
 the same :func:`copycat_tf.evaluation.evaluate`, so rows compare like for like.
 
@@ -27,12 +28,17 @@ from pathlib import Path
 ADAPTIVE_MAX_BUDGET = 10_000
 
 
+LABELS = {"copycat": "art-copycatcnn", "random": "art-knockoff-random", "adaptive": "art-knockoff-adaptive"}
+
+
 def art_attacks(target: Path, name: str, budget: int, queries, arch: str, epochs: int | None,
-                seed: int) -> list:
-    """``(label, run)`` pairs; each ``run()`` returns a row like ``quality.run_steal``."""
-    attacks = [("art-copycatcnn", "copycat"), ("art-knockoff-random", "random")]
-    if budget <= ADAPTIVE_MAX_BUDGET:
-        attacks.append(("art-knockoff-adaptive", "adaptive"))
+                seed: int, kinds=tuple(LABELS)) -> list:
+    """``(label, run)`` pairs for ``kinds`` (keys of :data:`LABELS`); each ``run()`` returns
+    a row like ``quality.run_steal``."""
+    unknown = set(kinds) - set(LABELS)
+    if unknown:
+        raise SystemExit(f"--art: unknown attack(s) {', '.join(sorted(unknown))}; choose from {', '.join(LABELS)}")
+    attacks = [(LABELS[kind], kind) for kind in kinds if kind != "adaptive" or budget <= ADAPTIVE_MAX_BUDGET]
     return [(label, lambda kind=kind, label=label: _run(kind, label, target, name, budget, queries, arch,
                                                          epochs, seed))
             for label, kind in attacks]
@@ -47,9 +53,9 @@ def _run(kind, label, target, name, budget, queries, arch, epochs, seed) -> dict
     from copycat_tf.datasets import load_labelled
     from copycat_tf.evaluation import evaluate
     from copycat_tf.export import export_onnx
-    from copycat_tf.models import default_training
     from copycat_tf.oracle import OnnxOracle
     from copycat_tf.queries import open_query_source
+    from copycat_tf.training import TrainConfig
 
     oracle = OnnxOracle(target)
     shape, classes = oracle.contract.image_shape, oracle.contract.num_classes
@@ -67,10 +73,10 @@ def _run(kind, label, target, name, budget, queries, arch, epochs, seed) -> dict
         return oracle.query(np.clip(np.rint(batch), 0, 255).astype(np.uint8), soft=True).probabilities
 
     victim = BlackBoxClassifier(predict_fn, shape, classes, clip_values=(0, 255))
-    settings = default_training(arch)
+    settings = TrainConfig(arch=arch, epochs=epochs).resolved(records=len(x))
     thief = art_thief(arch, shape, classes, seed)
-    common = dict(batch_size_fit=settings["batch_size"], batch_size_query=64,
-                  nb_epochs=epochs or settings["epochs"], nb_stolen=len(x))
+    common = dict(batch_size_fit=settings.batch_size, batch_size_query=64, nb_epochs=settings.epochs,
+                  nb_stolen=len(x))
     np.random.seed(seed)
     if kind == "copycat":
         stolen = CopycatCNN(victim, **common).extract(x, thieved_classifier=thief)

@@ -22,6 +22,7 @@ Usage:
     python benchmarks/quality.py --queries ./imagenet --queries ./pd:0.05
     python benchmarks/quality.py --pd-share 0.05    # NPD + 5% problem-domain images
     python benchmarks/quality.py --art                            # add ART's attacks
+    python benchmarks/quality.py --art copycat,random             # without the slow adaptive one
 """
 
 from __future__ import annotations
@@ -94,9 +95,11 @@ def main() -> None:
                         help="add this share of problem-domain images (from the target's training split)")
     parser.add_argument("--copycat-arch", default="small_cnn")
     parser.add_argument("--labels", default="hard", choices=("hard", "soft"))
-    parser.add_argument("--epochs", type=int, help="copycat epochs (default: the architecture's)")
+    parser.add_argument("--epochs", type=int, help="copycat epochs (default: as copycat_tf.training.TrainConfig resolves them)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--art", action="store_true", help="also run ART's CopycatCNN and KnockoffNets")
+    parser.add_argument("--art", nargs="?", const="copycat,random,adaptive", metavar="ATTACKS",
+                        help="also run ART's attacks: copycat (CopycatCNN), random and adaptive "
+                             "(KnockoffNets); default all three")
     parser.add_argument("--work", type=Path, default=Path("runs/quality"),
                         help="cached targets and runs (rerunning reuses finished runs)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
@@ -121,7 +124,8 @@ def main() -> None:
             if args.art:
                 from art_reference import art_attacks  # noqa: PLC0415 - optional, beside this script
 
-                attacks += art_attacks(target, name, budget, queries, args.copycat_arch, args.epochs, args.seed)
+                attacks += art_attacks(target, name, budget, queries, args.copycat_arch, args.epochs, args.seed,
+                                       kinds=args.art.split(","))
             for label, attack in attacks:
                 row = attack()
                 rows.append(row)

@@ -34,7 +34,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -209,7 +208,7 @@ def audit(
         cell_name = f"{n}-{defence.name}"
         derived = derive(fakeset, out_dir / "fakesets" / cell_name, n, defence.attacker_view,
                          name=f"defence:{defence.name}", labels=labels)
-        config = replace(train_config, labels=labels, seed=seed, epochs=_epochs_for(train_config, n))
+        config = replace(train_config, labels=labels, seed=seed)
         copycat = train_copycat(derived, out_dir / "copycats" / cell_name, config, fit_verbose=fit_verbose)
         results.append(_cell(oracle, copycat, derived, fakeset, defence, n, test, eval_set, out_dir,
                              cell_name, price_per_1k))
@@ -363,20 +362,3 @@ def _top1_kept(fakeset, derived, n: int) -> float:
     return float(np.mean(original == seen))
 
 
-#: Fewest optimizer steps a copycat of the budget sweep gets when no --epochs is given: at
-#: 1,000 queries the architecture's default epochs are a few dozen steps, which would measure
-#: under-training rather than how much the queries reveal.
-MIN_TRAINING_STEPS = 500
-#: ... but never more than this many times the architecture's default epochs.
-MAX_EPOCHS_FACTOR = 10
-
-
-def _epochs_for(config, records: int) -> int | None:
-    """Epochs for a copycat on ``records``: the config's own when set, else the default
-    raised towards :data:`MIN_TRAINING_STEPS` steps."""
-    if config.epochs is not None:
-        return config.epochs
-    resolved = config.resolved()
-    steps_per_epoch = max(1, math.ceil(records * (1 - resolved.validation_fraction) / resolved.batch_size))
-    wanted = math.ceil(MIN_TRAINING_STEPS / steps_per_epoch)
-    return min(max(resolved.epochs, wanted), MAX_EPOCHS_FACTOR * resolved.epochs)

@@ -83,8 +83,8 @@ def steal(
             (rounds of class-balanced, transformed queries) or ``"paper"`` (the papers'
             single pass).
         train_config: a :class:`~copycat_tf.training.TrainConfig` (default ``small_cnn``
-            with its default epochs and the strategy's class balancing; ``labels`` is
-            taken from ``labels``).
+            with its default epochs, see ``TrainConfig.resolved``, and the strategy's class
+            balancing; ``labels`` is taken from ``labels``).
         labels: ``"hard"`` (the paper's threat model) or ``"soft"``.
         seed: seeds the queries and training.
         resize: how query images are fitted: ``resize``, ``center-crop`` or ``pad``.

@@ -264,14 +264,3 @@ def test_audit_cli_bad_inputs(tmp_path):
     run_cli(*base, "--defences", "none,blur").assert_clean_error("unknown defence 'blur'", "reverse-sigmoid")
     run_cli(*base, "--price-per-1k", "-1").assert_clean_error("price-per-1k")
     assert not (tmp_path / "r").exists()
-
-
-def test_small_budgets_get_enough_training_steps_unless_epochs_are_given():
-    from copycat_tf.audit import MAX_EPOCHS_FACTOR, _epochs_for
-    from copycat_tf.training import TrainConfig
-
-    default = TrainConfig().resolved().epochs
-    assert _epochs_for(TrainConfig(), 20_000) == default  # enough steps already
-    assert default < _epochs_for(TrainConfig(), 5_000) < _epochs_for(TrainConfig(), 1_000)
-    assert _epochs_for(TrainConfig(), 10) == MAX_EPOCHS_FACTOR * default
-    assert _epochs_for(TrainConfig(epochs=2), 1_000) == 2

@@ -2,6 +2,7 @@
 fine-tuning, resume, divergence and every bad input the library refuses."""
 
 import json
+import math
 
 import numpy as np
 import onnxruntime as ort
@@ -410,3 +411,19 @@ def test_initial_model_starts_training_from_its_weights(digits_fakeset, trained,
         train_copycat(digits_fakeset, tmp_path / "warm", config, initial_model=other)
     with pytest.raises(CopycatError, match="does not exist"):
         train_copycat(digits_fakeset, tmp_path / "new", config, initial_model=tmp_path / "missing.keras")
+
+
+def test_default_epochs_give_small_fake_datasets_enough_steps_unless_epochs_are_given():
+    from copycat_tf.training import MAX_EPOCHS_FACTOR, MIN_TRAINING_STEPS
+
+    default = TrainConfig().resolved().epochs
+    assert TrainConfig().resolved(records=30_000).epochs == default  # enough steps already
+    at_10k = TrainConfig().resolved(records=10_000)
+    assert at_10k.epochs == 8 and at_10k.finetune_epochs == default
+    steps = math.ceil(9_000 / at_10k.batch_size)  # a tenth is held out for validation
+    assert steps * at_10k.epochs >= MIN_TRAINING_STEPS > steps * (at_10k.epochs - 1)
+    assert default < TrainConfig().resolved(records=5_000).epochs < TrainConfig().resolved(records=1_000).epochs
+    assert TrainConfig().resolved(records=10).epochs == MAX_EPOCHS_FACTOR * default
+    assert TrainConfig(epochs=2).resolved(records=1_000).epochs == 2
+    no_holdout = TrainConfig(validation_fraction=0.0).resolved(records=10_000)
+    assert no_holdout.epochs == math.ceil(MIN_TRAINING_STEPS / math.ceil(10_000 / no_holdout.batch_size))
