@@ -324,7 +324,8 @@ class TrainConfig:
 
     Args:
         arch: a :data:`copycat_tf.models.ARCHITECTURES` name.
-        epochs: epochs on the main fake dataset.
+        epochs: epochs on the main fake dataset (default: the architecture's, raised on
+            small fake datasets, see :meth:`resolved`).
         batch_size: records per batch.
         learning_rate: the starting learning rate; it decays along a half cosine towards
             0 over the epochs.
