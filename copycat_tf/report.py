@@ -105,6 +105,7 @@ def write_report(evaluation: Evaluation, out_dir: str | os.PathLike) -> dict[str
     if out.exists() and not out.is_dir():
         raise CopycatError(f"{out}: is a file, not a folder for the report; choose another folder")
     own = {"report.json", "report.md", "agreement.png", "confusion.png"}
+    own |= {name + ".tmp" for name in own}  # what a run killed mid-write leaves
     if out.is_dir() and not (out / "report.json").is_file():
         foreign = sorted(p.name for p in out.iterdir() if p.name not in own)
         if foreign:

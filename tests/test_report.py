@@ -121,3 +121,19 @@ def test_out_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "taken").write_text("")
     with pytest.raises(CopycatError, match="is a file"):
         write_report(labelled(), tmp_path / "taken")
+
+
+def test_a_folder_with_another_tools_files_is_refused_but_a_killed_write_is_taken_up(tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(CopycatError, match=r"not empty \(notes.txt\) and holds no copycat-tf report"):
+        write_report(labelled(), foreign)
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+    killed = tmp_path / "killed"  # a run killed while writing its first report.json
+    killed.mkdir()
+    (killed / "report.json.tmp").write_text('{"performance_ra')
+    paths = write_report(labelled(), killed)
+    assert json.loads(paths["json"].read_text())["queries"] == 30_000
+    assert not list(killed.glob("*.tmp"))
