@@ -34,7 +34,9 @@ _DEFENCES = "none,top1,top3,round2,reverse-sigmoid"
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=DEFAULT_STRATEGY, show_default=True,
               help="How the queries are chosen, as for `steal`.")
 @arch_option(ARCH_HELP)
-@click.option("--epochs", type=int, metavar="N", help="Copycat epochs (default: the architecture's, raised to at least 500 training steps on small fake datasets).")
+@click.option("--epochs", type=int, metavar="N",
+              help="Copycat epochs (default: the architecture's, raised to at least 500 "
+                   "training steps on small fake datasets).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds queries and training.")
 @oracle_options
 def audit_command(target, queries, out_dir, budgets, defences, test_data, price_per_1k, eval_queries,

@@ -19,7 +19,9 @@ def run_options(budget: int):
                           "reach the target's rare classes, training a scout copycat between "
                           "rounds; paper: the papers' single pass over the queries as they come."),
         arch_option(ARCH_HELP),
-        click.option("--epochs", type=int, metavar="N", help="Copycat epochs (default: the architecture's, raised to at least 500 training steps on small fake datasets)."),
+        click.option("--epochs", type=int, metavar="N",
+                     help="Copycat epochs (default: the architecture's, raised to at least 500 "
+                          "training steps on small fake datasets)."),
         click.option("--labels", type=click.Choice(LABEL_MODES), default="hard", show_default=True,
                      help="hard: the target's classes only (the paper's threat model); soft: "
                           "also its probabilities."),

@@ -37,7 +37,9 @@ shape_option = click.option(
               help="Folder for the copycat: copycat.onnx, copycat.keras, training.json, "
                    "checkpoints/ and TensorBoard logs/. Rerun into it to resume.")
 @arch_option(ARCH_HELP)
-@click.option("--epochs", type=int, metavar="N", help="Epochs (default: the architecture's, raised to at least 500 training steps on small fake datasets).")
+@click.option("--epochs", type=int, metavar="N",
+              help="Epochs (default: the architecture's, raised to at least 500 "
+                   "training steps on small fake datasets).")
 @click.option("--batch-size", type=int, metavar="N", help="Records per batch (default: the architecture's).")
 @click.option("--learning-rate", type=float, metavar="LR",
               help="Starting learning rate, decayed along a half cosine over the epochs "
