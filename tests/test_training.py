@@ -427,3 +427,13 @@ def test_default_epochs_give_small_fake_datasets_enough_steps_unless_epochs_are_
     assert TrainConfig(epochs=2).resolved(records=1_000).epochs == 2
     no_holdout = TrainConfig(validation_fraction=0.0).resolved(records=10_000)
     assert no_holdout.epochs == math.ceil(MIN_TRAINING_STEPS / math.ceil(10_000 / no_holdout.batch_size))
+
+
+def test_train_copycat_raises_default_epochs_by_the_fake_datasets_size(digits_fakeset, tmp_path):
+    config = TrainConfig(batch_size=12)  # 113 steps an epoch on 1,350 training records: 5 epochs, not 4
+    expected = config.resolved(records=digits_fakeset.count).epochs
+    assert expected > config.resolved().epochs
+    result = train_copycat(digits_fakeset, tmp_path, config)
+    main = _state(tmp_path)["stages"]["main"]
+    assert main["epochs"] == main["epochs_done"] == expected
+    assert len(result.history["main"]["loss"]) == expected
