@@ -32,9 +32,6 @@ COMMANDS = {
 _debug = False
 # TensorFlow's C++ start-up chatter (CUDA probes, CPU flags) is noise on a user's terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# No usage reports from onnxruntime, and no device-id file under ~/.cache (see oracle.py).
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("ORT_TELEMETRY_DISABLED", "1")
 
 
 class _QuietTensorFlowImport:

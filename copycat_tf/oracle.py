@@ -41,13 +41,6 @@ from copycat_tf.errors import BudgetExceeded, CopycatError
 
 log = logging.getLogger(__name__)
 
-# onnxruntime >= 1.29 reports usage to Microsoft from Linux too, writing a device id under
-# ~/.cache and a file in $TMPDIR when it starts: a tool pointed at untrusted models must not
-# phone home nor write outside its output folder. Set before onnxruntime is first imported
-# (it is imported here only); ORT_DISABLE_TELEMETRY=0 turns it back on.
-for _variable in ("ORT_DISABLE_TELEMETRY", "ORT_TELEMETRY_DISABLED"):
-    os.environ.setdefault(_variable, "1")
-
 #: Largest image (height x width) an input may declare; bigger is treated as hostile.
 MAX_INPUT_PIXELS = 4096 * 4096
 #: Largest fixed batch an input may declare (the probe sends one whole batch); and the most
