@@ -98,13 +98,13 @@ def replication_factors(histogram) -> np.ndarray:
     return _per_present_class(histogram, lambda counts, n: counts.max() / n)
 
 
-def replication_copies(labels, index, factors, seed: int):
-    """Copies of each record for ``balance="replicate"``, as a TensorFlow int64 tensor.
+def replication_copies(labels, index, factors, seed: int) -> np.ndarray:
+    """Copies of each record for ``balance="replicate"``, as int64.
 
     A record of class ``c`` is kept ``floor(f_c)`` or ``floor(f_c) + 1`` times, the extra
     copy decided by a seeded hash of its record index, so class ``c`` ends up close to
-    ``f_c * n_c`` records in total. Works on one record or on whole arrays (eagerly), so
-    the streaming and the in-memory pipelines replicate the very same records.
+    ``f_c * n_c`` records in total. It depends on the record alone, so the streaming and
+    the in-memory pipelines replicate the very same records.
 
     Args:
         labels: int64 class labels.
@@ -114,17 +114,15 @@ def replication_copies(labels, index, factors, seed: int):
 
     Example:
 
-    >>> replication_copies(np.array([1, 1]), np.array([0, 1]), np.array([1.0, 2.5]), 0).numpy()  # doctest: +SKIP
+    >>> replication_copies(np.array([1, 1]), np.array([0, 1]), np.array([1.0, 2.5]), 0)
     array([2, 3])
     """
-    import tensorflow as tf
-
-    factor = tf.gather(tf.constant(factors, tf.float64), labels)
-    whole = tf.floor(factor)
+    factor = np.asarray(factors, np.float64)[labels]
+    whole = np.floor(factor)
     offset = ((int(seed) + 1) * _HASH_MULTIPLIER) % _HASH_RANGE  # a seed moves every threshold
-    hashed = (tf.cast(index, tf.int64) * _HASH_MULTIPLIER + offset) % _HASH_RANGE
-    uniform = tf.cast(hashed, tf.float64) / _HASH_RANGE
-    return tf.cast(whole, tf.int64) + tf.cast(uniform < factor - whole, tf.int64)
+    hashed = (np.asarray(index, np.int64) * _HASH_MULTIPLIER + offset) % _HASH_RANGE
+    uniform = hashed.astype(np.float64) / _HASH_RANGE
+    return whole.astype(np.int64) + (uniform < factor - whole).astype(np.int64)
 
 
 def class_weights(histogram) -> np.ndarray:
@@ -314,7 +312,7 @@ class _ArrayRecords:
 
         positions = np.flatnonzero(selected)
         if factors is not None:
-            copies = replication_copies(self.labels[positions], positions, factors, seed).numpy()
+            copies = replication_copies(self.labels[positions], positions, factors, seed)
             positions = np.repeat(positions, copies)
         dataset = tf.data.Dataset.from_tensor_slices(positions.astype(np.int64))
         if seed is not None:
@@ -370,7 +368,7 @@ class _StreamedRecords:
                     continue
                 chunk = {name: shard[stored][keep] for name, stored in columns.items()}
                 if factors is not None:
-                    copies = _replication_copies_np(chunk["label"], shard["index"][keep], factors, seed)
+                    copies = replication_copies(chunk["label"], shard["index"][keep], factors, seed)
                     chunk = {name: np.repeat(values, copies, axis=0) for name, values in chunk.items()}
                 yield chunk
 
@@ -411,13 +409,3 @@ def _take(pool: dict, order: np.ndarray | None, start: int, stop: int) -> dict:
 def _split(pool: dict, order: np.ndarray | None, start: int, stop: int, batch_size: int):
     for first in range(start, stop, batch_size):
         yield _take(pool, order, first, min(first + batch_size, stop))
-
-
-def _replication_copies_np(labels: np.ndarray, index: np.ndarray, factors, seed: int) -> np.ndarray:
-    """:func:`replication_copies` in numpy (the same float64 and wrapping int64 arithmetic)."""
-    factor = np.asarray(factors, np.float64)[labels]
-    whole = np.floor(factor)
-    offset = ((int(seed) + 1) * _HASH_MULTIPLIER) % _HASH_RANGE
-    hashed = (index.astype(np.int64) * _HASH_MULTIPLIER + offset) % _HASH_RANGE
-    uniform = hashed.astype(np.float64) / _HASH_RANGE
-    return whole.astype(np.int64) + (uniform < factor - whole).astype(np.int64)
