@@ -182,16 +182,8 @@ class FakeSet:
         if missing:
             raise CopycatError(f"{where} lacks {missing}")
         n = shard["count"]
-        expected = {"images": (n, *self.image_shape), "labels": (n,), "sources": (n,), "keys": (n,),
-                    "probabilities": (n, self.num_classes)}
-        kinds = {"images": "u", "labels": "iu", "sources": "iu", "keys": "U", "probabilities": "f"}
         for name, value in arrays.items():
-            if value.shape != expected[name]:
-                raise CopycatError(
-                    f"{where} has {name} of shape {value.shape}; the manifest says {expected[name]}"
-                )
-            if value.dtype.kind not in kinds[name] or (name == "images" and value.dtype != np.uint8):
-                raise CopycatError(f"{where} has {name} of type {value.dtype}, which copycat-tf never writes")
+            _check_shard_array(where, name, value.shape, value.dtype, n, self.image_shape, self.num_classes)
         labels = arrays["labels"]
         if n and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise CopycatError(
@@ -297,18 +289,24 @@ def _check_shard_headers(directory: Path, shard: dict, contract: Contract) -> No
         if file_sha256(directory / shard["file"]) != shard["sha256"]:
             return  # damaged after labeling: verify() and reading say so, naming the checksum
         raise
-    n = shard["count"]
-    expected = {"images": ((n, *contract.image_shape), "u"), "labels": ((n,), "iu"),
-                "sources": ((n,), "iu"), "keys": ((n,), "U"),
-                "probabilities": ((n, contract.num_classes), "f")}
-    for name, (shape, kinds) in expected.items():
-        if name not in headers:
-            continue  # a missing array is reported when it is needed
-        found_shape, dtype = headers[name]
-        if found_shape != shape:
-            raise CopycatError(f"{where} has {name} of shape {found_shape}; the manifest says {shape}")
-        if dtype.kind not in kinds or (name == "images" and dtype != np.uint8):
-            raise CopycatError(f"{where} has {name} of type {dtype}, which copycat-tf never writes")
+    for name, (shape, dtype) in headers.items():  # a missing array is reported when it is needed
+        _check_shard_array(where, name, shape, dtype, shard["count"], contract.image_shape, contract.num_classes)
+
+
+#: The numpy dtype kinds each shard array may have (images must be exactly uint8).
+_SHARD_KINDS = {"images": "u", "labels": "iu", "sources": "iu", "keys": "U", "probabilities": "f"}
+
+
+def _check_shard_array(where: str, name: str, shape: tuple, dtype: np.dtype, count: int,
+                       image_shape: tuple, num_classes: int) -> None:
+    """Refuse a shard array (named as :func:`label` writes them) of another shape or type."""
+    if name not in _SHARD_KINDS:
+        return
+    expected = {"images": (count, *image_shape), "probabilities": (count, num_classes)}.get(name, (count,))
+    if tuple(shape) != expected:
+        raise CopycatError(f"{where} has {name} of shape {tuple(shape)}; the manifest says {expected}")
+    if dtype.kind not in _SHARD_KINDS[name] or (name == "images" and dtype != np.uint8):
+        raise CopycatError(f"{where} has {name} of type {dtype}, which copycat-tf never writes")
 
 
 def _manifest_problem(manifest) -> str | None:
