@@ -35,6 +35,19 @@ def write_json(path: Path, data) -> None:
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
+def foreign_files(folder: Path, own) -> str:
+    """Names in ``folder`` that are not in ``own``, as ``"a, b, c, ..."`` (sorted, the first
+    three), for a refusal to write into someone else's folder; ``""`` when there are none.
+
+    Example:
+
+    >>> foreign_files(Path("runs/report"), {"report.json", "report.md"})  # doctest: +SKIP
+    'notes.txt, photo.jpg'
+    """
+    names = sorted(p.name for p in folder.iterdir() if p.name not in own)
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+
 class UnreadableJson(Exception):
     """A JSON file that cannot be read or parsed; ``str()`` is a one-line reason."""
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from copycat_tf.errors import CopycatError
 from copycat_tf.evaluation import Evaluation
-from copycat_tf.files import write_json
+from copycat_tf.files import foreign_files, write_json
 
 #: Above this many classes, matrix cells are too small to print counts in.
 MAX_ANNOTATED_CLASSES = 20
@@ -107,11 +107,10 @@ def write_report(evaluation: Evaluation, out_dir: str | os.PathLike) -> dict[str
     own = {"report.json", "report.md", "agreement.png", "confusion.png"}
     own |= {name + ".tmp" for name in own}  # what a run killed mid-write leaves
     if out.is_dir() and not (out / "report.json").is_file():
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in own)
+        foreign = foreign_files(out, own)
         if foreign:
             raise CopycatError(
-                f"output folder {out} is not empty ({', '.join(foreign[:3])}"
-                f"{', ...' if len(foreign) > 3 else ''}) and holds no copycat-tf report; choose "
+                f"output folder {out} is not empty ({foreign}) and holds no copycat-tf report; choose "
                 "an empty or new folder"
             )
     out.mkdir(parents=True, exist_ok=True)

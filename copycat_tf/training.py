@@ -46,7 +46,7 @@ import numpy as np
 from copycat_tf._version import __version__
 from copycat_tf.datasets import NAMED, LabelledImages, load_labelled
 from copycat_tf.errors import CopycatError
-from copycat_tf.files import UnreadableJson, read_json, write_json
+from copycat_tf.files import UnreadableJson, foreign_files, read_json, write_json
 from copycat_tf.models import OPTIMIZERS, build, check_name, default_training
 from copycat_tf.training_data import (
     IN_MEMORY_BYTES,
@@ -727,13 +727,12 @@ class _TrainingRun:
         }
         stored = _read_state(out_dir)
         if stored is None and not overwrite and out_dir.is_dir():
-            foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in _OWN_FILES + _OWN_FOLDERS)
+            foreign = foreign_files(out_dir, _OWN_FILES + _OWN_FOLDERS)
             if foreign:
                 raise CopycatError(
-                    f"output folder {out_dir} is not empty ({', '.join(foreign[:3])}"
-                    f"{', ...' if len(foreign) > 3 else ''}) and holds no copycat run; choose another "
-                    "folder, or pass --overwrite to write beside those files (it deletes only "
-                    "copycat-tf's own)"
+                    f"output folder {out_dir} is not empty ({foreign}) and holds no copycat run; choose "
+                    "another folder, or pass --overwrite to write beside those files (it deletes "
+                    "only copycat-tf's own)"
                 )
         state = wanted if stored is None else _resumed_state(out_dir, stored, wanted)
         if state["finished"] and not all((out_dir / name).is_file() for name in ("copycat.keras", "copycat.onnx")):

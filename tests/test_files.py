@@ -2,7 +2,7 @@
 
 import pytest
 
-from copycat_tf.files import UnreadableJson, atomic_write, read_json, write_json
+from copycat_tf.files import UnreadableJson, atomic_write, foreign_files, read_json, write_json
 
 
 def test_write_json_round_trips_and_leaves_no_temporary_file(tmp_path):
@@ -50,3 +50,11 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         atomic_write(path, fail)
     assert read_json(path) == {"version": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_foreign_files_names_the_first_three_strangers_sorted(tmp_path):
+    for name in ("report.json", "z.txt", "b.txt", "a.txt", "c.txt"):
+        (tmp_path / name).write_text("")
+    assert foreign_files(tmp_path, {"report.json"}) == "a.txt, b.txt, c.txt, ..."
+    assert foreign_files(tmp_path, {"report.json", "z.txt", "c.txt"}) == "a.txt, b.txt"
+    assert foreign_files(tmp_path, {"report.json", "z.txt", "c.txt", "a.txt", "b.txt"}) == ""
