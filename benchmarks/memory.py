@@ -91,7 +91,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    from copycat_tf.training_data import IN_MEMORY_BYTES
+    from copycat_tf.training.data import IN_MEMORY_BYTES
 
     counts = [int(c) for c in args.counts.split(",")]
     record = args.size * args.size * args.channels

@@ -59,9 +59,9 @@ def main() -> None:
     import keras
     from copycat_tf.models import build
 
-    from copycat_tf import training
+    from copycat_tf.training import copycat as training
     from copycat_tf.training import TrainConfig, train_copycat
-    from copycat_tf.training_data import validation_mask
+    from copycat_tf.training.data import validation_mask
 
     logging.getLogger("copycat_tf").setLevel(logging.WARNING)
     config = TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size).resolved()

@@ -1,12 +1,19 @@
 import sys
 
 import click
-
 from copycat_tf.cli.options import oracle_kwargs, oracle_options
 from copycat_tf.cli.train_cmd import ARCH_HELP, arch_option
-from copycat_tf.strategies import DEFAULT_STRATEGY, STRATEGIES
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-# Kept in step with copycat_tf.audit / copycat_tf.defences without importing them for --help.
+from copycat_tf.audit import audit, parse_budgets
+from copycat_tf.audit.defences import parse_defences
+from copycat_tf.audit.report import _percent1
+from copycat_tf.errors import CopycatError
+from copycat_tf.strategies import DEFAULT_BALANCE, DEFAULT_STRATEGY, STRATEGIES
+from copycat_tf.training import TrainConfig
+
+# Kept in step with copycat_tf.audit / copycat_tf.audit.defences without importing them for --help.
 _BUDGETS = "1000,5000,20000"
 _DEFENCES = "none,top1,top3,round2,reverse-sigmoid"
 
@@ -61,15 +68,8 @@ def audit_command(target, queries, out_dir, budgets, defences, test_data, price_
       copycat-tf audit target.onnx --queries ./imagenet --defences top1,top5,round1 \\
           --strategy paper --epochs 5 --out runs/audit-paper
     """
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from copycat_tf.audit import audit, parse_budgets
     from copycat_tf.cli.label_cmd import LabelProgressBar
-    from copycat_tf.defences import parse_defences
-    from copycat_tf.errors import CopycatError
-    from copycat_tf.strategies import DEFAULT_BALANCE
-    from copycat_tf.training import TrainConfig
+
 
     budgets = parse_budgets(budgets)
     defences = [d.name for d in parse_defences(defences)]
@@ -111,7 +111,6 @@ class _StageBars:
 
 
 def _print(result) -> None:
-    from copycat_tf.audit_report import _percent1
 
     report = result.report
     click.echo(f"target    {report['target']} (sha256 {report['sha256'][:16]}...)")

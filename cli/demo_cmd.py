@@ -1,7 +1,7 @@
 import click
-
 from copycat_tf.cli.steal_cmd import _progress_and_config, print_result, run_options
-from copycat_tf.pipeline import DEMO_BUDGET
+
+from copycat_tf.pipeline import DEMO_BUDGET, demo
 
 
 @click.command("demo")
@@ -26,7 +26,6 @@ def demo_command(out_dir, queries, target_epochs, budget, strategy, arch, epochs
       copycat-tf demo --budget 50000 --epochs 12 --out runs/demo-big
       copycat-tf demo --queries noise:uniform --out runs/demo-noise
     """
-    from copycat_tf.pipeline import demo
 
     result = demo(out_dir, queries=list(queries), target_epochs=target_epochs, budget=budget,
                   **_progress_and_config(strategy, arch, epochs, labels, balance, seed))

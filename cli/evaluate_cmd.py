@@ -1,8 +1,13 @@
 import sys
 
 import click
-
 from copycat_tf.cli.options import oracle_kwargs, oracle_options
+from tqdm import tqdm
+
+from copycat_tf.datasets import load_labelled
+from copycat_tf.evaluation import evaluate
+from copycat_tf.oracle import OnnxOracle
+from copycat_tf.report import headline, summary, write_report
 
 
 @click.command("evaluate")
@@ -40,12 +45,7 @@ def evaluate_command(target, copycat, test_data, out, limit, batch_size, queries
       copycat-tf evaluate vendor.onnx copycat.onnx --test-data ./test-images --out runs/eval \\
           --layout NCHW --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4
     """
-    from tqdm import tqdm
 
-    from copycat_tf.datasets import load_labelled
-    from copycat_tf.evaluation import evaluate
-    from copycat_tf.oracle import OnnxOracle
-    from copycat_tf.report import headline, summary, write_report
 
     target_kwargs = oracle_kwargs(options)
     target_oracle = OnnxOracle(target, **target_kwargs)

@@ -1,8 +1,9 @@
 import json
 
 import click
-
 from copycat_tf.cli.options import oracle_kwargs, oracle_options
+
+from copycat_tf.oracle import OnnxOracle
 
 
 @click.command("inspect")
@@ -23,7 +24,6 @@ def inspect_command(model, as_json, **options):
       copycat-tf inspect vendor.onnx --layout NCHW --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4
       copycat-tf inspect target.onnx --json | jq .num_classes
     """
-    from copycat_tf.oracle import OnnxOracle
 
     info = OnnxOracle(model, **oracle_kwargs(options)).info()
     if as_json:

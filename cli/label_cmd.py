@@ -1,6 +1,11 @@
 import click
-
 from copycat_tf.cli.options import oracle_kwargs, oracle_options
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from copycat_tf.errors import CopycatError
+from copycat_tf.fakeset import label
+from copycat_tf.oracle import OnnxOracle
 
 # Kept here rather than imported so `copycat-tf --help` does not load the query machinery.
 RESIZE_POLICIES = ("resize", "center-crop", "pad")
@@ -53,12 +58,7 @@ def label_command(target, queries, budget, out_dir, labels, seed, batch_size, re
       copycat-tf label target.onnx -q noise:uniform --budget 5000 --labels soft --out runs/noise
       copycat-tf label target.onnx -q list.txt --cost-per-1k 1.50 --out runs/paid
     """
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from copycat_tf.errors import CopycatError
-    from copycat_tf.fakeset import label
-    from copycat_tf.oracle import OnnxOracle
 
     if cost_per_1k is not None and cost_per_1k < 0:
         raise CopycatError(f"--cost-per-1k must be >= 0; received {cost_per_1k}")

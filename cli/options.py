@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from copycat_tf.contract import CHANNEL_ORDERS, LAYOUTS, OUTPUT_KINDS
+from copycat_tf.contract import CHANNEL_ORDERS, LAYOUTS, OUTPUT_KINDS, Preprocessing
+
 
 def _floats(ctx, param, value):
     if value is None:
@@ -52,7 +53,6 @@ def oracle_options(command):
 
 def oracle_kwargs(options: dict) -> dict:
     """Pop the --mean/--std/... values out of a command's options as OnnxOracle arguments."""
-    from copycat_tf.contract import Preprocessing
 
     mean, std, order = options.pop("mean"), options.pop("std"), options.pop("channel_order")
     preprocessing = None

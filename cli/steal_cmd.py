@@ -1,11 +1,15 @@
 import sys
 
 import click
-
 from copycat_tf.cli.options import oracle_kwargs, oracle_options
 from copycat_tf.cli.train_cmd import ARCH_HELP, arch_option
-from copycat_tf.strategies import DEFAULT_STRATEGY, STRATEGIES
-from copycat_tf.training_data import BALANCE_MODES, LABEL_MODES
+from tqdm import tqdm
+
+from copycat_tf.pipeline import steal
+from copycat_tf.report import summary
+from copycat_tf.strategies import DEFAULT_BALANCE, DEFAULT_STRATEGY, STRATEGIES
+from copycat_tf.training import TrainConfig
+from copycat_tf.training.data import BALANCE_MODES, LABEL_MODES
 
 
 def run_options(budget: int):
@@ -72,7 +76,6 @@ def steal_command(target, queries, out_dir, test_data, budget, strategy, arch, e
       copycat-tf steal vendor.onnx --queries ./imagenet --queries ./pd:0.1 --arch vgg16 \\
           --layout NCHW --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4 --out runs/vendor
     """
-    from copycat_tf.pipeline import steal
 
     result = steal(target, list(queries), out_dir, budget=budget, test_data=test_data,
                    oracle_options=oracle_kwargs(options), **_progress_and_config(
@@ -82,9 +85,7 @@ def steal_command(target, queries, out_dir, test_data, budget, strategy, arch, e
 
 def _progress_and_config(strategy, arch, epochs, labels, balance, seed) -> dict:
     from copycat_tf.cli.label_cmd import LabelProgressBar
-    from copycat_tf.strategies import DEFAULT_BALANCE
-    from copycat_tf.training import TrainConfig
-    from tqdm import tqdm
+
 
     return {
         "strategy": strategy,
@@ -103,7 +104,6 @@ def print_result(result) -> None:
     click.echo(f"copycat   {copycat.onnx_path}"
                + (" (already trained)" if copycat.already_trained else ""))
     if result.evaluation is not None:
-        from copycat_tf.report import summary
 
         click.echo(summary(result.evaluation))
         click.echo(f"report    {result.report_files['markdown']}")

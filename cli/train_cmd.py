@@ -4,7 +4,10 @@ import click
 
 # Neither module loads TensorFlow on import, so `--help` stays fast.
 from copycat_tf.models import ARCHITECTURES, OPTIMIZERS
-from copycat_tf.training_data import BALANCE_MODES, LABEL_MODES
+
+from copycat_tf.fakeset import FakeSet
+from copycat_tf.training import TrainConfig, train_copycat
+from copycat_tf.training.data import BALANCE_MODES, LABEL_MODES
 
 ARCH_HELP = (f"Architecture: {', '.join(ARCHITECTURES)}. small_cnn is fast on a CPU; vgg16 is the "
              "paper's copycat (slow on a CPU).")
@@ -82,8 +85,6 @@ def train_command(fakeset_dir, out_dir, finetune_dir, overwrite, **options):
       copycat-tf train runs/npd --finetune runs/pd --out runs/npd-pd
       tensorboard --logdir runs/copycat/logs
     """
-    from copycat_tf.fakeset import FakeSet
-    from copycat_tf.training import TrainConfig, train_copycat
 
     config = TrainConfig(**options)
     fakeset = FakeSet.open(fakeset_dir)

@@ -1,8 +1,9 @@
 import sys
 
 import click
-
 from copycat_tf.cli.train_cmd import ARCH_HELP, arch_option, shape_option
+
+from copycat_tf.training import train_target
 
 
 @click.command("train-target")
@@ -38,7 +39,6 @@ def train_target_command(dataset, arch, out_path, epochs, batch_size, learning_r
           --out flowers.onnx
       copycat-tf train-target --dataset data.npz --arch alexnet --out target.onnx
     """
-    from copycat_tf.training import train_target
 
     result = train_target(
         dataset, arch, out_path, image_shape=image_shape, epochs=epochs, batch_size=batch_size,

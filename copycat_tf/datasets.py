@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import gzip
 import logging
-import math
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from copycat_tf.errors import CopycatError
+from copycat_tf.npz import read_npz
+from copycat_tf.queries import ImageFitter
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,9 @@ FASHION_MNIST_DIRS = (
     Path("/usr/share/datasets/fashion-mnist"),
     Path.home() / ".keras" / "datasets" / "fashion-mnist",
 )
+
 NAMED = ("fashion-mnist", "digits", "mnist")
 #: Largest array read from an ``.npz`` file (a ``.npy`` file is memory-mapped instead).
-MAX_NPZ_ARRAY_BYTES = 8 << 30
 _SPLIT_SEED = 20180708  # the seeded 80/20 split of the small digit sets never changes
 
 
@@ -176,81 +176,6 @@ def _mnist(split: str):
     return _seeded_split(images, np.asarray(y), split)
 
 
-def npz_headers(path: Path, names: list[str] | None = None, *,
-                what: str = "") -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shape and dtype of arrays in an ``.npz`` file, from their headers alone (no data read).
-
-    Each member's ``.npy`` header is checked: no object (pickled) dtype, a declared size that
-    matches the bytes stored (a forged header cannot make numpy allocate terabytes), at most
-    :data:`MAX_NPZ_ARRAY_BYTES`.
-
-    Args:
-        path: the ``.npz`` file.
-        names: arrays to look at (default all); missing ones are left out of the result.
-        what: how error messages call the file (default its path).
-
-    Raises:
-        CopycatError: not a readable ``.npz`` file, or a member that is pickled, corrupt or too big.
-    """
-    what = what or str(path)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = {info.filename[:-4]: info for info in archive.infolist() if info.filename.endswith(".npy")}
-            wanted = [n for n in (names if names is not None else members) if n in members]
-            return {name: _npy_member_header(archive, members[name], what, name) for name in wanted}
-    except CopycatError:
-        raise
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
-        raise CopycatError(f"{what}: not a readable .npz file ({_brief(exc)})") from exc
-
-
-def read_npz(path: Path, names: list[str] | None = None, *, what: str = "") -> dict[str, np.ndarray]:
-    """Arrays from an ``.npz`` file, read defensively: headers checked first (:func:`npz_headers`),
-    then the data loaded with ``allow_pickle=False``."""
-    what = what or str(path)
-    wanted = list(npz_headers(path, names, what=what))
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {name: npz[name] for name in wanted}
-    except ValueError as exc:  # e.g. object arrays, which need pickle
-        raise CopycatError(f"{what}: cannot load it with allow_pickle=False ({_brief(exc)})") from exc
-    except (OSError, EOFError, KeyError, zipfile.BadZipFile, MemoryError) as exc:
-        raise CopycatError(f"{what}: not a readable .npz file ({_brief(exc)})") from exc
-
-
-def _npy_member_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, what: str, name: str):
-    with archive.open(info) as member:
-        version = np.lib.format.read_magic(member)
-        reader = {(1, 0): np.lib.format.read_array_header_1_0,
-                  (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-        if reader is None:
-            raise CopycatError(f"{what}: array {name!r} has an unknown .npy format version {version}")
-        shape, _, dtype = reader(member, max_header_size=10_000)
-        header = member.tell()
-    if dtype.hasobject:
-        raise CopycatError(
-            f"{what}: array {name!r} holds pickled Python objects ({dtype}), which are never "
-            "loaded (allow_pickle=False); store plain numbers"
-        )
-    declared = math.prod(shape) * dtype.itemsize
-    if declared != info.file_size - header:
-        raise CopycatError(
-            f"{what}: array {name!r} declares shape {tuple(shape)} {dtype} ({declared:,} bytes) but "
-            f"stores {info.file_size - header:,} bytes; the file is corrupt or forged"
-        )
-    if declared > MAX_NPZ_ARRAY_BYTES:
-        raise CopycatError(
-            f"{what}: array {name!r} holds {declared / 2**30:.1f} GiB, over the "
-            f"{MAX_NPZ_ARRAY_BYTES >> 30} GiB limit for .npz files; save it as a .npy file, "
-            "which is read memory-mapped"
-        )
-    return tuple(shape), dtype
-
-
-def _brief(exc: BaseException) -> str:
-    text = (str(exc).strip().splitlines() or [""])[0][:200]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
 
 def _npz(path: Path) -> LabelledImages:
     arrays = read_npz(path, ["x", "y"])
@@ -289,7 +214,6 @@ def _as_uint8_images(images: np.ndarray, path: os.PathLike) -> np.ndarray:
 
 
 def _folder(path: Path, image_shape, resize) -> LabelledImages:
-    from copycat_tf.queries import ImageFitter
 
     fitter = ImageFitter(image_shape, resize=resize)
     classes = sorted(p.name for p in path.iterdir() if p.is_dir())

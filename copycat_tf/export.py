@@ -25,12 +25,21 @@ from pathlib import Path
 import numpy as np
 
 from copycat_tf._version import __version__
-from copycat_tf.contract import METADATA_KEY, ClassOutput, Contract, ImageInput, Preprocessing
+from copycat_tf.contract import (
+    METADATA_KEY,
+    ClassOutput,
+    Contract,
+    ImageInput,
+    Preprocessing,
+)
 from copycat_tf.errors import CopycatError
 from copycat_tf.files import atomic_write
+from copycat_tf.oracle import OnnxOracle
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
+#: Images of the training data an export is checked on.
+PARITY_IMAGES = 32
 _TF_DTYPES = {"float32": "float32", "float16": "float16", "float64": "float64", "uint8": "uint8",
               "int8": "int8", "int32": "int32", "int64": "int64"}
 
@@ -176,7 +185,6 @@ def check_parity(model, path: str | os.PathLike, images: np.ndarray, tolerance: 
     Raises:
         CopycatError: above ``tolerance``.
     """
-    from copycat_tf.oracle import OnnxOracle
 
     images = np.asarray(images, np.uint8)
     expected = np.asarray(model.predict(images.astype(np.float32), verbose=0, batch_size=256))

@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ from copycat_tf.contract import (
     to_probabilities,
 )
 from copycat_tf.errors import BudgetExceeded, CopycatError
+from copycat_tf.files import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -167,14 +167,6 @@ class ModelInfo:
             "preprocessing": contract.preprocessing.to_dict(),
             "metadata": self.metadata,
         }
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_checked_model(path: str | os.PathLike):

@@ -23,10 +23,16 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError
+from copycat_tf.evaluation import evaluate
+from copycat_tf.oracle import OnnxOracle
+from copycat_tf.report import headline, write_report
+from copycat_tf.strategies import DEFAULT_BALANCE, STRATEGIES, collect, last_scout
+from copycat_tf.training import TrainConfig, train_copycat, train_target
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +101,7 @@ def steal(
         evaluation_progress: passed to :func:`~copycat_tf.evaluation.evaluate`.
         fit_verbose: Keras ``fit`` verbosity.
     """
-    from dataclasses import replace
 
-    from copycat_tf.oracle import OnnxOracle
-    from copycat_tf.strategies import DEFAULT_BALANCE, STRATEGIES, collect, last_scout
-    from copycat_tf.training import TrainConfig, train_copycat
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -134,10 +136,6 @@ def steal(
 
 
 def _evaluate_stage(target, copycat, fakeset, test_data, out_dir, progress) -> StealResult:
-    from copycat_tf.datasets import load_labelled
-    from copycat_tf.evaluation import evaluate
-    from copycat_tf.oracle import OnnxOracle
-    from copycat_tf.report import headline, write_report
 
     log.info("stage 3/3: evaluating target and copycat on %s", test_data)
     test = load_labelled(test_data, image_shape=target.contract.image_shape)
@@ -170,7 +168,6 @@ def demo(
         seed: seeds everything.
         **steal_options: passed to :func:`steal`.
     """
-    from copycat_tf.training import train_target
 
     out_dir = Path(out_dir)
     target = out_dir / "target.onnx"

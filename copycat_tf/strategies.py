@@ -41,11 +41,13 @@ from pathlib import Path
 
 import numpy as np
 
-from copycat_tf.errors import CopycatError
+from copycat_tf.errors import CopycatError, check_whole
 from copycat_tf.fakeset import FakeSet, LabelProgress, label
 from copycat_tf.files import UnreadableJson, read_json, write_json
+from copycat_tf.models import build
 from copycat_tf.oracle import Oracle
 from copycat_tf.queries import QuerySource, QueryTransforms, open_query_source
+from copycat_tf.training.data import make_training_data
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +85,7 @@ class BalancedRounds:
 
     def __post_init__(self):
         for name in ("rounds", "pool_factor", "scout_epochs"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise CopycatError(f"{name.replace('_', '-')} must be a whole number >= 1; received {value!r}")
+            check_whole(name, getattr(self, name), optional=True)
 
     @staticmethod
     def default_rounds(budget: int) -> int:
@@ -141,8 +141,7 @@ def collect(
     """
     if strategy not in STRATEGIES:
         raise CopycatError(f"strategy must be one of {', '.join(STRATEGIES)}; received {strategy!r}")
-    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
-        raise CopycatError(f"budget must be a whole number >= 1; received {budget!r}")
+    check_whole("budget", budget)
     if strategy == "paper":
         if rounds is not None:
             raise CopycatError("rounds belong to the balanced strategy, not to paper")
@@ -227,9 +226,7 @@ class _BalancedRun:
         """The scout trained after round ``number`` (loaded when already on disk)."""
         import keras
 
-        from copycat_tf.callbacks import save_model_atomically
-        from copycat_tf.models import build
-        from copycat_tf.training_data import make_training_data
+        from copycat_tf.training.callbacks import save_model_atomically
 
         path = self._scout_path(number)
         if path.is_file():

@@ -640,7 +640,7 @@ def _test_folder_symlink_loops(d):
 def fakeset(d: Path, *, count: int = 8, shard_arrays=None) -> Path:
     """A valid little fake dataset written by hand (one shard), as ``label`` would."""
     from copycat_tf.contract import ClassOutput, Contract, ImageInput, Preprocessing
-    from copycat_tf.oracle import file_sha256
+    from copycat_tf.files import file_sha256
 
     folder = d / "fake"
     folder.mkdir(parents=True, exist_ok=True)
@@ -702,7 +702,7 @@ def _set_shard(key, val):
 
 
 def _manifest_symlinked_shard(manifest, folder, d):
-    from copycat_tf.oracle import file_sha256
+    from copycat_tf.files import file_sha256
 
     elsewhere = d / "elsewhere"
     elsewhere.mkdir()
@@ -736,7 +736,7 @@ def _shard_edit(arrays):
 
 
 def _shard_truncated(d):
-    from copycat_tf.oracle import file_sha256
+    from copycat_tf.files import file_sha256
 
     folder = fakeset(d)
     shard = folder / "shard-00000.npz"
@@ -748,7 +748,7 @@ def _shard_truncated(d):
 
 
 def _shard_header_bomb(d):
-    from copycat_tf.oracle import file_sha256
+    from copycat_tf.files import file_sha256
 
     folder = fakeset(d)
     shard = folder / "shard-00000.npz"

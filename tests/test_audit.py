@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from cli_runner import run_cli
-from copycat_tf.audit_report import verdict, write_audit_report
-from copycat_tf.defences import parse_defence
+from copycat_tf.audit.report import verdict, write_audit_report
+from copycat_tf.audit.defences import parse_defence
 from copycat_tf.errors import CopycatError
 from copycat_tf.fakeset import FakeSet, derive
 from onnx_factory import make_linear_classifier

@@ -1,9 +1,9 @@
-"""Output policies (copycat_tf.defences): exact transformations on hand-made probability rows."""
+"""Output policies (copycat_tf.audit.defences): exact transformations on hand-made probability rows."""
 
 import numpy as np
 import pytest
 
-from copycat_tf.defences import (
+from copycat_tf.audit.defences import (
     DEFAULT_DEFENCES,
     parse_defence,
     parse_defences,

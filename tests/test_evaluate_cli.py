@@ -8,7 +8,7 @@ from PIL import Image
 
 from cli_runner import run_cli
 from copycat_tf.evaluation import QUERIES_KEY, TARGET_SHA256_KEY
-from copycat_tf.oracle import file_sha256
+from copycat_tf.files import file_sha256
 from onnx_factory import make_linear_classifier, reference_logits
 
 SHAPE = (8, 8, 3)

@@ -19,7 +19,8 @@ from copycat_tf.evaluation import (
     macro_f1,
     per_class_scores,
 )
-from copycat_tf.oracle import OnnxOracle, file_sha256
+from copycat_tf.files import file_sha256
+from copycat_tf.oracle import OnnxOracle
 from onnx_factory import make_linear_classifier, reference_logits
 
 # Three classes, eight images; worked out by hand below.

@@ -6,10 +6,11 @@ import json
 import numpy as np
 import pytest
 
-import copycat_tf.fakeset as fakeset_module
+import copycat_tf.fakeset.writer as fakeset_writer
 from copycat_tf.errors import CopycatError
 from copycat_tf.fakeset import FakeSet, label
-from copycat_tf.oracle import OnnxOracle, file_sha256
+from copycat_tf.files import file_sha256
+from copycat_tf.oracle import OnnxOracle
 from copycat_tf.queries import open_query_source
 from onnx_factory import linear_weights, reference_logits
 
@@ -96,25 +97,10 @@ def test_manifest_contents(query_target, query_folder, tmp_path):
     assert summary["label_histogram"][summary["dominant_class"]] / 40 == summary["dominant_share"]
 
 
-def test_as_dataset_streams_records_in_order(query_target, tmp_path):
-    fakeset = label(OnnxOracle(query_target()), "noise:uniform", 70, tmp_path / "fake",
-                    labels="soft", shard_size=32)
-    data = records(fakeset, with_probabilities=True)
-    dataset = fakeset.as_dataset(with_probabilities=True)
-    assert len(dataset) == 70
-    elements = list(dataset.as_numpy_iterator())
-    assert elements[0]["image"].shape == (16, 16, 3) and elements[0]["image"].dtype == np.uint8
-    np.testing.assert_array_equal(np.stack([e["image"] for e in elements]), data["images"])
-    np.testing.assert_array_equal([e["label"] for e in elements], data["labels"])
-    np.testing.assert_array_equal([e["index"] for e in elements], np.arange(70))
-    np.testing.assert_allclose(np.stack([e["probabilities"] for e in elements]), data["probabilities"])
-    assert set(next(iter(fakeset.as_dataset()))) == {"image", "label", "index"}
-
-
 def test_hard_set_refuses_probabilities(query_target, tmp_path):
     fakeset = label(OnnxOracle(query_target()), "noise:uniform", 10, tmp_path / "fake")
     with pytest.raises(CopycatError, match="--labels soft"):
-        fakeset.as_dataset(with_probabilities=True)
+        next(fakeset.iter_shards(with_probabilities=True))
 
 
 def test_open_rejects_missing_malformed_and_tampered_sets(query_target, tmp_path):
@@ -202,7 +188,7 @@ def test_larger_budget_extends_and_smaller_reports_complete(query_target, tmp_pa
 def test_disk_full_stops_cleanly_and_resumes(query_target, tmp_path, monkeypatch):
     target = query_target()
     whole = label(OnnxOracle(target), "noise:uniform", 64, tmp_path / "whole", shard_size=16)
-    real_write = fakeset_module._write_npz
+    real_write = fakeset_writer._write_npz
     writes = []
 
     def fill_disk(handle, arrays):
@@ -212,7 +198,7 @@ def test_disk_full_stops_cleanly_and_resumes(query_target, tmp_path, monkeypatch
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(handle, arrays)
 
-    monkeypatch.setattr(fakeset_module, "_write_npz", fill_disk)
+    monkeypatch.setattr(fakeset_writer, "_write_npz", fill_disk)
     out = tmp_path / "full"
     with pytest.raises(CopycatError, match="disk full .* rerun the same command to resume"):
         label(OnnxOracle(target), "noise:uniform", 64, out, shard_size=16)
@@ -221,7 +207,7 @@ def test_disk_full_stops_cleanly_and_resumes(query_target, tmp_path, monkeypatch
     stopped = FakeSet.open(out)
     assert stopped.count == 32 and not stopped.complete
     stopped.verify()
-    monkeypatch.setattr(fakeset_module, "_write_npz", real_write)
+    monkeypatch.setattr(fakeset_writer, "_write_npz", real_write)
     resumed = label(OnnxOracle(target), "noise:uniform", 64, out, shard_size=16)
     assert_same_records(whole, resumed)
     assert resumed.queries_spent == 64 + 16

@@ -10,7 +10,7 @@ from copycat_tf.fakeset import FakeSet, label
 from copycat_tf.oracle import OnnxOracle
 from copycat_tf.queries import QueryTransforms, open_query_source
 from copycat_tf.strategies import BalancedRounds, choose_by_class, collect, last_scout
-from copycat_tf.training_data import sqrt_class_weights
+from copycat_tf.training.data import sqrt_class_weights
 from onnx_factory import make_linear_classifier
 
 

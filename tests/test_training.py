@@ -14,7 +14,7 @@ from copycat_tf.contract import Preprocessing
 from copycat_tf.errors import CopycatError
 from copycat_tf.oracle import OnnxOracle
 from copycat_tf.training import TrainConfig, load_target_data, train_copycat, train_target
-from copycat_tf.training_data import (
+from copycat_tf.training.data import (
     class_weights,
     make_augmenter,
     make_training_data,

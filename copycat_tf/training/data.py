@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 
@@ -348,7 +349,6 @@ class _StreamedRecords:
 
     def batches(self, selected: np.ndarray, batch_size: int, *, seed: int | None = None, factors=None):
         """Batches of the ``selected`` records; shuffled each epoch when ``seed`` is given."""
-        import itertools
 
         import tensorflow as tf
 

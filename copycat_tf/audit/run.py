@@ -2,7 +2,7 @@
 
 An audit is run by the model's owner. It buys the largest budget's queries **once**, with
 soft labels (so every output policy can be simulated from the stored probabilities), then,
-for each budget ``N`` and each defence (:mod:`copycat_tf.defences`), trains a copycat from
+for each budget ``N`` and each defence (:mod:`copycat_tf.audit.defences`), trains a copycat from
 scratch on the first ``N`` records as an attacker behind that policy would have seen them,
 and measures it against the target::
 
@@ -42,9 +42,17 @@ from pathlib import Path
 import numpy as np
 
 from copycat_tf._version import __version__
-from copycat_tf.defences import DEFAULT_DEFENCES, Defence, parse_defences
-from copycat_tf.errors import CopycatError
+from copycat_tf.audit.defences import DEFAULT_DEFENCES, Defence, parse_defences
+from copycat_tf.audit.report import verdict, write_audit_report
+from copycat_tf.datasets import load_labelled
+from copycat_tf.errors import CopycatError, check_whole
+from copycat_tf.evaluation import agreement, evaluate
+from copycat_tf.fakeset import derive, label
 from copycat_tf.files import UnreadableJson, read_json, write_json
+from copycat_tf.oracle import OnnxOracle, file_sha256
+from copycat_tf.queries import open_query_source
+from copycat_tf.strategies import DEFAULT_BALANCE, STRATEGIES, collect
+from copycat_tf.training import TrainConfig, train_copycat
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +138,7 @@ def audit(
         queries: query source specs, as for ``steal``.
         out_dir: the audit's folder; rerun with the same arguments to resume.
         budgets: query budgets (a comma list or whole numbers); only the largest is bought.
-        defences: output policies (:func:`~copycat_tf.defences.parse_defence` names).
+        defences: output policies (:func:`~copycat_tf.audit.defences.parse_defence` names).
         test_data: labelled test data spec: gives performance ratios. Without it, copycats
             are scored by agreement with the target on ``eval_queries`` fresh query images.
         strategy: ``"balanced"`` or ``"paper"`` (:mod:`copycat_tf.strategies`).
@@ -154,10 +162,6 @@ def audit(
         CopycatError: bad arguments, a folder holding another audit, query sources too
             small for the largest budget.
     """
-    from copycat_tf.fakeset import derive
-    from copycat_tf.oracle import OnnxOracle
-    from copycat_tf.strategies import DEFAULT_BALANCE, STRATEGIES, collect
-    from copycat_tf.training import TrainConfig, train_copycat
 
     budgets = parse_budgets(budgets)
     chosen = parse_defences(defences)
@@ -165,8 +169,7 @@ def audit(
         raise CopycatError(f"strategy must be one of {', '.join(STRATEGIES)}; received {strategy!r}")
     if price_per_1k is not None and not (price_per_1k >= 0 and np.isfinite(price_per_1k)):
         raise CopycatError(f"price per 1,000 queries must be a number >= 0; received {price_per_1k!r}")
-    if isinstance(eval_queries, bool) or not isinstance(eval_queries, (int, np.integer)) or eval_queries < 1:
-        raise CopycatError(f"eval-queries must be a whole number >= 1; received {eval_queries!r}")
+    check_whole("eval_queries", eval_queries)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CopycatError(f"--out {out_dir} is a file; give a folder for the audit")
@@ -174,7 +177,6 @@ def audit(
     oracle = OnnxOracle(target, **(oracle_options or {}))
     test = None
     if test_data is not None:  # loaded first: a wrong spec should fail before any query is bought
-        from copycat_tf.datasets import load_labelled
 
         test = load_labelled(test_data, image_shape=oracle.contract.image_shape)
 
@@ -214,7 +216,6 @@ def audit(
                              cell_name, price_per_1k))
 
     stage("writing the report")
-    from copycat_tf.audit_report import verdict, write_audit_report
 
     info = oracle.info()
     report = {
@@ -264,8 +265,6 @@ def _cost(queries: int, price_per_1k: float | None) -> float | None:
 def _buy_eval_set(oracle, queries, fakeset, out_dir: Path, count: int, seed: int, resize: str,
                   batch_size: int, progress, stage):
     """Fresh query images labelled by the target: the stream positions after the attack's."""
-    from copycat_tf.fakeset import label
-    from copycat_tf.queries import open_query_source
 
     start = int(fakeset.manifest["next_item"])
     stage(f"buying {count:,} fresh query images (stream positions {start:,} on) to measure agreement")
@@ -292,7 +291,6 @@ def _eval_identity(test, eval_set) -> dict:
 def _cell(oracle, copycat, derived, fakeset, defence: Defence, n: int, test, eval_set, out_dir: Path,
           cell_name: str, price_per_1k) -> dict:
     """Score one (budget, defence) copycat, or read its cached scores."""
-    from copycat_tf.oracle import OnnxOracle, file_sha256
 
     key = {
         "copycat_sha256": file_sha256(copycat.onnx_path),
@@ -331,7 +329,6 @@ def _read_cell(path: Path) -> dict | None:
 
 
 def _score(target, copycat_oracle, test, eval_set, n: int) -> dict:
-    from copycat_tf.evaluation import agreement, evaluate
 
     if test is not None:
         evaluation = evaluate(target, copycat_oracle, test, queries=n)

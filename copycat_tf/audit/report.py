@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import os
 from pathlib import Path
 
@@ -151,7 +152,6 @@ def _metric_label(metric: str) -> str:
 
 def curve_png(report: dict) -> bytes:
     """The score against queries (log scale), one line per defence, as PNG bytes."""
-    import io
 
     from matplotlib.figure import Figure
 

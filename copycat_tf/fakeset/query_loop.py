@@ -1,0 +1,184 @@
+"""The attack's query loop: send query images to the oracle and keep its answers.
+
+:func:`label` is the heart of the Copycat CNN attack: stream images from a
+:class:`~copycat_tf.queries.QuerySource`, send them to the :class:`~copycat_tf.oracle.Oracle`
+in batches within a budget, and append the answers to a fake dataset
+(:mod:`copycat_tf.fakeset.writer`) that survives any interruption.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from copycat_tf.errors import CopycatError, check_whole
+from copycat_tf.fakeset.store import DEFAULT_SHARD_SIZE, LABEL_MODES, REJECTED, FakeSet
+from copycat_tf.fakeset.writer import _Writer
+from copycat_tf.oracle import Oracle
+from copycat_tf.queries import QuerySource, open_query_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LabelProgress:
+    """Where a labeling run stands; passed to :func:`label`'s ``progress`` callable.
+
+    Attributes:
+        labeled: records in the fake dataset (including those of earlier runs).
+        budget: records asked for.
+        rejected: inputs rejected so far.
+        queries_spent: images sent to the oracle, all runs together.
+    """
+
+    labeled: int
+    budget: int
+    rejected: int
+    queries_spent: int
+
+
+def label(
+    oracle: Oracle,
+    source: QuerySource | str | Sequence[str],
+    budget: int,
+    out_dir: str | os.PathLike,
+    *,
+    labels: str = "hard",
+    seed: int | None = None,
+    resize: str | None = None,
+    batch_size: int = 64,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    overwrite: bool = False,
+    workers: int | None = None,
+    progress: Callable[[LabelProgress], None] | None = None,
+) -> FakeSet:
+    """Query the oracle with images from ``source`` and store its answers as a fake dataset.
+
+    Rerunning with the same arguments after an interruption resumes from the last finished
+    shard; a larger ``budget`` extends a finished dataset.
+
+    Args:
+        oracle: the target, e.g. an :class:`~copycat_tf.oracle.OnnxOracle`. Its own
+            budget, if set, is respected too.
+        source: a :class:`~copycat_tf.queries.QuerySource`, or spec strings for
+            :func:`~copycat_tf.queries.open_query_source`.
+        budget: records wanted in the fake dataset (= queries, without interruptions).
+        out_dir: the fake dataset's folder (created; must not be inside a query folder).
+        labels: ``"hard"`` (class labels) or ``"soft"`` (also float32 probabilities).
+        seed: seed for opening spec strings (default 0); a ``QuerySource`` has its own.
+        resize: resize policy for spec strings (default ``"resize"``).
+        batch_size: images per oracle call.
+        shard_size: records per shard file; a crash re-buys at most one shard.
+        overwrite: delete a fake dataset (and only its files) already in ``out_dir``.
+        workers: decoding threads (default one per core, at most 8).
+        progress: called with a :class:`LabelProgress` at the start and after each batch.
+
+    Returns:
+        The :class:`FakeSet`.
+
+    Raises:
+        CopycatError: bad arguments, an incompatible dataset in ``out_dir``, a full disk.
+
+    Example:
+
+    >>> fakeset = label(OnnxOracle("target.onnx"), ["photos"], 10_000, "runs/fake",
+    ...                 labels="soft", seed=1)                       # doctest: +SKIP
+    """
+    for name, value in (("budget", budget), ("batch_size", batch_size), ("shard_size", shard_size)):
+        check_whole(name, value)
+    if labels not in LABEL_MODES:
+        raise CopycatError(f"labels must be one of {LABEL_MODES}; received {labels!r}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CopycatError(f"output folder {out_dir} is a file; give a folder for the fake dataset")
+    source = _as_source(source, oracle, seed, resize)
+    for folder in source.folders:
+        if out_dir.resolve().is_relative_to(folder.resolve()):
+            raise CopycatError(
+                f"output folder {out_dir} is inside the query folder {folder}, so its shards "
+                "would become queries; choose an output folder outside it"
+            )
+    config = {**source.config(), "labels": labels, "shard_size": shard_size}
+    writer = _Writer.open(out_dir, oracle, config, budget, overwrite)
+    try:
+        _run(writer, oracle, source, budget, labels == "soft", batch_size, workers, progress)
+    finally:
+        writer.close()
+    fakeset = FakeSet.open(out_dir)
+    if fakeset.count == 0 and fakeset.manifest["exhausted"]:
+        raise CopycatError(
+            f"no usable query image: the query sources ran out after {fakeset.rejected} rejected "
+            f"input(s) and nothing could be sent (reasons in {out_dir / REJECTED})"
+        )
+    return fakeset
+
+
+def _as_source(source, oracle: Oracle, seed, resize) -> QuerySource:
+    shape = oracle.contract.image_shape
+    if isinstance(source, QuerySource):
+        if seed is not None or resize is not None:
+            raise CopycatError("seed and resize belong to the QuerySource; pass them to open_query_source")
+        if source.image_shape != shape:
+            raise CopycatError(
+                f"the query source makes {source.image_shape} images but the oracle takes {shape}"
+            )
+        return source
+    return open_query_source(source, shape, seed=0 if seed is None else seed,
+                             resize=resize or "resize")
+
+
+def _run(writer: _Writer, oracle: Oracle, source: QuerySource, budget: int, soft: bool,
+         batch_size: int, workers: int | None, progress) -> None:
+    left = oracle.queries_left
+    limit = budget if left is None else min(budget, writer.labeled + left)
+    if writer.labeled >= budget:
+        log.info("%s already holds %d records (budget %d)", writer.directory, writer.labeled, budget)
+        if not writer.manifest["complete"]:
+            writer.commit(complete=True, exhausted=writer.manifest["exhausted"])
+        return
+
+    def report():
+        if progress is not None:
+            progress(LabelProgress(writer.labeled, budget, writer.rejected, writer.queries_spent))
+
+    report()
+    caller_budget = oracle.budget
+    # The oracle refuses anything past the limit, whatever happens in this loop.
+    oracle.budget = oracle.queries_spent + (limit - writer.labeled)
+    stream = source.queries(writer.next_item, workers=workers, window=2 * batch_size + 16)
+    exhausted = False
+    try:
+        while writer.labeled < limit and not exhausted:
+            want = min(batch_size, writer.shard_room, limit - writer.labeled)
+            batch = []
+            for query in stream:
+                writer.next_item = query.position + 1
+                if query.rejection is not None:
+                    writer.reject(query)
+                    continue
+                batch.append(query)
+                if len(batch) == want:
+                    break
+            else:
+                exhausted = True
+            if batch:
+                answers = oracle.query(np.stack([q.image for q in batch]), soft=soft)
+                writer.spent(len(batch))
+                writer.add(batch, answers.labels, answers.probabilities)
+                if writer.shard_room == 0:
+                    writer.commit()
+                report()
+    finally:
+        stream.close()
+        oracle.budget = caller_budget
+    if exhausted:
+        log.info("query sources used up after %d records", writer.labeled)
+    elif writer.labeled < budget:
+        log.warning("the oracle's query budget ran out at %d of %d records", writer.labeled, budget)
+    writer.commit(complete=exhausted or writer.labeled >= budget, exhausted=exhausted)
+    report()

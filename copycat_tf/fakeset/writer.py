@@ -1,0 +1,328 @@
+"""Writing a fake dataset crash-safely: shards, manifest, rejections and the queries log.
+
+Each shard is written to a temporary file, synced and renamed; the manifest is rewritten
+the same way after every shard, so an interrupted run (Ctrl-C, ``kill -9``, power loss, a
+full disk) resumes from its last finished shard. ``queries.log`` records every batch
+*before* it is sent, so queries bought for a shard that never finished are still counted.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from copycat_tf._version import __version__
+from copycat_tf.errors import CopycatError
+from copycat_tf.fakeset.store import (
+    _REJECTED_HEADER,
+    _SHARD_NAME,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    QUERIES_LOG,
+    REJECTED,
+    _read_manifest,
+)
+from copycat_tf.files import atomic_write, file_sha256, write_json
+from copycat_tf.oracle import Oracle
+from copycat_tf.queries import Query
+
+log = logging.getLogger(__name__)
+
+
+class _Writer:
+    """Owns a fake dataset directory while :func:`label` appends to it.
+
+    Records are buffered until a shard is full, then the shard and the manifest are
+    committed atomically. ``queries.log`` notes every paid batch so queries spent on a
+    shard that never finished are still counted after a crash.
+    """
+
+    def __init__(self, directory: Path, manifest: dict):
+        self.directory = directory
+        self.manifest = manifest
+        self.shard_size = manifest["config"]["shard_size"]
+        self.soft = manifest["config"]["labels"] == "soft"
+        self.next_item = manifest["next_item"]
+        self.rejected = manifest["rejected"]
+        self.queries_spent = manifest["queries_spent"]
+        self.buffer: list[tuple] = []
+        self.buffered = 0
+        self._rejected_file = None
+        self._queries_log = None
+
+    @property
+    def labeled(self) -> int:
+        return self.manifest["count"] + self.buffered
+
+    @property
+    def shard_room(self) -> int:
+        return self.shard_size - self.buffered
+
+    @property
+    def sources(self) -> list[dict]:
+        return self.manifest["config"]["sources"]
+
+    @classmethod
+    def open(cls, directory: Path, oracle: Oracle, config: dict, budget: int, overwrite: bool) -> _Writer:
+        """Start a new fake dataset in ``directory`` or take up the one already there."""
+        if overwrite:
+            _remove_own_files(directory)
+        manifest = _read_manifest(directory) if directory.is_dir() else None
+        if manifest is None:
+            # A run killed while writing its first manifest leaves only manifest.json.tmp.
+            if directory.is_dir() and not overwrite and any(p.name != MANIFEST + ".tmp"
+                                                            for p in directory.iterdir()):
+                raise CopycatError(
+                    f"output folder {directory} is not empty and holds no fake dataset; choose another "
+                    "folder, or pass --overwrite to write beside the files there"
+                )
+            manifest = _new_manifest({"sha256": oracle.identity, "contract": oracle.contract.to_dict()},
+                                     oracle.contract.num_classes, config, budget)
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CopycatError(f"cannot create output folder {directory} ({exc.strerror})") from exc
+        else:
+            _check_resumable(directory, manifest, oracle, config)
+        writer = cls(directory, manifest)
+        writer._recover()
+        writer.manifest["budget"] = budget
+        return writer
+
+    def _recover(self) -> None:
+        """Undo what an interrupted run left after its last commit."""
+        for leftover in self.directory.glob("*.tmp"):
+            if _SHARD_NAME.fullmatch(leftover.name[:-4]) or leftover.name == MANIFEST + ".tmp":
+                leftover.unlink()
+        self.queries_spent = max(self.queries_spent, _last_logged(self.directory / QUERIES_LOG))
+        if self.queries_spent > self.manifest["queries_spent"]:
+            log.info("resuming %s at record %d; %d queries of an unfinished shard are bought again",
+                     self.directory, self.manifest["count"],
+                     self.queries_spent - self.manifest["queries_spent"])
+            self.manifest["queries_spent"] = self.queries_spent
+        rejected = self.directory / REJECTED
+        committed = self.manifest["rejected_bytes"]
+        if rejected.exists() and rejected.stat().st_size > committed:
+            os.truncate(rejected, committed)
+        elif committed and (not rejected.exists() or rejected.stat().st_size < committed):
+            log.warning("%s is shorter than the manifest records; earlier rejections are lost", rejected)
+        self._commit_manifest()
+
+    def reject(self, query: Query) -> None:
+        if self._rejected_file is None:
+            self._rejected_file = self._append(REJECTED, header=_REJECTED_HEADER)
+        spec = self.sources[query.source]["spec"]
+        line = "\t".join(_tsv(v) for v in (spec, query.key, query.rejection)) + "\n"
+        self._write(self._rejected_file, line.encode("utf-8", "surrogateescape"))
+        self.rejected += 1
+        log.debug("rejected %s %s: %s", spec, query.key, query.rejection)
+
+    def spent(self, n: int) -> None:
+        self.queries_spent += n
+        if self._queries_log is None:
+            self._queries_log = self._append(QUERIES_LOG)
+        self._write(self._queries_log, f"{self.queries_spent}\n".encode())
+
+    def add(self, queries: list[Query], labels: np.ndarray, probabilities: np.ndarray | None) -> None:
+        self.buffer.append((queries, labels, probabilities))
+        self.buffered += len(queries)
+
+    def commit(self, *, complete: bool = False, exhausted: bool = False) -> None:
+        """Write the buffered shard (if any) and the manifest."""
+        m = self.manifest
+        if self.buffered:
+            queries = [q for batch, _, _ in self.buffer for q in batch]
+            labels = np.concatenate([b[1] for b in self.buffer]).astype(np.int64)
+            arrays = {
+                "images": np.stack([q.image for q in queries]),
+                "labels": labels,
+                "sources": np.array([q.source for q in queries], dtype=np.int32),
+                "keys": np.array([q.key for q in queries], dtype=str),
+            }
+            if self.soft:
+                arrays["probabilities"] = np.concatenate([b[2] for b in self.buffer]).astype(np.float32)
+            _append_shard(self.directory, m, arrays, next_item=self.next_item)
+            self.buffer, self.buffered = [], 0
+        if self._rejected_file is not None:
+            self._sync(self._rejected_file)
+            m["rejected_bytes"] = self._rejected_file.tell()
+        m["rejected"] = self.rejected
+        m["next_item"] = self.next_item
+        m["queries_spent"] = self.queries_spent
+        m["complete"] = complete
+        m["exhausted"] = exhausted
+        self._commit_manifest()
+        if self._queries_log is not None:
+            # Committed spending now lives in the manifest; the log restarts from there.
+            os.ftruncate(self._queries_log.fileno(), 0)
+
+    def close(self) -> None:
+        for handle in (self._rejected_file, self._queries_log):
+            if handle is not None:
+                handle.close()
+        self._rejected_file = self._queries_log = None
+
+    def _append(self, name: str, header: bytes = b""):
+        path = self.directory / name
+        try:
+            handle = open(path, "ab", buffering=0)
+            if header and handle.tell() == 0:
+                self._write(handle, header)
+        except OSError as exc:
+            raise _write_error(path, exc) from exc
+        return handle
+
+    @staticmethod
+    def _write(handle, data: bytes) -> None:
+        try:
+            handle.write(data)
+        except OSError as exc:
+            raise _write_error(Path(handle.name), exc) from exc
+
+    @staticmethod
+    def _sync(handle) -> None:
+        try:
+            os.fsync(handle.fileno())
+        except OSError as exc:
+            raise _write_error(Path(handle.name), exc) from exc
+
+    def _commit_manifest(self) -> None:
+        _write_manifest(self.directory, self.manifest)
+
+
+def _append_shard(directory: Path, manifest: dict, arrays: dict[str, np.ndarray], *, next_item: int) -> None:
+    """Write ``arrays`` as the next shard (atomically) and count it in ``manifest`` (not saved)."""
+    name = f"shard-{len(manifest['shards']):05d}.npz"
+    path = directory / name
+    _atomic_write(path, lambda handle: _write_npz(handle, arrays))
+    count = len(arrays["labels"])
+    manifest["shards"].append({"file": name, "count": count, "sha256": file_sha256(path), "next_item": next_item})
+    manifest["count"] += count
+    manifest["label_histogram"] = _add_counts(manifest["label_histogram"], arrays["labels"])
+    manifest["source_counts"] = _add_counts(manifest["source_counts"], arrays["sources"])
+
+
+def _write_manifest(directory: Path, manifest: dict) -> None:
+    try:
+        write_json(directory / MANIFEST, manifest)
+    except OSError as exc:
+        raise _write_error(directory / MANIFEST, exc) from exc
+
+
+def _add_counts(histogram: list[int], values: np.ndarray) -> list[int]:
+    return (np.asarray(histogram) + np.bincount(values, minlength=len(histogram))).tolist()
+
+
+def _write_npz(handle, arrays: dict[str, np.ndarray]) -> None:
+    np.savez(handle, **arrays)
+
+
+def _atomic_write(path: Path, write: Callable) -> None:
+    try:
+        atomic_write(path, write)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
+
+
+def _write_error(path: Path, exc: OSError) -> CopycatError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return CopycatError(
+            f"disk full while writing {path}; every finished shard and the manifest are intact: "
+            "free some space and rerun the same command to resume"
+        )
+    return CopycatError(
+        f"cannot write {path} ({exc.strerror or exc}); fix the folder and rerun the same command "
+        "to resume"
+    )
+
+
+def _tsv(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _last_logged(path: Path) -> int:
+    """The last complete count in ``queries.log`` (0 when there is none)."""
+    try:
+        lines = path.read_bytes().split(b"\n")[:-1]  # a line cut by a crash has no newline yet
+    except FileNotFoundError:
+        return 0
+    return int(lines[-1]) if lines and lines[-1].isdigit() else 0
+
+
+def _new_manifest(oracle: dict, num_classes: int, config: dict, budget: int) -> dict:
+    """An empty manifest; ``oracle`` is the manifest's ``{"sha256", "contract"}`` entry."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "tool_version": __version__,
+        "oracle": oracle,
+        "config": config,
+        "budget": budget,
+        "count": 0,
+        "queries_spent": 0,
+        "label_histogram": [0] * num_classes,
+        "source_counts": [0] * len(config["sources"]),
+        "rejected": 0,
+        "rejected_bytes": 0,
+        "next_item": 0,
+        "complete": False,
+        "exhausted": False,
+        "shards": [],
+    }
+
+
+def _resume_key(config: dict) -> dict:
+    """The config without what may change between runs: spec spelling and folder location."""
+    sources = [{k: v for k, v in s.items() if k != "spec"} for s in config["sources"]]
+    return {**config, "sources": sources}
+
+
+def _check_resumable(directory: Path, manifest: dict, oracle: Oracle, config: dict) -> None:
+    fix = "pass --overwrite to start again, or choose another output folder"
+    if manifest["oracle"]["sha256"] != oracle.identity:
+        raise CopycatError(
+            f"output folder {directory} holds a fake dataset labeled by another oracle (sha256 "
+            f"{manifest['oracle']['sha256'][:12]}..., this one is {oracle.identity[:12]}...); {fix}"
+        )
+    if manifest["oracle"]["contract"] != oracle.contract.to_dict():
+        raise CopycatError(
+            f"output folder {directory} was labeled under another input/output contract "
+            f"(preprocessing, layout or output differ); {fix}"
+        )
+    old, new = _resume_key(manifest["config"]), _resume_key(config)
+    if old == new:
+        return
+    differences = []
+    for name in sorted(set(old) | set(new)):
+        if old.get(name) == new.get(name):
+            continue
+        if name == "sources":
+            before = [s["spec"] for s in manifest["config"]["sources"]]
+            after = [s["spec"] for s in config["sources"]]
+            if before == after:
+                differences.append(f"the contents of query source(s) {', '.join(after)} changed")
+            else:
+                differences.append(f"query sources {before} vs now {after}")
+        else:
+            differences.append(f"{name} {old.get(name)!r} vs now {new.get(name)!r}")
+    raise CopycatError(
+        f"output folder {directory} holds a fake dataset made with other options "
+        f"({'; '.join(differences)}); rerun with the same options to resume, or {fix}"
+    )
+
+
+def _remove_own_files(directory: Path) -> None:
+    """``--overwrite``: delete what this tool wrote there, nothing else."""
+    if not directory.is_dir():
+        return
+    own = {MANIFEST, MANIFEST + ".tmp", REJECTED, QUERIES_LOG}
+    for path in directory.iterdir():
+        shard = path.name[:-4] if path.name.endswith(".tmp") else path.name
+        if path.is_file() and (path.name in own or _SHARD_NAME.fullmatch(shard)):
+            path.unlink()

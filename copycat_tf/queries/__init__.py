@@ -1,0 +1,54 @@
+"""Query sources: where the unlabeled images sent to the oracle come from.
+
+Every source kind becomes the same stream through one entry point,
+:func:`open_query_source`. A spec string names each source:
+
+- a folder, read recursively (ImageNet class folders or flat; jpg, png, bmp, gif, webp,
+  tiff), or a ``.txt`` file listing image paths (relative ones resolve against the list's
+  folder);
+- a ``.npy`` / ``.npz`` image array (``x`` or the only array), loaded with
+  ``allow_pickle=False``;
+- ``noise:uniform`` or ``noise:gaussian``: the paper's "random" baseline;
+- ``photos``: real photographs shipped offline with scikit-image, scikit-learn, matplotlib
+  and some Debian packages, turned into endless distinct queries by random crops, rescales
+  and flips.
+
+Any spec takes an optional ``:WEIGHT`` suffix to mix sources in proportion, e.g. the
+paper's NPD+PD setting: ``["imagenet/", "pd_images/:0.2"]``.
+
+Files: ``stream.py`` (the mixed, resumable stream and its entry point), ``sources.py``
+(folders, lists, arrays, noise), ``photos.py`` (the built-in pool), ``transforms.py``
+(random query transforms). Images are decoded and fitted by :mod:`copycat_tf.images`.
+
+Example:
+
+>>> source = open_query_source(["noise:uniform", "noise:gaussian:0.1"], (64, 64, 3), seed=0)
+>>> query = next(source.queries())
+>>> query.image.shape, query.key
+((64, 64, 3), '0')
+"""
+
+from copycat_tf.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    RESIZE_POLICIES,
+    ImageFitter,
+    Rejection,
+)
+from copycat_tf.queries.photos import PhotoView, photo_pool
+from copycat_tf.queries.sources import ARRAY_EXTENSIONS, NOISE_KINDS
+from copycat_tf.queries.stream import (
+    Item,
+    Query,
+    QuerySource,
+    SourceSpec,
+    default_workers,
+    open_query_source,
+)
+from copycat_tf.queries.transforms import QueryTransforms, TransformDraw
+
+__all__ = [
+    "ARRAY_EXTENSIONS", "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "NOISE_KINDS", "RESIZE_POLICIES",
+    "ImageFitter", "Item", "PhotoView", "Query", "QuerySource", "QueryTransforms", "Rejection",
+    "SourceSpec", "TransformDraw", "default_workers", "open_query_source", "photo_pool",
+]

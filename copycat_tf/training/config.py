@@ -1,0 +1,123 @@
+"""How a copycat is trained: :class:`TrainConfig` and the epochs rule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+from copycat_tf.errors import CopycatError, check_positive_number, check_whole
+from copycat_tf.models import OPTIMIZERS, check_name, default_training
+from copycat_tf.training.data import (
+    check_options,
+)
+
+#: Fewest optimizer steps a copycat gets when no epochs are given. A small fake dataset is
+#: otherwise under-trained: at 10,000 records `small_cnn`'s 4 default epochs are 284 steps,
+#: and 8 epochs copy a Fashion-MNIST target better (0.819 against 0.797 performance ratio,
+#: three seeds; BENCHMARKS.md) while changing nothing on digits.
+MIN_TRAINING_STEPS = 500
+#: ... but never more than this many times the architecture's default epochs.
+MAX_EPOCHS_FACTOR = 10
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train a copycat; ``None`` fields take the architecture's defaults.
+
+    Args:
+        arch: a :data:`copycat_tf.models.ARCHITECTURES` name.
+        epochs: epochs on the main fake dataset (default: the architecture's, raised on
+            small fake datasets, see :meth:`resolved`).
+        batch_size: records per batch.
+        learning_rate: the starting learning rate; it decays along a half cosine towards
+            0 over the epochs.
+        optimizer: ``"adam"`` or ``"sgd"`` (with momentum 0.9).
+        labels: ``"hard"`` (the paper: the oracle's classes) or ``"soft"`` (its
+            probabilities; the fake dataset must have kept them).
+        balance: ``"none"``; ``"replicate"`` (the 2021 paper: repeat records of rare
+            classes until each class matches the largest); ``"weights"`` (weight the loss
+            per class instead); ``"sqrt-weights"`` (tempered weights, ``sqrt(max / n_c)``).
+        augment: random shifts and zooms of training images.
+        validation_fraction: share of records held out to measure agreement with the
+            oracle, chosen by record index with ``seed``.
+        seed: weights, shuffling, validation choice, replication, augmentation.
+        finetune_epochs: epochs on the fine-tuning fake dataset (default ``epochs``).
+        finetune_learning_rate: its learning rate (default a tenth of ``learning_rate``,
+            so fine-tuning refines what the first stage learned rather than overwriting it).
+
+    Example:
+
+    >>> TrainConfig(arch="small_cnn", balance="replicate").resolved().epochs
+    4
+    """
+
+    arch: str = "small_cnn"
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    optimizer: str | None = None
+    labels: str = "hard"
+    balance: str = "none"
+    augment: bool = False
+    validation_fraction: float = 0.1
+    seed: int = 0
+    finetune_epochs: int | None = None
+    finetune_learning_rate: float | None = None
+
+    def __post_init__(self):
+        check_name(self.arch)
+        check_options(self.labels, self.balance, self.validation_fraction)
+        for name in ("epochs", "batch_size", "finetune_epochs"):
+            check_whole(name, getattr(self, name), optional=True)
+        check_whole("seed", self.seed, minimum=0)
+        for name in ("learning_rate", "finetune_learning_rate"):
+            check_positive_number(name, getattr(self, name), optional=True)
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+            raise CopycatError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; received {self.optimizer!r}")
+
+    def resolved(self, records: int | None = None) -> TrainConfig:
+        """This config with every ``None`` replaced by its default.
+
+        With ``records`` (the fake dataset's size) and no ``epochs`` given, the
+        architecture's default epochs are raised until training takes at least
+        :data:`MIN_TRAINING_STEPS` optimizer steps, up to :data:`MAX_EPOCHS_FACTOR` times
+        the default; ``finetune_epochs`` still defaults to the architecture's epochs.
+
+        Example:
+
+        >>> TrainConfig().resolved(records=10_000).epochs  # 71 steps an epoch
+        8
+        >>> TrainConfig().resolved(records=30_000).epochs  # enough steps already
+        4
+        """
+        settings = _settings(self.arch, epochs=self.epochs, batch_size=self.batch_size,
+                             learning_rate=self.learning_rate, optimizer=self.optimizer)
+        default_epochs = settings["epochs"]
+        if self.epochs is None and records is not None:
+            trained = records - round(records * self.validation_fraction)
+            steps_per_epoch = max(1, math.ceil(trained / settings["batch_size"]))
+            wanted = math.ceil(MIN_TRAINING_STEPS / steps_per_epoch)
+            settings["epochs"] = min(max(default_epochs, wanted), MAX_EPOCHS_FACTOR * default_epochs)
+        return replace(
+            self,
+            **settings,
+            finetune_epochs=self.finetune_epochs or default_epochs,
+            finetune_learning_rate=self.finetune_learning_rate or settings["learning_rate"] / 10,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _settings(arch: str, **overrides) -> dict:
+    defaults = default_training(arch)
+    return {name: overrides.get(name) or value for name, value in defaults.items()}
+
+
+def _optimizer(name: str, learning_rate: float):
+    import keras
+
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9)
+    return keras.optimizers.Adam(learning_rate)

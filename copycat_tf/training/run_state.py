@@ -1,0 +1,285 @@
+"""A copycat run's folder and its resumable state (``training.json``)::
+
+    DIR/training.json     config, fake dataset identities, per-epoch history, finished flag
+    DIR/checkpoints/      main.keras, finetune.keras: the last good epoch of each stage
+    DIR/logs/             TensorBoard curves (when tensorboard is installed)
+    DIR/copycat.keras     the final Keras model
+    DIR/copycat.onnx      the exported copycat
+
+The state file is rewritten atomically after every good epoch, after the checkpoint it
+describes is on disk, so it never claims an epoch that was not saved.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from copycat_tf._version import __version__
+from copycat_tf.errors import CopycatError
+from copycat_tf.files import UnreadableJson, foreign_files, read_json, write_json
+from copycat_tf.oracle import file_sha256
+from copycat_tf.training.config import TrainConfig
+
+TRAINING_JSON = "training.json"
+STATE_FORMAT = "copycat-tf.training"
+STATE_VERSION = 1
+
+
+# What a rerun must share with the run it resumes; epochs and learning rates may change
+# (more epochs, or a lower rate after a divergence).
+_RESUME_KEYS = ("arch", "batch_size", "optimizer", "labels", "balance", "augment",
+                "validation_fraction", "seed")
+# With the partial files a kill can leave behind.
+_OWN_FILES = (TRAINING_JSON, "copycat.keras", "copycat.onnx",
+              TRAINING_JSON + ".tmp", "copycat.partial.keras", "copycat.onnx.tmp")
+_OWN_FOLDERS = ("checkpoints", "logs")
+
+
+@dataclass(frozen=True)
+class CopycatResult:
+    """A trained, exported copycat.
+
+    Attributes:
+        out_dir: the run's folder.
+        onnx_path: ``out_dir/copycat.onnx``.
+        keras_path: ``out_dir/copycat.keras``.
+        history: stage (``"main"``, ``"finetune"``) -> metric -> value per epoch.
+        validation_agreement: share of held-out fake-dataset records (of the last stage)
+            where the copycat agrees with the oracle; ``None`` without validation.
+        max_abs_diff: largest |keras - onnx| probability difference on fake-dataset images.
+        already_trained: the folder held a finished run and nothing was trained.
+        model: the Keras model (read from ``keras_path`` on first use when the run was
+            already finished, so a skipped run never loads TensorFlow).
+    """
+
+    out_dir: Path
+    onnx_path: Path
+    keras_path: Path
+    history: dict[str, dict[str, list[float]]]
+    validation_agreement: float | None
+    max_abs_diff: float | None
+    already_trained: bool = False
+    _model: object = field(default=None, repr=False, compare=False)
+
+    @property
+    def model(self):
+        if self._model is None:
+            object.__setattr__(self, "_model", _load_model(self.keras_path))
+        return self._model
+
+
+@dataclass(frozen=True)
+class _Stage:
+    name: str
+    fakeset: object
+    epochs: int
+    learning_rate: float
+    what: str  # how log lines call it
+    initial_model: Path | None = None
+
+
+def _load_model(path: Path):
+    import keras
+
+    if not path.is_file():
+        raise CopycatError(
+            f"{path} is missing, so the run cannot resume; rerun with --overwrite to start again"
+        )
+    return keras.models.load_model(path, safe_mode=True)
+
+
+class _TrainingRun:
+    """A copycat run's folder: ``training.json`` and where checkpoints and logs go.
+
+    The state file is rewritten (atomically) after every good epoch, after the checkpoint
+    it describes is on disk, so it never claims an epoch that was not saved.
+    """
+
+    def __init__(self, out_dir: Path, state: dict):
+        self.out_dir = out_dir
+        self.state = state
+
+    @classmethod
+    def open(cls, out_dir: Path, config: TrainConfig, stages: list[_Stage], overwrite: bool) -> _TrainingRun:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise CopycatError(f"output folder {out_dir} is a file; give a folder for the copycat")
+        if overwrite:
+            _remove_own_files(out_dir)
+        wanted = {
+            "format": STATE_FORMAT,
+            "format_version": STATE_VERSION,
+            "tool_version": __version__,
+            "config": config.to_dict(),
+            "stages": {s.name: _new_stage_state(s) for s in stages},
+            "finished": False,
+            "validation_agreement": None,
+            "export_max_abs_diff": None,
+        }
+        stored = _read_state(out_dir)
+        if stored is None and not overwrite and out_dir.is_dir():
+            foreign = foreign_files(out_dir, _OWN_FILES + _OWN_FOLDERS)
+            if foreign:
+                raise CopycatError(
+                    f"output folder {out_dir} is not empty ({foreign}) and holds no copycat run; choose "
+                    "another folder, or pass --overwrite to write beside those files (it deletes "
+                    "only copycat-tf's own)"
+                )
+        state = wanted if stored is None else _resumed_state(out_dir, stored, wanted)
+        if state["finished"] and not all((out_dir / name).is_file() for name in ("copycat.keras", "copycat.onnx")):
+            state = {**state, "finished": False}  # trained, but the final files are gone: export again
+        run = cls(out_dir, state)
+        if not run.finished:
+            (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            run.save()
+        return run
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.state["finished"])
+
+    @property
+    def config(self) -> dict:
+        return self.state["config"]
+
+    def stage(self, name: str) -> dict:
+        return self.state["stages"][name]
+
+    def checkpoint(self, name: str) -> Path:
+        return self.out_dir / "checkpoints" / f"{name}.keras"
+
+    def begin_stage(self, name: str) -> None:
+        stage = self.stage(name)
+        stage["starts"].append(stage["epochs_done"])
+        self.save()
+
+    def record_epoch(self, name: str, epoch: int, logs: dict) -> None:
+        stage = self.stage(name)
+        stage["epochs_done"] = epoch
+        for metric, value in logs.items():
+            # A kill between the checkpoint and this file replays an epoch: overwrite it.
+            stage["history"][metric] = stage["history"].get(metric, [])[: epoch - 1] + [value]
+        self.save()
+
+    def finish_stage(self, name: str) -> None:
+        self.stage(name)["finished"] = True
+        self.save()
+
+    def finish(self, max_abs_diff: float | None) -> None:
+        last = self.state["stages"][list(self.state["stages"])[-1]]
+        agreement = last["history"].get("val_agreement")
+        self.state.update(
+            finished=True,
+            validation_agreement=agreement[-1] if agreement else None,
+            export_max_abs_diff=max_abs_diff,
+        )
+        self.save()
+
+    def result(self, *, model=None, already_trained: bool = False) -> CopycatResult:
+        return CopycatResult(
+            out_dir=self.out_dir,
+            onnx_path=self.out_dir / "copycat.onnx",
+            keras_path=self.out_dir / "copycat.keras",
+            history={name: s["history"] for name, s in self.state["stages"].items()},
+            validation_agreement=self.state["validation_agreement"],
+            max_abs_diff=self.state["export_max_abs_diff"],
+            already_trained=already_trained,
+            _model=model,
+        )
+
+    def save(self) -> None:
+        write_json(self.out_dir / TRAINING_JSON, self.state)
+
+
+def _new_stage_state(stage: _Stage) -> dict:
+    fakeset = stage.fakeset
+    return {
+        "fakeset": {
+            "directory": str(fakeset.directory),
+            "oracle_sha256": fakeset.oracle_sha256,
+            "count": fakeset.count,
+            "queries_spent": fakeset.queries_spent,
+            "label_histogram": fakeset.label_histogram,
+        },
+        "initial_model": None if stage.initial_model is None else _initial_model_sha256(stage.initial_model),
+        "epochs": stage.epochs,
+        "learning_rate": stage.learning_rate,
+        "epochs_done": 0,
+        "starts": [],
+        "history": {},
+        "finished": False,
+    }
+
+
+def _initial_model_sha256(path: Path) -> str:
+
+    if not path.is_file():
+        raise CopycatError(f"initial model {path} does not exist")
+    return file_sha256(path)
+
+
+def _read_state(out_dir: Path) -> dict | None:
+    path = out_dir / TRAINING_JSON
+    try:
+        state = read_json(path)
+    except UnreadableJson as exc:
+        raise CopycatError(f"{path} is unreadable ({exc}); rerun with --overwrite to start again") from exc
+    if state is None:
+        return None
+    version = (state.get("format"), state.get("format_version")) if isinstance(state, dict) else None
+    if version != (STATE_FORMAT, STATE_VERSION):
+        raise CopycatError(
+            f"{path} is not a copycat-tf {STATE_VERSION} training state; choose another output "
+            "folder or rerun with --overwrite"
+        )
+    return state
+
+
+def _same_fakeset(a: dict, b: dict) -> bool:
+    # The folder may have moved; the records may not have changed.
+    return {k: v for k, v in a.items() if k != "directory"} == {k: v for k, v in b.items() if k != "directory"}
+
+
+def _resumed_state(out_dir: Path, stored: dict, wanted: dict) -> dict:
+    """The stored state, checked against what is asked for and updated with new targets."""
+    fix = "rerun with the same options to resume, or pass --overwrite to start again"
+    old, new = stored["config"], wanted["config"]
+    differences = [f"{key} {old.get(key)!r} vs now {new[key]!r}" for key in _RESUME_KEYS if old.get(key) != new[key]]
+    for name in ("main", "finetune"):
+        before, after = stored["stages"].get(name), wanted["stages"].get(name)
+        if before is None and after is not None and name == "finetune":
+            continue  # adding a fine-tuning stage to a trained copycat is allowed
+        if (before is None) != (after is None):
+            differences.append(
+                f"{'with' if before else 'without'} a fine-tuning fake dataset vs now "
+                f"{'with' if after else 'without'}"
+            )
+        elif before is not None and not _same_fakeset(before["fakeset"], after["fakeset"]):
+            differences.append(f"{name} fake dataset {before['fakeset']['directory']} vs now "
+                               f"{after['fakeset']['directory']} (other records)")
+        elif before is not None and before.get("initial_model") != after.get("initial_model"):
+            differences.append(f"{name} stage starting from another initial model")
+    if differences:
+        raise CopycatError(f"output folder {out_dir} holds a copycat run with other settings "
+                           f"({'; '.join(differences)}); {fix}")
+    if stored["finished"] and set(stored["stages"]) == set(wanted["stages"]):
+        return stored
+    state = {**stored, "config": new, "finished": False}
+    state["stages"] = {}
+    for name, target in wanted["stages"].items():
+        stage = stored["stages"].get(name, target)
+        if not stage["finished"]:
+            stage = {**stage, "epochs": target["epochs"], "learning_rate": target["learning_rate"],
+                     "fakeset": target["fakeset"]}
+        state["stages"][name] = stage
+    return state
+
+
+def _remove_own_files(out_dir: Path) -> None:
+    """``overwrite``: delete what a copycat run writes, nothing else."""
+    for name in _OWN_FILES:
+        (out_dir / name).unlink(missing_ok=True)
+    for name in _OWN_FOLDERS:
+        if (out_dir / name).is_dir():
+            shutil.rmtree(out_dir / name)
