@@ -1,33 +1,41 @@
-import sys
+"""`copycat-tf audit`: how much of a model can be copied, per budget and output policy."""
 
 import click
-from copycat_tf.cli.options import oracle_kwargs, oracle_options
-from copycat_tf.cli.train_cmd import ARCH_HELP, arch_option
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from copycat_tf.audit import audit, parse_budgets
-from copycat_tf.audit.defences import parse_defences
-from copycat_tf.audit.report import _percent1
+from copycat_tf.audit import (
+    DEFAULT_BUDGETS,
+    DEFAULT_DEFENCES,
+    DEFAULT_EVAL_QUERIES,
+    audit,
+    parse_budgets,
+    parse_defences,
+)
+from copycat_tf.cli.options import (
+    QUERIES_HELP,
+    arch_option,
+    deterministic_option,
+    epochs_option,
+    oracle_kwargs,
+    oracle_options,
+    seed_option,
+    strategy_option,
+    train_config,
+)
+from copycat_tf.cli.progress import StageBars
 from copycat_tf.errors import CopycatError
-from copycat_tf.strategies import DEFAULT_BALANCE, DEFAULT_STRATEGY, STRATEGIES
-from copycat_tf.training import TrainConfig
-
-# Kept in step with copycat_tf.audit / copycat_tf.audit.defences without importing them for --help.
-_BUDGETS = "1000,5000,20000"
-_DEFENCES = "none,top1,top3,round2,reverse-sigmoid"
+from copycat_tf.report import percent
 
 
 @click.command("audit")
 @click.argument("target", type=click.Path(dir_okay=False))
 @click.option("--queries", "queries", multiple=True, required=True, metavar="SRC[:WEIGHT]",
-              help="Query images, repeatable, as for `steal`: a folder, a .txt list, a .npy/.npz "
-                   "array, noise:uniform, noise:gaussian or photos.")
+              help=QUERIES_HELP)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="The audit's folder (fakeset/, fakesets/, copycats/, audit.html, ...). Rerun to resume.")
-@click.option("--budgets", default=_BUDGETS, show_default=True, metavar="N,N,...",
+@click.option("--budgets", default=",".join(map(str, DEFAULT_BUDGETS)), show_default=True, metavar="N,N,...",
               help="Query budgets to measure; only the largest is bought, smaller ones are its first N records.")
-@click.option("--defences", default=_DEFENCES, show_default=True, metavar="NAME,...",
+@click.option("--defences", default=",".join(DEFAULT_DEFENCES), show_default=True, metavar="NAME,...",
               help="Output policies to simulate: none (full probabilities), topK (top1 = label "
                    "only), roundD (D decimals), reverse-sigmoid (ART's, beta 1, gamma 0.1).")
 @click.option("--test-data", metavar="SPEC",
@@ -36,18 +44,16 @@ _DEFENCES = "none,top1,top3,round2,reverse-sigmoid"
                    "copycats are scored by agreement on --eval-queries fresh query images.")
 @click.option("--price-per-1k", type=float, metavar="PRICE",
               help="Price of 1,000 queries, to state what each copy costs.")
-@click.option("--eval-queries", type=int, default=1000, show_default=True, metavar="N",
+@click.option("--eval-queries", type=int, default=DEFAULT_EVAL_QUERIES, show_default=True, metavar="N",
               help="Fresh query images bought to measure agreement when there is no --test-data.")
-@click.option("--strategy", type=click.Choice(STRATEGIES), default=DEFAULT_STRATEGY, show_default=True,
-              help="How the queries are chosen, as for `steal`.")
-@arch_option(ARCH_HELP)
-@click.option("--epochs", type=int, metavar="N",
-              help="Copycat epochs (default: the architecture's, raised to at least 500 "
-                   "training steps on small fake datasets).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds queries and training.")
+@strategy_option
+@arch_option()
+@epochs_option
+@seed_option
+@deterministic_option
 @oracle_options
 def audit_command(target, queries, out_dir, budgets, defences, test_data, price_per_1k, eval_queries,
-                  strategy, arch, epochs, seed, **options):
+                  strategy, arch, epochs, seed, deterministic, **options):
     """Measure how much of TARGET can be copied, for how many queries, behind which output policy.
 
     The largest budget's queries are bought once, keeping TARGET's full probabilities.
@@ -68,50 +74,25 @@ def audit_command(target, queries, out_dir, budgets, defences, test_data, price_
       copycat-tf audit target.onnx --queries ./imagenet --defences top1,top5,round1 \\
           --strategy paper --epochs 5 --out runs/audit-paper
     """
-    from copycat_tf.cli.label_cmd import LabelProgressBar
-
-
     budgets = parse_budgets(budgets)
     defences = [d.name for d in parse_defences(defences)]
     if price_per_1k is not None and price_per_1k < 0:
         raise CopycatError(f"--price-per-1k must be >= 0; received {price_per_1k}")
-    bars = _StageBars(LabelProgressBar, tqdm)
+    bars = StageBars()
     try:
         with logging_redirect_tqdm():
             result = audit(
                 target, list(queries), out_dir, budgets=budgets, defences=defences, test_data=test_data,
                 strategy=strategy, seed=seed, price_per_1k=price_per_1k, eval_queries=eval_queries,
-                train_config=TrainConfig(arch=arch, epochs=epochs, balance=DEFAULT_BALANCE[strategy]),
+                train_config=train_config(strategy, arch, epochs, None, seed, deterministic),
                 oracle_options=oracle_kwargs(options), progress=bars, on_stage=bars.stage,
-                fit_verbose=2 if sys.stderr.isatty() else 0,
             )
     finally:
         bars.close()
     _print(result)
 
 
-class _StageBars:
-    """One labeling bar per buying stage, closed when the next stage starts."""
-
-    def __init__(self, bar_class, tqdm):
-        self.bar_class, self.tqdm, self.bar = bar_class, tqdm, None
-
-    def __call__(self, progress):
-        if self.bar is None:
-            self.bar = self.bar_class(self.tqdm)
-        self.bar(progress)
-
-    def stage(self, number, total, what):
-        self.close()
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def _print(result) -> None:
-
     report = result.report
     click.echo(f"target    {report['target']} (sha256 {report['sha256'][:16]}...)")
     click.echo(f"queries   {report['queries_spent']:,} bought for the attack, "
@@ -120,8 +101,8 @@ def _print(result) -> None:
     click.echo(f"{'queries':>9}  {'defence':<16}{'ratio':>8}{'agreement':>11}"
                + (f"{'cost':>10}" if priced else ""))
     for r in result.results:
-        line = (f"{r['queries']:>9,}  {r['defence']:<16}{_percent1(r['performance_ratio']):>8}"
-                f"{_percent1(r['agreement']):>11}")
+        line = (f"{r['queries']:>9,}  {r['defence']:<16}{percent(r['performance_ratio']):>8}"
+                f"{percent(r['agreement']):>11}")
         if priced:
             line += f"{r['cost']:>10,.2f}"
         click.echo(line)

@@ -1,6 +1,10 @@
-import click
-from copycat_tf.cli.steal_cmd import _progress_and_config, print_result, run_options
+"""`copycat-tf demo`: train a Fashion-MNIST target and steal it, on data that ships offline."""
 
+import click
+
+from copycat_tf.cli.options import run_options, train_config
+from copycat_tf.cli.output import print_steal_result
+from copycat_tf.cli.progress import LabelProgressBar
 from copycat_tf.pipeline import DEMO_BUDGET, demo
 
 
@@ -12,7 +16,8 @@ from copycat_tf.pipeline import DEMO_BUDGET, demo
 @click.option("--target-epochs", type=int, metavar="N",
               help="Epochs for the Fashion-MNIST target (default: small_cnn's).")
 @run_options(budget=DEMO_BUDGET)
-def demo_command(out_dir, queries, target_epochs, budget, strategy, arch, epochs, labels, balance, seed):
+def demo_command(out_dir, queries, target_epochs, budget, strategy, arch, epochs, labels, balance, seed,
+                 deterministic, overwrite):
     """Steal a Fashion-MNIST classifier end to end, on data that ships offline.
 
     Trains (or reuses) a small_cnn target on Fashion-MNIST and exports it to ONNX, steals
@@ -26,7 +31,12 @@ def demo_command(out_dir, queries, target_epochs, budget, strategy, arch, epochs
       copycat-tf demo --budget 50000 --epochs 12 --out runs/demo-big
       copycat-tf demo --queries noise:uniform --out runs/demo-noise
     """
-
-    result = demo(out_dir, queries=list(queries), target_epochs=target_epochs, budget=budget,
-                  **_progress_and_config(strategy, arch, epochs, labels, balance, seed))
-    print_result(result)
+    bar = LabelProgressBar()
+    try:
+        result = demo(out_dir, queries=list(queries), target_epochs=target_epochs, budget=budget,
+                      strategy=strategy, labels=labels, seed=seed, overwrite=overwrite,
+                      train_config=train_config(strategy, arch, epochs, balance, seed, deterministic, labels),
+                      label_progress=bar)
+    finally:
+        bar.close()
+    print_steal_result(result)

@@ -1,9 +1,11 @@
+"""`copycat-tf evaluate`: target and copycat side by side on the same test images."""
+
 import sys
 
 import click
-from copycat_tf.cli.options import oracle_kwargs, oracle_options
 from tqdm import tqdm
 
+from copycat_tf.cli.options import oracle_kwargs, oracle_options, overwrite_option
 from copycat_tf.datasets import load_labelled
 from copycat_tf.evaluation import evaluate
 from copycat_tf.oracle import OnnxOracle
@@ -24,11 +26,15 @@ from copycat_tf.report import headline, summary, write_report
               help="Evaluate on the first N test images only (quick checks).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
               help="Images per query to each model.")
-@click.option("--queries", type=click.IntRange(min=0), metavar="N",
+@click.option("--queries-spent", "queries_spent", type=click.IntRange(min=0), metavar="N",
               help="Queries the attack spent, for the report. Default: read from the "
                    "copycat's ONNX metadata.")
+@click.option("--queries", "old_queries_spent", type=click.IntRange(min=0), hidden=True,
+              help="Old spelling of --queries-spent.")
+@overwrite_option("the report")
 @oracle_options
-def evaluate_command(target, copycat, test_data, out, limit, batch_size, queries, **options):
+def evaluate_command(target, copycat, test_data, out, limit, batch_size, queries_spent, old_queries_spent,
+                     overwrite, **options):
     """Compare a copycat with its target on the same test images.
 
     Both ONNX models are run through onnxruntime as black boxes. Reports each model's
@@ -45,8 +51,10 @@ def evaluate_command(target, copycat, test_data, out, limit, batch_size, queries
       copycat-tf evaluate vendor.onnx copycat.onnx --test-data ./test-images --out runs/eval \\
           --layout NCHW --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4
     """
-
-
+    if old_queries_spent is not None:
+        click.echo("copycat-tf: note: --queries N is now --queries-spent N (--queries names image "
+                   "sources in every other command)", err=True)
+        queries_spent = queries_spent if queries_spent is not None else old_queries_spent
     target_kwargs = oracle_kwargs(options)
     target_oracle = OnnxOracle(target, **target_kwargs)
     # The contract overrides describe TARGET only; the execution providers are the machine's.
@@ -56,10 +64,10 @@ def evaluate_command(target, copycat, test_data, out, limit, batch_size, queries
     with tqdm(total=len(test.images), unit="img", desc="querying both models",
               file=sys.stderr, leave=False, disable=None) as bar:
         evaluation = evaluate(
-            target_oracle, copycat_oracle, test, batch_size=batch_size, queries=queries,
+            target_oracle, copycat_oracle, test, batch_size=batch_size, queries=queries_spent,
             progress=lambda done, total: bar.update(done - bar.n),
         )
-    paths = write_report(evaluation, out)
+    paths = write_report(evaluation, out, overwrite=overwrite)
     click.echo(summary(evaluation))
     click.echo(f"report     {', '.join(str(p) for p in paths.values())}")
     click.echo(headline(evaluation))

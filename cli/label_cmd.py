@@ -1,37 +1,39 @@
+"""`copycat-tf label`: query a target and keep its answers as a fake dataset (the papers' single pass)."""
+
 import click
-from copycat_tf.cli.options import oracle_kwargs, oracle_options
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from copycat_tf.cli.options import (
+    QUERIES_HELP,
+    oracle_kwargs,
+    oracle_options,
+    overwrite_option,
+    resize_option,
+)
+from copycat_tf.cli.progress import LabelProgressBar
 from copycat_tf.errors import CopycatError
-from copycat_tf.fakeset import label
+from copycat_tf.fakeset import DEFAULT_SHARD_SIZE, LABEL_MODES, label
 from copycat_tf.oracle import OnnxOracle
-
-# Kept here rather than imported so `copycat-tf --help` does not load the query machinery.
-RESIZE_POLICIES = ("resize", "center-crop", "pad")
+from copycat_tf.pipeline import STEAL_BUDGET
 
 
 @click.command("label")
 @click.argument("target", type=click.Path(dir_okay=False))
-@click.option("--queries", "-q", multiple=True, required=True, metavar="SRC[:WEIGHT]",
-              help="Query images, repeatable: a folder, a .txt list of image paths, a .npy/.npz "
-                   "array, noise:uniform, noise:gaussian or photos; ':WEIGHT' sets its share.")
-@click.option("--budget", type=int, default=10_000, show_default=True,
+@click.option("--queries", "-q", multiple=True, required=True, metavar="SRC[:WEIGHT]", help=QUERIES_HELP)
+@click.option("--budget", type=int, default=STEAL_BUDGET, show_default=True,
               help="Images to label (= queries to the target).")
 @click.option("--out", "out_dir", required=True, type=click.Path(),
               help="Folder for the fake dataset; rerun into it to resume or extend.")
-@click.option("--labels", type=click.Choice(["hard", "soft"]), default="hard", show_default=True,
+@click.option("--labels", type=click.Choice(LABEL_MODES), default="hard", show_default=True,
               help="Keep class labels only, or also the target's probabilities.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seeds file order, mixing, noise and photo crops.")
 @click.option("--batch-size", type=int, default=64, show_default=True,
               help="Images per call to the target.")
-@click.option("--resize", type=click.Choice(RESIZE_POLICIES), default="resize", show_default=True,
-              help="Fit images to the target's size by stretching, centre-cropping or padding.")
-@click.option("--shard-size", type=int, default=1024, show_default=True,
+@resize_option
+@click.option("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, show_default=True,
               help="Records per shard file; an interruption re-buys at most one shard.")
-@click.option("--overwrite", is_flag=True,
-              help="Replace a fake dataset already in --out (other files there are kept).")
+@overwrite_option("the fake dataset")
 @click.option("--cost-per-1k", type=float, metavar="PRICE",
               help="Price of 1,000 queries, to report what a paid API would have charged.")
 @oracle_options
@@ -58,12 +60,10 @@ def label_command(target, queries, budget, out_dir, labels, seed, batch_size, re
       copycat-tf label target.onnx -q noise:uniform --budget 5000 --labels soft --out runs/noise
       copycat-tf label target.onnx -q list.txt --cost-per-1k 1.50 --out runs/paid
     """
-
-
     if cost_per_1k is not None and cost_per_1k < 0:
         raise CopycatError(f"--cost-per-1k must be >= 0; received {cost_per_1k}")
     oracle = OnnxOracle(target, **oracle_kwargs(options))
-    bar = LabelProgressBar(tqdm)
+    bar = LabelProgressBar()
     try:
         with logging_redirect_tqdm():
             fakeset = label(oracle, list(queries), budget, out_dir, labels=labels, seed=seed,
@@ -72,25 +72,6 @@ def label_command(target, queries, budget, out_dir, labels, seed, batch_size, re
     finally:
         bar.close()
     _print_summary(fakeset, cost_per_1k)
-
-
-class LabelProgressBar:
-    """A tqdm bar on stderr, opened at the first report so a resumed run starts where it stands."""
-
-    def __init__(self, tqdm):
-        self.tqdm = tqdm
-        self.bar = None
-
-    def __call__(self, progress):
-        if self.bar is None:
-            self.bar = self.tqdm(total=progress.budget, initial=progress.labeled, unit="img",
-                                 desc="labeling", dynamic_ncols=True, disable=None)
-        self.bar.update(progress.labeled - self.bar.n)
-        self.bar.set_postfix(rejected=progress.rejected, refresh=False)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _print_summary(fakeset, cost_per_1k):

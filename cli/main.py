@@ -42,7 +42,6 @@ class _QuietTensorFlowImport:
     bury the one-line error of a command that fails after training started. Only that one
     import is silenced; Python errors it raises still reach the user.
     """
-
     def find_spec(self, name, path=None, target=None):
         if name != "tensorflow":
             return None

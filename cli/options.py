@@ -1,10 +1,26 @@
-"""Options shared by every command that opens a target model."""
+"""Options shared by several commands, each defined once, with the library's own constants.
+
+Commands never import each other; what two of them share lives here (options) or in
+:mod:`copycat_tf.cli.progress` and :mod:`copycat_tf.cli.output` (what they show).
+"""
 
 from __future__ import annotations
 
 import click
 
-from copycat_tf.contract import CHANNEL_ORDERS, LAYOUTS, OUTPUT_KINDS, Preprocessing
+from copycat_tf.contract import CHANNEL_ORDERS, LAYOUTS, OUTPUT_KINDS
+from copycat_tf.fakeset import LABEL_MODES
+from copycat_tf.models import ARCHITECTURES
+from copycat_tf.queries import RESIZE_POLICIES
+from copycat_tf.strategies import DEFAULT_BALANCE, DEFAULT_STRATEGY, STRATEGIES
+from copycat_tf.training import BALANCE_MODES, TrainConfig
+
+ARCH_HELP = (f"Architecture: {', '.join(ARCHITECTURES)}. small_cnn is fast on a CPU; vgg16 is the "
+             "paper's copycat (slow on a CPU).")
+QUERIES_HELP = ("Query images, repeatable: a folder (searched recursively), a .txt list of image "
+                "paths, a .npy/.npz array, noise:uniform, noise:gaussian or photos (the built-in "
+                "photo pool); ':WEIGHT' sets a source's share, e.g. --queries ./imagenet "
+                "--queries ./pd:0.2.")
 
 
 def _floats(ctx, param, value):
@@ -13,7 +29,8 @@ def _floats(ctx, param, value):
     try:
         return tuple(float(v) for v in value.split(","))
     except ValueError:
-        raise click.BadParameter(f"expected one or three comma-separated numbers; received {value!r}")
+        raise click.BadParameter(f"expected one or three comma-separated numbers; received {value!r}") from None
+
 
 def _size(ctx, param, value):
     if value is None:
@@ -21,20 +38,40 @@ def _size(ctx, param, value):
     try:
         height, width = (int(v) for v in value.split(","))
     except ValueError:
-        raise click.BadParameter(f"expected HEIGHT,WIDTH; received {value!r}")
+        raise click.BadParameter(f"expected HEIGHT,WIDTH; received {value!r}") from None
     return height, width
+
+
+def _image_shape(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        height, width, channels = (int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected HEIGHT,WIDTH,CHANNELS such as 32,32,3; received {value!r}") from None
+    return height, width, channels
+
+
+def _stack(options):
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
 
 def oracle_options(command):
     """Add the target-contract overrides (``--mean``, ``--std``, ``--layout``, ...)."""
-    options = [
+    return _stack([
         click.option("--mean", callback=_floats, metavar="M[,M,M]",
                      help="Model input = (pixel - mean) / std, pixel units. Default: from the "
-                          "model's metadata, else 0."),
+                          "model's metadata, else 0. Overrides only the mean."),
         click.option("--std", callback=_floats, metavar="S[,S,S]",
                      help="See --mean. Default: from metadata, else 255 for float inputs "
-                          "([0, 1] scaling) and 1 for uint8 inputs (raw pixels)."),
+                          "([0, 1] scaling) and 1 for uint8 inputs (raw pixels). Overrides only the std."),
         click.option("--channel-order", type=click.Choice(CHANNEL_ORDERS),
-                     help="Channel order the model expects (default rgb)."),
+                     help="Channel order the model expects (default: from metadata, else rgb)."),
         click.option("--layout", type=click.Choice(LAYOUTS),
                      help="Input layout; default detected from the channel axis."),
         click.option("--output", "output_name", metavar="NAME",
@@ -46,27 +83,90 @@ def oracle_options(command):
         click.option("--provider", "providers", multiple=True, metavar="NAME",
                      help="onnxruntime execution provider, repeatable in priority order "
                           "(default CPUExecutionProvider)."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    ])(command)
+
 
 def oracle_kwargs(options: dict) -> dict:
-    """Pop the --mean/--std/... values out of a command's options as OnnxOracle arguments."""
+    """Pop the --mean/--std/... values out of a command's options as OnnxOracle arguments.
 
-    mean, std, order = options.pop("mean"), options.pop("std"), options.pop("channel_order")
-    preprocessing = None
-    if mean is not None or std is not None or order is not None:
-        preprocessing = Preprocessing(
-            mean=mean if mean is not None else (0.0,),
-            std=std if std is not None else (1.0,),
-            channel_order=order or "rgb",
-        )
+    Each of ``--mean``, ``--std`` and ``--channel-order`` overrides only its own field of
+    the preprocessing; the others keep the model's metadata or its input type's default.
+    """
+    overrides = {name: options.pop(key) for name, key in
+                 (("mean", "mean"), ("std", "std"), ("channel_order", "channel_order"))}
+    overrides = {name: value for name, value in overrides.items() if value is not None}
     return {
-        "preprocessing": preprocessing,
+        "preprocessing": overrides or None,
         "layout": options.pop("layout"),
         "output": options.pop("output_name"),
         "output_kind": options.pop("output_kind"),
         "input_size": options.pop("input_size"),
         "providers": list(options.pop("providers")) or None,
     }
+
+
+def arch_option(text: str = ARCH_HELP):
+    """``--arch``, checked by the library so a wrong name is one clear error line."""
+    return click.option("--arch", default="small_cnn", show_default=True, metavar="NAME", help=text)
+
+
+shape_option = click.option(
+    "--image-shape", callback=_image_shape, metavar="H,W,C",
+    help="Size and channels (1 or 3) to fit a folder dataset's images to, e.g. 64,64,3.",
+)
+
+resize_option = click.option(
+    "--resize", type=click.Choice(RESIZE_POLICIES), default=RESIZE_POLICIES[0], show_default=True,
+    help="Fit images to the target's size by stretching, centre-cropping or padding.")
+
+epochs_option = click.option(
+    "--epochs", type=int, metavar="N",
+    help="Copycat epochs (default: the architecture's, raised to at least 500 training steps "
+         "on small fake datasets).")
+
+seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seeds queries and training.")
+
+deterministic_option = click.option(
+    "--deterministic", is_flag=True,
+    help="Make TensorFlow's training ops deterministic, so the same --seed gives the same "
+         "copycat to the bit (slower; see BENCHMARKS.md).")
+
+strategy_option = click.option(
+    "--strategy", type=click.Choice(STRATEGIES), default=DEFAULT_STRATEGY, show_default=True,
+    help="balanced: spend the budget in rounds of transformed queries chosen to reach the "
+         "target's rare classes, training a scout copycat between rounds; paper: the papers' "
+         "single pass over the queries as they come.")
+
+
+def overwrite_option(what: str):
+    """``--overwrite``: the same meaning in every command (delete only the tool's own files)."""
+    return click.option("--overwrite", is_flag=True,
+                        help=f"Start {what} again: delete copycat-tf's own files in --out first "
+                             "(other files there are kept).")
+
+
+def run_options(budget: int):
+    """Options shared by `steal` and `demo`: the attack's budget and the copycat's training."""
+    return _stack([
+        click.option("--budget", type=int, default=budget, show_default=True, metavar="N",
+                     help="Queries to buy from the target."),
+        strategy_option,
+        arch_option(),
+        epochs_option,
+        click.option("--labels", type=click.Choice(LABEL_MODES), default="hard", show_default=True,
+                     help="hard: the target's classes only (the paper's threat model); soft: "
+                          "also its probabilities."),
+        click.option("--balance", type=click.Choice(BALANCE_MODES),
+                     help="Rebalance rare classes when training the copycat (default: "
+                          "sqrt-weights with --strategy balanced, none with paper)."),
+        seed_option,
+        deterministic_option,
+        overwrite_option("the run"),
+    ])
+
+
+def train_config(strategy: str, arch: str, epochs, balance, seed: int, deterministic: bool,
+                 labels: str = "hard") -> TrainConfig:
+    """The copycat's :class:`TrainConfig` from the run options (the strategy's balancing by default)."""
+    return TrainConfig(arch=arch, epochs=epochs, balance=balance or DEFAULT_BALANCE[strategy],
+                       labels=labels, seed=seed, deterministic=deterministic)

@@ -1,37 +1,18 @@
+"""`copycat-tf train`: train a copycat on a fake dataset and export it as ONNX."""
+
 import sys
 
 import click
 
-# Neither module loads TensorFlow on import, so `--help` stays fast.
-from copycat_tf.models import ARCHITECTURES, OPTIMIZERS
-
-from copycat_tf.fakeset import FakeSet
-from copycat_tf.training import TrainConfig, train_copycat
-from copycat_tf.training.data import BALANCE_MODES, LABEL_MODES
-
-ARCH_HELP = (f"Architecture: {', '.join(ARCHITECTURES)}. small_cnn is fast on a CPU; vgg16 is the "
-             "paper's copycat (slow on a CPU).")
-
-
-def arch_option(text: str):
-    """``--arch``, checked by the library so a wrong name is one clear error line."""
-    return click.option("--arch", default="small_cnn", show_default=True, metavar="NAME", help=text)
-
-
-def _image_shape(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        height, width, channels = (int(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected HEIGHT,WIDTH,CHANNELS such as 32,32,3; received {value!r}") from None
-    return height, width, channels
-
-
-shape_option = click.option(
-    "--image-shape", callback=_image_shape, metavar="H,W,C",
-    help="Size and channels (1 or 3) to fit a folder dataset's images to, e.g. 64,64,3.",
+from copycat_tf.cli.options import (
+    arch_option,
+    deterministic_option,
+    epochs_option,
+    overwrite_option,
 )
+from copycat_tf.fakeset import FakeSet
+from copycat_tf.models import OPTIMIZERS
+from copycat_tf.training import BALANCE_MODES, LABEL_MODES, TrainConfig, train_copycat
 
 
 @click.command("train")
@@ -39,10 +20,8 @@ shape_option = click.option(
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the copycat: copycat.onnx, copycat.keras, training.json, "
                    "checkpoints/ and TensorBoard logs/. Rerun into it to resume.")
-@arch_option(ARCH_HELP)
-@click.option("--epochs", type=int, metavar="N",
-              help="Epochs (default: the architecture's, raised to at least 500 "
-                   "training steps on small fake datasets).")
+@arch_option()
+@epochs_option
 @click.option("--batch-size", type=int, metavar="N", help="Records per batch (default: the architecture's).")
 @click.option("--learning-rate", type=float, metavar="LR",
               help="Starting learning rate, decayed along a half cosine over the epochs "
@@ -65,8 +44,8 @@ shape_option = click.option(
               help="Fine-tuning learning rate (default: a tenth of --learning-rate).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seeds weights, shuffling, the validation slice and augmentation.")
-@click.option("--overwrite", is_flag=True,
-              help="Delete an earlier run's files in --out (only those) and train again.")
+@deterministic_option
+@overwrite_option("training")
 def train_command(fakeset_dir, out_dir, finetune_dir, overwrite, **options):
     """Train a copycat on the fake dataset in FAKESET_DIR and export it as ONNX.
 
@@ -85,7 +64,6 @@ def train_command(fakeset_dir, out_dir, finetune_dir, overwrite, **options):
       copycat-tf train runs/npd --finetune runs/pd --out runs/npd-pd
       tensorboard --logdir runs/copycat/logs
     """
-
     config = TrainConfig(**options)
     fakeset = FakeSet.open(fakeset_dir)
     finetune = FakeSet.open(finetune_dir) if finetune_dir else None

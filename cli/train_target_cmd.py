@@ -1,8 +1,8 @@
 import sys
 
 import click
-from copycat_tf.cli.train_cmd import ARCH_HELP, arch_option, shape_option
 
+from copycat_tf.cli.options import arch_option, shape_option
 from copycat_tf.training import train_target
 
 
@@ -11,7 +11,7 @@ from copycat_tf.training import train_target
               help="Labelled data: fashion-mnist, digits or mnist (their own train/test "
                    "splits), a .npz file with x/y arrays, or a folder of class subfolders "
                    "(20% held out for testing, seeded).")
-@arch_option(ARCH_HELP)
+@arch_option()
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), metavar="FILE.onnx",
               help="The target ONNX file to write; its card goes next to it as FILE.json.")
 @click.option("--epochs", type=int, metavar="N", help="Training epochs (default: the architecture's).")
@@ -39,7 +39,6 @@ def train_target_command(dataset, arch, out_path, epochs, batch_size, learning_r
           --out flowers.onnx
       copycat-tf train-target --dataset data.npz --arch alexnet --out target.onnx
     """
-
     result = train_target(
         dataset, arch, out_path, image_shape=image_shape, epochs=epochs, batch_size=batch_size,
         learning_rate=learning_rate, seed=seed, fit_verbose=1 if sys.stdout.isatty() else 0,

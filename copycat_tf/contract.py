@@ -31,6 +31,11 @@ OUTPUT_KINDS = ("probabilities", "logits", "scores")
 CHANNEL_ORDERS = ("rgb", "bgr")
 SUPPORTED_INPUT_DTYPES = ("float32", "float16", "float64", "uint8", "int8", "int32", "int64")
 METADATA_KEY = "copycat_tf.contract"
+#: The other metadata entries copycat-tf writes into the ONNX files it exports.
+ROLE_KEY = "copycat_tf.role"  # "target" or "copycat"
+TARGET_SHA256_KEY = "copycat_tf.target_sha256"  # a copycat's target
+QUERIES_KEY = "copycat_tf.queries"  # queries the copycat's fake datasets cost
+ARCH_KEY = "copycat_tf.arch"
 
 
 @dataclass(frozen=True)

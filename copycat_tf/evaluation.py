@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from copycat_tf.contract import ARCH_KEY, QUERIES_KEY, TARGET_SHA256_KEY
 from copycat_tf.datasets import LabelledImages
 from copycat_tf.errors import CopycatError
 from copycat_tf.oracle import Oracle
@@ -33,9 +34,6 @@ from copycat_tf.oracle import Oracle
 log = logging.getLogger(__name__)
 
 #: ONNX metadata a copycat export carries about how it was made.
-TARGET_SHA256_KEY = "copycat_tf.target_sha256"
-QUERIES_KEY = "copycat_tf.queries"
-ARCH_KEY = "copycat_tf.arch"
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:

@@ -19,7 +19,9 @@ import json
 import logging
 import os
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +38,7 @@ from copycat_tf.contract import (
     detect_output_kind,
     to_probabilities,
 )
-from copycat_tf.errors import BudgetExceeded, CopycatError
+from copycat_tf.errors import BudgetExceeded, CopycatError, first_line
 from copycat_tf.files import file_sha256
 
 log = logging.getLogger(__name__)
@@ -94,10 +96,32 @@ class Oracle(ABC):
             raise CopycatError(f"budget must be >= 0; received {budget}")
         self.budget = budget
         self.queries_spent = 0
+        self._cap: int | None = None  # a total set by capped(), below the budget
+
 
     @property
     def queries_left(self) -> int | None:
         return None if self.budget is None else self.budget - self.queries_spent
+
+    @contextmanager
+    def capped(self, limit: int) -> Iterator[Oracle]:
+        """Within the block, refuse to send more than ``limit`` further images.
+
+        A stage that must not overspend (the labeling loop) caps the oracle without touching
+        the caller's ``budget``; caps nest, the tighter one wins.
+
+        Example:
+
+        >>> with oracle.capped(1_000):   # doctest: +SKIP
+        ...     oracle.query(images)     # BudgetExceeded past 1,000 more images
+        """
+        saved = self._cap
+        cap = self.queries_spent + limit
+        self._cap = cap if saved is None else min(saved, cap)
+        try:
+            yield self
+        finally:
+            self._cap = saved
 
     def query(self, images: np.ndarray, *, soft: bool = False) -> Answers:
         """Send ``images`` to the model and return its answers.
@@ -111,15 +135,18 @@ class Oracle(ABC):
         """
         images = self.contract.check_images(images)
         n = len(images)
-        if self.budget is not None and self.queries_spent + n > self.budget:
-            raise BudgetExceeded(
-                f"query budget exhausted: {self.queries_spent} of {self.budget} images spent, "
-                f"{n} more asked for"
-            )
+        for limit in (self.budget, self._cap):
+            if limit is not None and self.queries_spent + n > limit:
+                raise BudgetExceeded(
+                    f"query budget exhausted: {self.queries_spent} of {limit} images spent, "
+                    f"{n} more asked for"
+                )
         if n == 0:
             return Answers(np.zeros(0, np.int64), np.zeros((0, self.contract.num_classes), np.float32) if soft else None)
-        raw = self._infer(self.contract.to_model_input(images))
+        model_input = self.contract.to_model_input(images)
+        # Counted when sent, not when answered: a paid API charges a request that then fails.
         self.queries_spent += n
+        raw = self._infer(model_input)
         if raw.shape != (n, self.contract.num_classes):
             raise CopycatError(
                 f"model output {self.contract.output.name!r} has shape {raw.shape}; "
@@ -148,6 +175,8 @@ class ModelInfo:
     parameters: int
     metadata: dict[str, str]
     contract: Contract
+    #: The image height/width are dynamic; ``contract`` shows them at the size given or probed.
+    dynamic_size: bool = False
 
     def to_dict(self) -> dict:
         contract = self.contract
@@ -166,6 +195,7 @@ class ModelInfo:
             "output_kind": contract.output.kind,
             "preprocessing": contract.preprocessing.to_dict(),
             "metadata": self.metadata,
+            "dynamic_size": self.dynamic_size,
         }
 
 
@@ -191,7 +221,7 @@ def load_checked_model(path: str | os.PathLike):
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
-        raise CopycatError(f"{path}: not an ONNX model (cannot parse it: {_first_line(exc)})") from exc
+        raise CopycatError(f"{path}: not an ONNX model (cannot parse it: {first_line(exc)})") from exc
     if not model.graph.node and not model.graph.output:
         raise CopycatError(f"{path}: not an ONNX model (no graph found)")
     _check_external_data(model, path)
@@ -199,7 +229,7 @@ def load_checked_model(path: str | os.PathLike):
         # By path, so external data resolves against the model's folder (checked above).
         onnx.checker.check_model(str(path))
     except Exception as exc:  # onnx raises ValidationError and others from C++
-        raise CopycatError(f"{path}: fails onnx.checker: {_first_line(exc)}") from exc
+        raise CopycatError(f"{path}: fails onnx.checker: {first_line(exc)}") from exc
     return model
 
 
@@ -248,11 +278,6 @@ def _all_tensors(graph):
                     yield from _all_tensors(subgraph)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
-
-
 class OnnxOracle(Oracle):
     """A target ONNX model queried through onnxruntime only.
 
@@ -262,11 +287,16 @@ class OnnxOracle(Oracle):
 
     Args:
         path: the ``.onnx`` file.
-        preprocessing: the pixel preprocessing; default from metadata, else by dtype.
+        preprocessing: the pixel preprocessing: a :class:`~copycat_tf.contract.Preprocessing`,
+            or a dict overriding some of its fields (``mean``, ``std``, ``channel_order``)
+            while the others keep the metadata's values or the input type's default.
         layout: ``"NHWC"`` or ``"NCHW"``; default detected from the channel axis.
         output: name of the class output when the model has several candidates.
         output_kind: ``"probabilities"``, ``"logits"`` or ``"scores"``; default probed.
         input_size: ``(height, width)`` for models whose image axes are dynamic.
+        probe_size: ``(height, width)`` to read the contract at when the image axes are
+            dynamic and no ``input_size`` is given (``inspect`` shows such models this way);
+            without it such a model is refused, since queries need a real size.
         budget: most images that may be sent; ``None`` for no limit.
         providers: onnxruntime execution providers, default ``["CPUExecutionProvider"]``.
         session_options: an ``onnxruntime.SessionOptions``.
@@ -276,11 +306,12 @@ class OnnxOracle(Oracle):
         self,
         path: str | os.PathLike,
         *,
-        preprocessing: Preprocessing | None = None,
+        preprocessing: Preprocessing | dict | None = None,
         layout: str | None = None,
         output: str | None = None,
         output_kind: str | None = None,
         input_size: tuple[int, int] | None = None,
+        probe_size: tuple[int, int] | None = None,
         budget: int | None = None,
         providers: list[str] | None = None,
         session_options=None,
@@ -305,7 +336,10 @@ class OnnxOracle(Oracle):
                 str(self.path), sess_options=session_options, providers=self.providers
             )
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise CopycatError(f"{self.path}: onnxruntime cannot load it: {_first_line(exc)}") from exc
+            raise CopycatError(f"{self.path}: onnxruntime cannot load it: {first_line(exc)}") from exc
+        self.probe_size = probe_size
+        #: The model's image height/width are dynamic (set by ``input_size`` or ``probe_size``).
+        self.dynamic_size = False
         stored = self._stored_contract()
         self.contract = self._read_contract(
             stored, preprocessing, layout, output, output_kind, input_size
@@ -333,17 +367,25 @@ class OnnxOracle(Oracle):
 
     def _read_contract(self, stored, preprocessing, layout, output, output_kind, input_size):
         image_input = self._read_input(stored, layout, input_size)
-        if preprocessing is None:
+        if not isinstance(preprocessing, Preprocessing):
+            overrides = dict(preprocessing or {})
+            unknown = set(overrides) - {"mean", "std", "channel_order"}
+            if unknown:
+                raise CopycatError(f"preprocessing overrides take mean, std and channel_order; "
+                                   f"received {sorted(unknown)}")
+            base = None
             if "preprocessing" in stored:
                 try:
-                    preprocessing = Preprocessing.from_dict(stored["preprocessing"])
+                    base = Preprocessing.from_dict(stored["preprocessing"])
                 except (CopycatError, TypeError, ValueError) as exc:
-                    raise CopycatError(
-                        f"{self.path}: the preprocessing in its {METADATA_KEY} metadata is unusable "
-                        f"({_first_line(exc)}); pass --mean and --std to give it yourself"
-                    ) from exc
-            else:
-                preprocessing = Preprocessing.default_for(image_input.dtype)
+                    if not {"mean", "std"} <= set(overrides):
+                        raise CopycatError(
+                            f"{self.path}: the preprocessing in its {METADATA_KEY} metadata is unusable "
+                            f"({first_line(exc)}); pass --mean and --std to give it yourself"
+                        ) from exc
+            # Each override replaces its own field only: a lone --channel-order bgr must not
+            # reset a float model's [0, 1] scaling (a silent 255x input error).
+            preprocessing = replace(base or Preprocessing.default_for(image_input.dtype), **overrides)
         stored_output = stored.get("output", {})
         output_meta, extra = self._choose_output(output or stored_output.get("name"))
         partial = Contract(
@@ -414,6 +456,10 @@ class OnnxOracle(Oracle):
                         f"cannot use input size {input_size}"
                     )
                 shape[axis] = int(size)
+        self.dynamic_size = any(shape[axis] is None for axis in spatial_axes) or input_size is not None
+        if any(shape[axis] is None for axis in spatial_axes) and self.probe_size is not None:
+            for axis, size in zip(spatial_axes, self.probe_size):
+                shape[axis] = shape[axis] or int(size)
         if any(shape[axis] is None for axis in spatial_axes):
             raise CopycatError(
                 f"{self.path}: input {meta.name!r} of shape {meta.shape} has a dynamic image "
@@ -474,7 +520,7 @@ class OnnxOracle(Oracle):
         except CopycatError:
             raise
         except Exception as exc:
-            raise CopycatError(f"{self.path}: the model fails on a test batch: {_first_line(exc)}") from exc
+            raise CopycatError(f"{self.path}: the model fails on a test batch: {first_line(exc)}") from exc
         if raw.ndim != 2 or raw.shape[0] != batch:
             raise CopycatError(
                 f"{self.path}: output {contract.output.name!r} gave shape {raw.shape} for "
@@ -505,7 +551,7 @@ class OnnxOracle(Oracle):
 
     def info(self) -> ModelInfo:
         """The file's identity, provenance and contract, for ``inspect``."""
-        parameters = sum(int(np.prod(t.dims)) for t in self.model.graph.initializer)
+        parameters = _parameter_count(self.model.graph)
         producer = " ".join(p for p in (self.model.producer_name, self.model.producer_version) if p)
         return ModelInfo(
             path=str(self.path),
@@ -516,7 +562,20 @@ class OnnxOracle(Oracle):
             parameters=parameters,
             metadata=self.metadata,
             contract=self.contract,
+            dynamic_size=self.dynamic_size,
         )
+
+
+def _parameter_count(graph) -> int:
+    """Weights held as initializers or as Constant nodes (some exporters, PaddlePaddle's
+    among them, store every weight as a Constant), subgraphs included."""
+    count = sum(int(np.prod(t.dims)) for t in graph.initializer)
+    for node in graph.node:
+        for attribute in node.attribute:
+            if node.op_type == "Constant" and attribute.name == "value":
+                count += int(np.prod(attribute.t.dims))
+            count += sum(_parameter_count(g) for g in [attribute.g, *attribute.graphs] if g.node or g.initializer)
+    return count
 
 
 def _detect_layout(shape: list[int | None]) -> str | None:

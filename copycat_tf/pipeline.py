@@ -7,6 +7,7 @@
     OUT/fakeset/   the oracle's answers (copycat_tf.fakeset)
     OUT/copycat/   checkpoints, logs, copycat.keras, copycat.onnx (copycat_tf.training)
     OUT/report/    report.json, report.md, plots (copycat_tf.report), with --test-data
+    OUT/steal.json the run's arguments, target sha256 and tool version (a rerun must match)
 
 :func:`demo` trains (or reuses) a Fashion-MNIST target and steals it with the built-in
 ``photos`` queries.
@@ -23,20 +24,27 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
+from copycat_tf._version import __version__
 from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError
 from copycat_tf.evaluation import evaluate
+from copycat_tf.files import OutputFolder, read_state, write_json
 from copycat_tf.oracle import OnnxOracle
 from copycat_tf.report import headline, write_report
-from copycat_tf.strategies import DEFAULT_BALANCE, STRATEGIES, collect, last_scout
+from copycat_tf.strategies import DEFAULT_BALANCE, DEFAULT_STRATEGY, STRATEGIES, collect, last_scout
 from copycat_tf.training import TrainConfig, train_copycat, train_target
 
 log = logging.getLogger(__name__)
 
+STEAL_BUDGET = 10_000
 DEMO_BUDGET = 20_000
+#: What a steal folder records about its run (``OUT/steal.json``): a rerun must match it.
+RUN_RECORD = "steal.json"
+RUN_FORMAT = "copycat-tf.steal"
+RUN_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,8 @@ class StealResult:
         evaluation: the :class:`~copycat_tf.evaluation.Evaluation`, or ``None`` without test data.
         report_files: the report's files by kind (empty without test data).
         headline: the one-line result.
+        run: the run's record (``OUT/steal.json``): target sha256, queries, strategy, budget,
+            seed, copycat settings and tool version.
     """
 
     fakeset: object
@@ -56,6 +66,7 @@ class StealResult:
     evaluation: object | None
     report_files: dict
     headline: str
+    run: dict
 
 
 def steal(
@@ -63,20 +74,24 @@ def steal(
     queries: Sequence[str],
     out_dir: str | os.PathLike,
     *,
-    budget: int = 10_000,
+    budget: int = STEAL_BUDGET,
     test_data: str | None = None,
-    strategy: str = "balanced",
-    train_config=None,
+    strategy: str = DEFAULT_STRATEGY,
+    train_config: TrainConfig | None = None,
     labels: str = "hard",
     seed: int = 0,
     resize: str = "resize",
     batch_size: int = 64,
+    overwrite: bool = False,
     oracle_options: dict | None = None,
     label_progress: Callable | None = None,
     evaluation_progress: Callable[[int, int], None] | None = None,
     fit_verbose: int = 0,
 ) -> StealResult:
     """Copy the ONNX model ``target`` through its answers to ``queries``.
+
+    The attack in four lines: the oracle answers queries chosen by a strategy, its answers
+    become a fake dataset, a copycat learns them, and both models are compared.
 
     Args:
         target: the target ``.onnx`` file (queried through onnxruntime only).
@@ -89,27 +104,35 @@ def steal(
             (rounds of class-balanced, transformed queries) or ``"paper"`` (the papers'
             single pass).
         train_config: a :class:`~copycat_tf.training.TrainConfig` (default ``small_cnn``
-            with its default epochs, see ``TrainConfig.resolved``, and the strategy's class
-            balancing; ``labels`` is taken from ``labels``).
+            with its default epochs and the strategy's class balancing); its ``labels`` and
+            ``seed`` must be those given here.
         labels: ``"hard"`` (the paper's threat model) or ``"soft"``.
         seed: seeds the queries and training.
         resize: how query images are fitted: ``resize``, ``center-crop`` or ``pad``.
         batch_size: images per oracle call.
+        overwrite: delete an earlier run's files in ``out_dir`` (only those) and start again.
         oracle_options: :class:`~copycat_tf.oracle.OnnxOracle` keyword arguments (contract
             overrides, providers).
         label_progress: passed to :func:`~copycat_tf.fakeset.label`.
         evaluation_progress: passed to :func:`~copycat_tf.evaluation.evaluate`.
         fit_verbose: Keras ``fit`` verbosity.
+
+    Raises:
+        CopycatError: bad arguments, a folder holding someone else's files or a steal run
+            with other arguments, or anything a stage refuses.
     """
-
-
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CopycatError(f"--out {out_dir} is a file; give a folder for the run")
     if strategy not in STRATEGIES:
         raise CopycatError(f"strategy must be one of {', '.join(STRATEGIES)}; received {strategy!r}")
-    train_config = train_config or TrainConfig(balance=DEFAULT_BALANCE[strategy])
+    train_config = _checked_config(train_config, strategy, labels, seed)
+    out_dir = Path(out_dir)
     oracle = OnnxOracle(target, **(oracle_options or {}))
+    run = {"format": RUN_FORMAT, "format_version": RUN_VERSION, "tool_version": __version__,
+           "target": {"file": Path(target).name, "sha256": oracle.identity},
+           "queries": [str(q) for q in queries], "strategy": strategy, "budget": budget,
+           "labels": labels, "seed": seed, "resize": resize, "test_data": test_data,
+           "copycat": train_config.to_dict()}
+    _claim_run_folder(out_dir, run, overwrite)
+
     log.info("stage 1/3: buying %d queries from %s (%s strategy)", budget, ", ".join(queries), strategy)
     fakeset = collect(oracle, list(queries), budget, out_dir / "fakeset", strategy=strategy,
                       labels=labels, seed=seed, resize=resize, batch_size=batch_size,
@@ -119,32 +142,70 @@ def steal(
             f"the fake dataset in {fakeset.directory} holds {fakeset.count} of {budget} records; "
             "rerun to finish labeling"
         )
-    config = replace(train_config, labels=labels, seed=seed)
-    log.info("stage 2/3: training the copycat (%s) on %d records", config.arch, fakeset.count)
-    copycat = train_copycat(fakeset, out_dir / "copycat", config, initial_model=last_scout(fakeset.directory),
-                            fit_verbose=fit_verbose)
+    log.info("stage 2/3: training the copycat (%s) on %d records", train_config.arch, fakeset.count)
+    copycat = train_copycat(fakeset, out_dir / "copycat", train_config,
+                            initial_model=last_scout(fakeset.directory), fit_verbose=fit_verbose)
     if test_data is None:
         agreement = copycat.validation_agreement
-        headline = (
+        headline_text = (
             f"copycat agrees with the target on {agreement:.1%} of held-out queries "
             f"({fakeset.queries_spent:,} queries); pass --test-data for accuracies"
             if agreement is not None
             else f"copycat trained on {fakeset.queries_spent:,} queries; pass --test-data to evaluate it"
         )
-        return StealResult(fakeset, copycat, None, {}, headline)
-    return _evaluate_stage(oracle, copycat, fakeset, test_data, out_dir, evaluation_progress)
-
-
-def _evaluate_stage(target, copycat, fakeset, test_data, out_dir, progress) -> StealResult:
+        return StealResult(fakeset, copycat, None, {}, headline_text, run)
 
     log.info("stage 3/3: evaluating target and copycat on %s", test_data)
-    test = load_labelled(test_data, image_shape=target.contract.image_shape)
-    copycat_oracle = OnnxOracle(copycat.onnx_path, providers=target.providers)
+    test = load_labelled(test_data, image_shape=oracle.contract.image_shape)
+    copycat_oracle = OnnxOracle(copycat.onnx_path, providers=oracle.providers)
     # The attack's cost is the fake dataset's count; test queries are not charged to it.
-    evaluation = evaluate(target, copycat_oracle, test, queries=fakeset.queries_spent,
-                          progress=progress)
-    files = write_report(evaluation, out_dir / "report")
-    return StealResult(fakeset, copycat, evaluation, files, headline(evaluation))
+    evaluation = evaluate(oracle, copycat_oracle, test, queries=fakeset.queries_spent,
+                          progress=evaluation_progress)
+    files = write_report(evaluation, out_dir / "report", provenance=run)
+    return StealResult(fakeset, copycat, evaluation, files, headline(evaluation), run)
+
+
+def _checked_config(train_config: TrainConfig | None, strategy: str, labels: str, seed: int) -> TrainConfig:
+    """The copycat's config: the default one, or the caller's if it agrees with ``labels`` and ``seed``."""
+    if train_config is None:
+        return TrainConfig(balance=DEFAULT_BALANCE[strategy], labels=labels, seed=seed)
+    conflicts = [f"train_config.{name}={getattr(train_config, name)!r} but {name}={value!r}"
+                 for name, value in (("labels", labels), ("seed", seed)) if getattr(train_config, name) != value]
+    if conflicts:
+        raise CopycatError(f"conflicting settings: {'; '.join(conflicts)}; give the same value to both")
+    return train_config
+
+
+def _claim_run_folder(out_dir: Path, run: dict, overwrite: bool) -> None:
+    """One rule for a steal folder: new, ours with the same arguments, or refused."""
+    folder = OutputFolder(out_dir, "steal run", files=(RUN_RECORD,), folders=("fakeset", "copycat", "report"))
+    folder.check_not_file()
+    fix = "rerun with the same arguments to resume, or pass --overwrite to start again"
+    stored = None if overwrite else read_state(out_dir / RUN_RECORD, RUN_FORMAT, RUN_VERSION, fix=fix)
+    if stored is not None:
+        differences = _differences(stored, run, skip=("tool_version", "target"))
+        if stored["target"]["sha256"] != run["target"]["sha256"]:
+            differences.insert(0, f"target sha256 {stored['target']['sha256'][:12]}... vs now "
+                                  f"{run['target']['sha256'][:12]}...")
+        if differences:
+            raise CopycatError(f"output folder {out_dir} holds a steal run made with other arguments "
+                               f"({'; '.join(differences)}); {fix}")
+    folder.claim(overwrite=overwrite, holds_run=stored is not None)
+    write_json(out_dir / RUN_RECORD, run)
+
+
+def _differences(old: dict, new: dict, *, skip=(), prefix: str = "") -> list[str]:
+    """``"name old vs now new"`` for each setting that differs, nested ones by dotted name."""
+    lines = []
+    for key, value in new.items():
+        before = old.get(key)
+        if key in skip or before == value:
+            continue
+        if isinstance(value, dict) and isinstance(before, dict):
+            lines += _differences(before, value, prefix=f"{prefix}{key}.")
+        else:
+            lines.append(f"{prefix}{key} {before!r} vs now {value!r}")
+    return lines
 
 
 def demo(
@@ -152,31 +213,31 @@ def demo(
     *,
     budget: int = DEMO_BUDGET,
     queries: Sequence[str] = ("photos",),
-    train_config=None,
     target_epochs: int | None = None,
     seed: int = 0,
+    overwrite: bool = False,
     **steal_options,
 ) -> StealResult:
     """Train (or reuse) a Fashion-MNIST target in ``out_dir`` and steal it.
 
     Args:
-        out_dir: the demo's folder: ``target.onnx`` (+ card) and the steal run.
+        out_dir: the demo's folder: ``target.onnx`` (+ card) and the steal run in ``steal/``.
         budget: queries to buy.
         queries: query source specs (default the built-in ``photos`` pool).
-        train_config: the copycat's :class:`~copycat_tf.training.TrainConfig`.
         target_epochs: epochs for the target (default the architecture's).
         seed: seeds everything.
+        overwrite: delete an earlier demo's files in ``out_dir`` (only those) and start again.
         **steal_options: passed to :func:`steal`.
     """
-
     out_dir = Path(out_dir)
+    folder = OutputFolder(out_dir, "demo", files=("target.onnx", "target.json"), folders=("steal",))
     target = out_dir / "target.onnx"
+    folder.claim(overwrite=overwrite, holds_run=target.is_file())
     if target.is_file() and target.with_suffix(".json").is_file():
         log.info("reusing the target in %s", target)
     else:
         log.info("training a Fashion-MNIST target (small_cnn)")
         result = train_target("fashion-mnist", "small_cnn", target, epochs=target_epochs, seed=seed)
         log.info("target test accuracy %.4f", result.test_accuracy)
-    return steal(target, list(queries), out_dir / "steal", budget=budget,
-                 test_data="fashion-mnist:test", train_config=train_config, seed=seed,
-                 **steal_options)
+    return steal(target, list(queries), out_dir / "steal", budget=budget, test_data="fashion-mnist:test",
+                 seed=seed, **steal_options)

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from copycat_tf.errors import CopycatError
 from copycat_tf.evaluation import Evaluation
-from copycat_tf.files import foreign_files, write_json
+from copycat_tf.files import OutputFolder, write_json
 
 #: Above this many classes, matrix cells are too small to print counts in.
 MAX_ANNOTATED_CLASSES = 20
@@ -76,8 +75,8 @@ def summary(evaluation: Evaluation) -> str:
             f"{'':10}{'target':>10}{'copycat':>10}",
             f"{'accuracy':10}{e.target.accuracy:>10.1%}{e.copycat.accuracy:>10.1%}",
             f"{'macro-F1':10}{e.target.macro_f1:>10.3f}{e.copycat.macro_f1:>10.3f}",
-            f"{'ratio':10}{_percent(e.performance_ratio):>10} of the target's accuracy "
-            f"(macro-F1: {_percent(e.macro_f1_ratio)})",
+            f"{'ratio':10}{percent(e.performance_ratio):>10} of the target's accuracy "
+            f"(macro-F1: {percent(e.macro_f1_ratio)})",
         ]
     else:
         lines.append("(unlabelled test data: agreement only)")
@@ -85,12 +84,17 @@ def summary(evaluation: Evaluation) -> str:
     return "\n".join(lines)
 
 
-def write_report(evaluation: Evaluation, out_dir: str | os.PathLike) -> dict[str, Path]:
+def write_report(evaluation: Evaluation, out_dir: str | os.PathLike, *, overwrite: bool = False,
+                 provenance: dict | None = None) -> dict[str, Path]:
     """Write the report files into ``out_dir`` (created if missing).
 
     Args:
         evaluation: what :func:`~copycat_tf.evaluation.evaluate` returned.
-        out_dir: the report folder; existing report files in it are replaced.
+        out_dir: the report folder; existing report files in it are replaced. A folder
+            holding other files and no report is refused.
+        overwrite: write beside other files there (deleting only report files).
+        provenance: how the copycat was made (a steal's run record: target sha256, query
+            sources, strategy, budget, seed, copycat settings, tool version), kept in both files.
 
     Returns:
         ``{"json": ..., "markdown": ..., "agreement_plot": ...}`` plus ``"confusion_plot"``
@@ -102,25 +106,16 @@ def write_report(evaluation: Evaluation, out_dir: str | os.PathLike) -> dict[str
     PosixPath('runs/evaluate/report.md')
     """
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise CopycatError(f"{out}: is a file, not a folder for the report; choose another folder")
-    own = {"report.json", "report.md", "agreement.png", "confusion.png"}
-    own |= {name + ".tmp" for name in own}  # what a run killed mid-write leaves
-    if out.is_dir() and not (out / "report.json").is_file():
-        foreign = foreign_files(out, own)
-        if foreign:
-            raise CopycatError(
-                f"output folder {out} is not empty ({foreign}) and holds no copycat-tf report; choose "
-                "an empty or new folder"
-            )
-    out.mkdir(parents=True, exist_ok=True)
+    folder = OutputFolder(out, "copycat-tf report",
+                          files=("report.json", "report.md", "agreement.png", "confusion.png"))
+    folder.claim(overwrite=overwrite, holds_run=(out / "report.json").is_file())
     paths = {
         "json": out / "report.json",
         "markdown": out / "report.md",
         "agreement_plot": out / "agreement.png",
     }
     e = evaluation
-    write_json(paths["json"], e.to_dict())
+    write_json(paths["json"], {**e.to_dict(), **({"provenance": provenance} if provenance else {})})
     _plot_matrices(
         [(f"target vs copycat: agreement {e.agreement:.1%}", e.agreement_matrix,
           "copycat's label", "target's label")],
@@ -139,11 +134,11 @@ def write_report(evaluation: Evaluation, out_dir: str | os.PathLike) -> dict[str
     else:
         # A plot left by an earlier labelled run would contradict this report.
         confusion_plot.unlink(missing_ok=True)
-    paths["markdown"].write_text(markdown(e, plots=paths))
+    paths["markdown"].write_text(markdown(e, plots=paths, provenance=provenance))
     return paths
 
 
-def markdown(evaluation: Evaluation, *, plots: dict[str, Path] | None = None) -> str:
+def markdown(evaluation: Evaluation, *, plots: dict[str, Path] | None = None, provenance: dict | None = None) -> str:
     """The report as Markdown; ``plots`` (from :func:`write_report`) are linked by file name."""
     e = evaluation
     plots = plots or {}
@@ -170,8 +165,8 @@ def markdown(evaluation: Evaluation, *, plots: dict[str, Path] | None = None) ->
     ]
     if e.labelled:
         lines += [
-            f"- Performance ratio (copycat / target accuracy): **{_percent(e.performance_ratio)}**",
-            f"- Macro-F1 ratio (copycat / target): {_percent(e.macro_f1_ratio)}",
+            f"- Performance ratio (copycat / target accuracy): **{percent(e.performance_ratio)}**",
+            f"- Macro-F1 ratio (copycat / target): {percent(e.macro_f1_ratio)}",
         ]
     lines += [
         f"- Agreement (same predicted label): **{e.agreement:.2%}**",
@@ -185,7 +180,25 @@ def markdown(evaluation: Evaluation, *, plots: dict[str, Path] | None = None) ->
     for key, title in plot_titles.items():
         if key in plots:
             lines += [f"## {title}", "", f"![{title.lower()}]({plots[key].name})", ""]
+    if provenance:
+        lines += _provenance_lines(provenance)
     return "\n".join(lines)
+
+
+def _provenance_lines(run: dict) -> list[str]:
+    """How the copycat was made, so the report can be reproduced and audited."""
+    copycat = run.get("copycat", {})
+    rows = [
+        ("target", f"`{run['target']['file']}` (sha256 `{run['target']['sha256']}`)"),
+        ("query sources", ", ".join(f"`{q}`" for q in run["queries"])),
+        ("strategy", run["strategy"]),
+        ("budget", f"{run['budget']:,} queries, {run['labels']} labels"),
+        ("seed", str(run["seed"])),
+        ("copycat", f"{copycat.get('arch')}, epochs {copycat.get('epochs') or 'default'}, "
+                    f"balance {copycat.get('balance')}"),
+        ("tool", f"copycat-tf {run['tool_version']}"),
+    ]
+    return ["## Provenance", "", "| | |", "|---|---|", *(f"| {k} | {_cell(v)} |" for k, v in rows), ""]
 
 
 def _per_class_table(e: Evaluation) -> list[str]:
@@ -207,8 +220,15 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
+def percent(value: float | None, digits: int = 1) -> str:
+    """A share as a percentage for reports, ``n/a`` when there is none.
+
+    Example:
+
+    >>> percent(0.9312), percent(0.9312, 0), percent(None)
+    ('93.1%', '93%', 'n/a')
+    """
+    return "n/a" if value is None else f"{value:.{digits}%}"
 
 
 def _plot_matrices(panels, class_names: list[str], path: Path) -> None:

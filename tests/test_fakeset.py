@@ -265,7 +265,7 @@ def test_output_folder_checks(query_target, query_folder, tmp_path):
         label(oracle, str(folder), 10, folder / "n01" / "fake")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "other.txt").write_text("x")
-    with pytest.raises(CopycatError, match="not empty and holds no fake dataset"):
+    with pytest.raises(CopycatError, match=r"not empty \(other.txt\) and holds no fake dataset"):
         label(oracle, "noise:uniform", 10, tmp_path / "busy")
     assert oracle.queries_spent == 0
 

@@ -138,11 +138,15 @@ def test_ctrl_c_says_how_to_resume(query_target, tmp_path):
     assert 256 <= FakeSet.open(out).count < 2000000
 
 
-def test_cli_resize_choices_match_the_library():
-    from copycat_tf.cli.label_cmd import RESIZE_POLICIES
-    from copycat_tf.queries import RESIZE_POLICIES as LIBRARY_POLICIES
+def test_cli_choices_are_the_library_constants():
+    from copycat_tf.cli.label_cmd import label_command
+    from copycat_tf.fakeset import DEFAULT_SHARD_SIZE, LABEL_MODES
+    from copycat_tf.queries import RESIZE_POLICIES
 
-    assert RESIZE_POLICIES == LIBRARY_POLICIES
+    params = {p.name: p for p in label_command.params}
+    assert tuple(params["resize"].type.choices) == RESIZE_POLICIES
+    assert tuple(params["labels"].type.choices) == LABEL_MODES
+    assert params["shard_size"].default == DEFAULT_SHARD_SIZE
 
 
 def _uncommitted(directory, min_count):

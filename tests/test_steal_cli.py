@@ -66,7 +66,7 @@ def test_steal_refuses_a_run_folder_of_another_target(stolen, tmp_path):
     other = tmp_path / "other.onnx"
     make_linear_classifier(other, image_shape=(8, 8, 1), num_classes=10)
     run_cli("steal", other, "--queries", "noise:uniform", "--budget", 700, "--out", out).assert_clean_error(
-        "fakeset"
+        "holds a steal run made with other arguments (target sha256", "--overwrite"
     )
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from copycat_tf.errors import CopycatError
 from copycat_tf.files import atomic_write, write_json
+from copycat_tf.report import percent
 
 #: Two scores this close count as the same in the verdict.
 _SAME = 0.01
@@ -30,14 +31,6 @@ _MAX_METADATA_CHARS = 300
 
 def _value(result: dict, metric: str) -> float | None:
     return result.get(metric)
-
-
-def _percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0%}"
-
-
-def _percent1(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
 
 
 def _money(value: float | None) -> str:
@@ -75,9 +68,9 @@ def verdict(report: dict) -> str:
         sources = ", ".join(report.get("queries") or []) or "the query images"
         amount = f"{chosen['queries']:,} queries of {sources}"
         if metric == "performance_ratio":
-            core = f"{_percent(_value(chosen, metric))} of this model's accuracy was copied with {amount}"
+            core = f"{percent(_value(chosen, metric), 0)} of this model's accuracy was copied with {amount}"
         else:
-            core = (f"a copy agreeing with this model on {_percent(_value(chosen, metric))} of fresh "
+            core = (f"a copy agreeing with this model on {percent(_value(chosen, metric), 0)} of fresh "
                     f"query images was made with {amount}")
         price = report.get("price_per_1k")
         cost = "" if price is None else f" (cost {_money(chosen.get('cost'))} at {_money(price)} per 1,000 queries)"
@@ -94,12 +87,12 @@ def verdict(report: dict) -> str:
         if baseline - others[worst] > _SAME:
             sentences.append(
                 f"At {largest:,} queries, {_defence_phrase(report, worst)} cut the copy's quality most: "
-                f"{_percent(others[worst])} against {_percent(baseline)} {against}."
+                f"{percent(others[worst], 0)} against {percent(baseline, 0)} {against}."
             )
         else:
             sentences.append(
                 f"At {largest:,} queries, no simulated output policy cut the copy's quality by more than "
-                f"a point ({_percent(others[worst])} at worst against {_percent(baseline)} {against})."
+                f"a point ({percent(others[worst], 0)} at worst against {percent(baseline, 0)} {against})."
             )
     kept = {r["defence"]: r.get("top1_kept") for r in report["results"]
             if r["queries"] == largest and r["defence"] not in ("none", "top1") and r.get("top1_kept") is not None}
@@ -107,7 +100,7 @@ def verdict(report: dict) -> str:
             "perturbation: it needs only the top-1 label")
     if kept:
         low, high = min(kept.values()), max(kept.values())
-        span = _percent1(low) if abs(high - low) < 5e-4 else f"{_percent1(low)} to {_percent1(high)}"
+        span = percent(low) if abs(high - low) < 5e-4 else f"{percent(low)} to {percent(high)}"
         then = ("the top1 results are what an attacker behind any of them still gets" if "top1" in defences
                 else "an attacker behind any of them can still fall back on labels alone (add top1 to "
                      "the defences to measure that)")
@@ -212,9 +205,9 @@ def _result_rows(report: dict) -> list[list[str]]:
     rows = []
     for r in sorted(report["results"], key=lambda r: (r["queries"], order.get(r["defence"], len(order)))):
         rows.append([
-            f"{r['queries']:,}", r["defence"], _percent1(r.get("performance_ratio")),
-            _percent1(r.get("agreement")), _percent1(r.get("copycat_accuracy")),
-            _percent1(r.get("target_accuracy")), _percent1(r.get("top1_kept")),
+            f"{r['queries']:,}", r["defence"], percent(r.get("performance_ratio")),
+            percent(r.get("agreement")), percent(r.get("copycat_accuracy")),
+            percent(r.get("target_accuracy")), percent(r.get("top1_kept")),
             "" if price is None else _money(r.get("cost")),
         ])
     return rows

@@ -142,9 +142,9 @@ def audit(
         test_data: labelled test data spec: gives performance ratios. Without it, copycats
             are scored by agreement with the target on ``eval_queries`` fresh query images.
         strategy: ``"balanced"`` or ``"paper"`` (:mod:`copycat_tf.strategies`).
-        train_config: the copycats' :class:`~copycat_tf.training.TrainConfig` (``labels``
-            is set per defence, ``seed`` from ``seed``; default ``small_cnn`` with the
-            strategy's class balancing).
+        train_config: the copycats' :class:`~copycat_tf.training.TrainConfig` (default
+            ``small_cnn`` with the strategy's class balancing); its ``seed`` must be ``seed``,
+            and its ``labels`` are set per defence (hard where only labels are shown).
         seed: seeds the queries and training.
         price_per_1k: price of 1,000 queries, for the report's costs (optional).
         eval_queries: fresh images for the agreement check without ``test_data``.
@@ -173,7 +173,10 @@ def audit(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CopycatError(f"--out {out_dir} is a file; give a folder for the audit")
-    train_config = train_config or TrainConfig(balance=DEFAULT_BALANCE[strategy])
+    train_config = train_config or TrainConfig(balance=DEFAULT_BALANCE[strategy], seed=seed)
+    if train_config.seed != seed:
+        raise CopycatError(f"conflicting settings: train_config.seed={train_config.seed!r} but seed={seed!r}; "
+                           "give the same value to both")
     oracle = OnnxOracle(target, **(oracle_options or {}))
     test = None
     if test_data is not None:  # loaded first: a wrong spec should fail before any query is bought
@@ -210,7 +213,7 @@ def audit(
         cell_name = f"{n}-{defence.name}"
         derived = derive(fakeset, out_dir / "fakesets" / cell_name, n, defence.attacker_view,
                          name=f"defence:{defence.name}", labels=labels)
-        config = replace(train_config, labels=labels, seed=seed)
+        config = replace(train_config, labels=labels)  # what this defence lets the attacker see
         copycat = train_copycat(derived, out_dir / "copycats" / cell_name, config, fit_verbose=fit_verbose)
         results.append(_cell(oracle, copycat, derived, fakeset, defence, n, test, eval_set, out_dir,
                              cell_name, price_per_1k))
@@ -243,7 +246,6 @@ def audit(
     }
     report["verdict"] = verdict(report)
     files = write_audit_report(report, out_dir)
-    log.info("audit: %s", report["verdict"])
     return AuditResult(out_dir, report, files, fakeset)
 
 

@@ -12,17 +12,15 @@ import numpy as np
 
 from copycat_tf.errors import CopycatError, check_whole
 from copycat_tf.fakeset.store import (
-    _SHARD_NAME,
     DEFAULT_SHARD_SIZE,
     LABEL_MODES,
-    MANIFEST,
     FakeSet,
     _read_manifest,
+    fakeset_folder,
 )
 from copycat_tf.fakeset.writer import (
     _append_shard,
     _new_manifest,
-    _remove_own_files,
     _write_manifest,
 )
 
@@ -80,8 +78,8 @@ def derive(
             f"{'' if fakeset.complete else ' (incomplete)'}; cannot take the first {count}"
         )
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CopycatError(f"output folder {out_dir} is a file; give a folder for the fake dataset")
+    folder = fakeset_folder(out_dir)
+    folder.check_not_file()
     if out_dir.resolve() == fakeset.directory.resolve():
         raise CopycatError(f"derive {fakeset.directory} into another folder, not into itself")
     covered, total = [], 0
@@ -109,19 +107,8 @@ def derive(
         if identity(existing["config"]) == identity(config) and existing["complete"]:
             return FakeSet(out_dir, existing)
         log.info("%s holds another derivation; writing it again", out_dir)
-    elif out_dir.is_dir():
-        strangers = [p.name for p in out_dir.iterdir()
-                     if not (p.name == MANIFEST + ".tmp" or _SHARD_NAME.fullmatch(p.name.removesuffix(".tmp")))]
-        if strangers:
-            raise CopycatError(
-                f"output folder {out_dir} is not empty and holds no fake dataset ({strangers[0]}, ...); "
-                "choose another folder"
-            )
-    _remove_own_files(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CopycatError(f"cannot create output folder {out_dir} ({exc.strerror})") from exc
+    folder.claim(overwrite=False, holds_run=existing is not None)
+    folder.remove_own()  # a derivation is always written whole
 
     num_classes = fakeset.num_classes
     manifest = {**_new_manifest(fakeset.manifest["oracle"], num_classes, config, count),

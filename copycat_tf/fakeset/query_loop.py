@@ -8,6 +8,7 @@ in batches within a budget, and append the answers to a fake dataset
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -147,12 +148,10 @@ def _run(writer: _Writer, oracle: Oracle, source: QuerySource, budget: int, soft
             progress(LabelProgress(writer.labeled, budget, writer.rejected, writer.queries_spent))
 
     report()
-    caller_budget = oracle.budget
-    # The oracle refuses anything past the limit, whatever happens in this loop.
-    oracle.budget = oracle.queries_spent + (limit - writer.labeled)
     stream = source.queries(writer.next_item, workers=workers, window=2 * batch_size + 16)
     exhausted = False
-    try:
+    # The oracle refuses anything past the limit, whatever happens in this loop.
+    with oracle.capped(limit - writer.labeled), contextlib.closing(stream):
         while writer.labeled < limit and not exhausted:
             want = min(batch_size, writer.shard_room, limit - writer.labeled)
             batch = []
@@ -167,15 +166,14 @@ def _run(writer: _Writer, oracle: Oracle, source: QuerySource, budget: int, soft
             else:
                 exhausted = True
             if batch:
-                answers = oracle.query(np.stack([q.image for q in batch]), soft=soft)
+                # Logged before it is sent (write-ahead): a kill while the answer is on its way
+                # still counts the queries, so a rerun never spends past the budget unawares.
                 writer.spent(len(batch))
+                answers = oracle.query(np.stack([q.image for q in batch]), soft=soft)
                 writer.add(batch, answers.labels, answers.probabilities)
                 if writer.shard_room == 0:
                     writer.commit()
                 report()
-    finally:
-        stream.close()
-        oracle.budget = caller_budget
     if exhausted:
         log.info("query sources used up after %d records", writer.labeled)
     elif writer.labeled < budget:

@@ -24,7 +24,7 @@ import numpy as np
 
 from copycat_tf.contract import Contract
 from copycat_tf.errors import CopycatError
-from copycat_tf.files import UnreadableJson, file_sha256, read_json
+from copycat_tf.files import OutputFolder, UnreadableJson, file_sha256, read_json
 from copycat_tf.npz import npz_headers, read_npz
 from copycat_tf.oracle import MAX_INPUT_PIXELS
 
@@ -38,6 +38,12 @@ DEFAULT_SHARD_SIZE = 1024
 _SHARD_NAME = re.compile(r"shard-\d{5,}\.npz")
 MAX_CLASSES = 1_000_000  # a manifest claiming more is not one copycat-tf wrote
 _REJECTED_HEADER = b"source\tkey\treason\n"
+
+
+def fakeset_folder(directory: Path) -> OutputFolder:
+    """A fake dataset's folder and the files it owns there."""
+    return OutputFolder(Path(directory), "fake dataset", files=(MANIFEST, REJECTED, QUERIES_LOG),
+                        patterns=(_SHARD_NAME.pattern,))
 
 
 class FakeSet:

@@ -27,6 +27,7 @@ from copycat_tf.fakeset.store import (
     QUERIES_LOG,
     REJECTED,
     _read_manifest,
+    fakeset_folder,
 )
 from copycat_tf.files import atomic_write, file_sha256, write_json
 from copycat_tf.oracle import Oracle
@@ -71,23 +72,15 @@ class _Writer:
     @classmethod
     def open(cls, directory: Path, oracle: Oracle, config: dict, budget: int, overwrite: bool) -> _Writer:
         """Start a new fake dataset in ``directory`` or take up the one already there."""
+        folder = fakeset_folder(directory)
+        folder.check_not_file()
         if overwrite:
-            _remove_own_files(directory)
+            folder.remove_own()
         manifest = _read_manifest(directory) if directory.is_dir() else None
         if manifest is None:
-            # A run killed while writing its first manifest leaves only manifest.json.tmp.
-            if directory.is_dir() and not overwrite and any(p.name != MANIFEST + ".tmp"
-                                                            for p in directory.iterdir()):
-                raise CopycatError(
-                    f"output folder {directory} is not empty and holds no fake dataset; choose another "
-                    "folder, or pass --overwrite to write beside the files there"
-                )
+            folder.claim(overwrite=overwrite)  # refuses someone else's files
             manifest = _new_manifest({"sha256": oracle.identity, "contract": oracle.contract.to_dict()},
                                      oracle.contract.num_classes, config, budget)
-            try:
-                directory.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise CopycatError(f"cannot create output folder {directory} ({exc.strerror})") from exc
         else:
             _check_resumable(directory, manifest, oracle, config)
         writer = cls(directory, manifest)
@@ -317,12 +310,3 @@ def _check_resumable(directory: Path, manifest: dict, oracle: Oracle, config: di
     )
 
 
-def _remove_own_files(directory: Path) -> None:
-    """``--overwrite``: delete what this tool wrote there, nothing else."""
-    if not directory.is_dir():
-        return
-    own = {MANIFEST, MANIFEST + ".tmp", REJECTED, QUERIES_LOG}
-    for path in directory.iterdir():
-        shard = path.name[:-4] if path.name.endswith(".tmp") else path.name
-        if path.is_file() and (path.name in own or _SHARD_NAME.fullmatch(shard)):
-            path.unlink()

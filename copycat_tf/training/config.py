@@ -42,6 +42,9 @@ class TrainConfig:
         validation_fraction: share of records held out to measure agreement with the
             oracle, chosen by record index with ``seed``.
         seed: weights, shuffling, validation choice, replication, augmentation.
+        deterministic: make TensorFlow's ops deterministic, so one seed gives one copycat to
+            the bit (``tf.config.experimental.enable_op_determinism``; slower, and it stays
+            on for the rest of the process).
         finetune_epochs: epochs on the fine-tuning fake dataset (default ``epochs``).
         finetune_learning_rate: its learning rate (default a tenth of ``learning_rate``,
             so fine-tuning refines what the first stage learned rather than overwriting it).
@@ -62,6 +65,7 @@ class TrainConfig:
     augment: bool = False
     validation_fraction: float = 0.1
     seed: int = 0
+    deterministic: bool = False
     finetune_epochs: int | None = None
     finetune_learning_rate: float | None = None
 

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from copycat_tf.contract import ARCH_KEY, QUERIES_KEY, ROLE_KEY, TARGET_SHA256_KEY
 from copycat_tf.errors import CopycatError
 from copycat_tf.export import PARITY_IMAGES, export_onnx
 from copycat_tf.models import build
@@ -148,6 +149,10 @@ def _train_stage(run, stage: _Stage, model, config: TrainConfig, callbacks, fit_
     )
 
     keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     done = run.stage(stage.name)["epochs_done"]
     if done:
         model = _load_model(run.checkpoint(stage.name))
@@ -239,10 +244,10 @@ def _export(run, model, fakeset, stages: list[_Stage]) -> CopycatResult:
 
     save_model_atomically(model, run.out_dir / "copycat.keras")
     metadata = {
-        "copycat_tf.role": "copycat",
-        "copycat_tf.target_sha256": fakeset.oracle_sha256,
-        "copycat_tf.queries": str(sum(stage.fakeset.queries_spent for stage in stages)),
-        "copycat_tf.arch": run.config["arch"],
+        ROLE_KEY: "copycat",
+        TARGET_SHA256_KEY: fakeset.oracle_sha256,
+        QUERIES_KEY: str(sum(stage.fakeset.queries_spent for stage in stages)),
+        ARCH_KEY: run.config["arch"],
     }
     parity_images = next(fakeset.iter_shards())["images"][:PARITY_IMAGES]
     export = export_onnx(model, run.out_dir / "copycat.onnx", fakeset.contract,

@@ -12,13 +12,12 @@ describes is on disk, so it never claims an epoch that was not saved.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from copycat_tf._version import __version__
 from copycat_tf.errors import CopycatError
-from copycat_tf.files import UnreadableJson, foreign_files, read_json, write_json
+from copycat_tf.files import OutputFolder, read_state, write_json
 from copycat_tf.oracle import file_sha256
 from copycat_tf.training.config import TrainConfig
 
@@ -31,10 +30,14 @@ STATE_VERSION = 1
 # (more epochs, or a lower rate after a divergence).
 _RESUME_KEYS = ("arch", "batch_size", "optimizer", "labels", "balance", "augment",
                 "validation_fraction", "seed")
-# With the partial files a kill can leave behind.
-_OWN_FILES = (TRAINING_JSON, "copycat.keras", "copycat.onnx",
-              TRAINING_JSON + ".tmp", "copycat.partial.keras", "copycat.onnx.tmp")
-_OWN_FOLDERS = ("checkpoints", "logs")
+
+
+
+def copycat_folder(out_dir: Path) -> OutputFolder:
+    """A copycat run's folder and what it owns there (the final files, checkpoints and logs)."""
+    return OutputFolder(Path(out_dir), "copycat run",
+                        files=(TRAINING_JSON, "copycat.keras", "copycat.onnx", "copycat.partial.keras"),
+                        folders=("checkpoints", "logs"))
 
 
 @dataclass(frozen=True)
@@ -103,10 +106,10 @@ class _TrainingRun:
 
     @classmethod
     def open(cls, out_dir: Path, config: TrainConfig, stages: list[_Stage], overwrite: bool) -> _TrainingRun:
-        if out_dir.exists() and not out_dir.is_dir():
-            raise CopycatError(f"output folder {out_dir} is a file; give a folder for the copycat")
+        folder = copycat_folder(out_dir)
+        folder.check_not_file()
         if overwrite:
-            _remove_own_files(out_dir)
+            folder.remove_own()
         wanted = {
             "format": STATE_FORMAT,
             "format_version": STATE_VERSION,
@@ -117,15 +120,10 @@ class _TrainingRun:
             "validation_agreement": None,
             "export_max_abs_diff": None,
         }
-        stored = _read_state(out_dir)
-        if stored is None and not overwrite and out_dir.is_dir():
-            foreign = foreign_files(out_dir, _OWN_FILES + _OWN_FOLDERS)
-            if foreign:
-                raise CopycatError(
-                    f"output folder {out_dir} is not empty ({foreign}) and holds no copycat run; choose "
-                    "another folder, or pass --overwrite to write beside those files (it deletes "
-                    "only copycat-tf's own)"
-                )
+        stored = read_state(out_dir / TRAINING_JSON, STATE_FORMAT, STATE_VERSION,
+                            fix="choose another output folder or rerun with --overwrite")
+        if stored is None:
+            folder.claim(overwrite=overwrite)
         state = wanted if stored is None else _resumed_state(out_dir, stored, wanted)
         if state["finished"] and not all((out_dir / name).is_file() for name in ("copycat.keras", "copycat.onnx")):
             state = {**state, "finished": False}  # trained, but the final files are gone: export again
@@ -219,23 +217,6 @@ def _initial_model_sha256(path: Path) -> str:
     return file_sha256(path)
 
 
-def _read_state(out_dir: Path) -> dict | None:
-    path = out_dir / TRAINING_JSON
-    try:
-        state = read_json(path)
-    except UnreadableJson as exc:
-        raise CopycatError(f"{path} is unreadable ({exc}); rerun with --overwrite to start again") from exc
-    if state is None:
-        return None
-    version = (state.get("format"), state.get("format_version")) if isinstance(state, dict) else None
-    if version != (STATE_FORMAT, STATE_VERSION):
-        raise CopycatError(
-            f"{path} is not a copycat-tf {STATE_VERSION} training state; choose another output "
-            "folder or rerun with --overwrite"
-        )
-    return state
-
-
 def _same_fakeset(a: dict, b: dict) -> bool:
     # The folder may have moved; the records may not have changed.
     return {k: v for k, v in a.items() if k != "directory"} == {k: v for k, v in b.items() if k != "directory"}
@@ -274,12 +255,3 @@ def _resumed_state(out_dir: Path, stored: dict, wanted: dict) -> dict:
                      "fakeset": target["fakeset"]}
         state["stages"][name] = stage
     return state
-
-
-def _remove_own_files(out_dir: Path) -> None:
-    """``overwrite``: delete what a copycat run writes, nothing else."""
-    for name in _OWN_FILES:
-        (out_dir / name).unlink(missing_ok=True)
-    for name in _OWN_FOLDERS:
-        if (out_dir / name).is_dir():
-            shutil.rmtree(out_dir / name)

@@ -1,0 +1,20 @@
+"""What commands print when they finish: result summaries shared by several commands."""
+
+from __future__ import annotations
+
+import click
+
+from copycat_tf.report import summary
+
+
+def print_steal_result(result) -> None:
+    """The lines `steal` and `demo` end with: fake dataset, copycat, report and the headline."""
+    fakeset, copycat = result.fakeset, result.copycat
+    click.echo(f"fake set  {fakeset.directory} ({fakeset.count:,} records, "
+               f"{fakeset.queries_spent:,} queries spent)")
+    click.echo(f"copycat   {copycat.onnx_path}"
+               + (" (already trained)" if copycat.already_trained else ""))
+    if result.evaluation is not None:
+        click.echo(summary(result.evaluation))
+        click.echo(f"report    {result.report_files['markdown']}")
+    click.echo(result.headline)
