@@ -10,11 +10,11 @@ One entry point, :func:`load_labelled`, turns a spec into uint8 NHWC images and 
 
 Folders of class subfolders come through :func:`load_labelled` with an ``image_shape``.
 
-Example:
+Usage::
 
->>> test = load_labelled("fashion-mnist:test")        # doctest: +SKIP
->>> test.images.shape, test.labels[:3], test.class_names[0]  # doctest: +SKIP
-((10000, 28, 28, 1), array([9, 2, 1]), 'T-shirt/top')
+    test = load_labelled("fashion-mnist:test")
+    test.images.shape, test.labels[:3], test.class_names[0]
+    # ((10000, 28, 28, 1), array([9, 2, 1]), 'T-shirt/top')
 """
 
 from __future__ import annotations

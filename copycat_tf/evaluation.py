@@ -9,13 +9,13 @@ test images still give the agreement.
 The metric functions are plain numpy; :func:`evaluate` returns an :class:`Evaluation`
 (data only; :mod:`copycat_tf.report` turns it into JSON, Markdown and plots).
 
-Example:
+Usage::
 
->>> target = OnnxOracle("target.onnx")                        # doctest: +SKIP
->>> copycat = OnnxOracle("runs/steal/copycat.onnx")           # doctest: +SKIP
->>> result = evaluate(target, copycat, load_labelled("fashion-mnist:test"))  # doctest: +SKIP
->>> result.performance_ratio, result.agreement               # doctest: +SKIP
-(0.931, 0.91)
+    target = OnnxOracle("target.onnx")
+    copycat = OnnxOracle("runs/steal/copycat.onnx")
+    result = evaluate(target, copycat, load_labelled("fashion-mnist:test"))
+    result.performance_ratio, result.agreement
+    # (0.931, 0.91)
 """
 
 from __future__ import annotations
@@ -298,10 +298,10 @@ def evaluate(
     Raises:
         CopycatError: any of the mismatches above, each saying what to fix.
 
-    Example:
+    Usage::
 
-    >>> result = evaluate(OnnxOracle("target.onnx"), OnnxOracle("copycat.onnx"),  # doctest: +SKIP
-    ...                   load_labelled("test.npz"), batch_size=128)
+        result = evaluate(OnnxOracle("target.onnx"), OnnxOracle("copycat.onnx"),
+                          load_labelled("test.npz"), batch_size=128)
     """
     if batch_size < 1:
         raise CopycatError(f"batch_size must be >= 1; received {batch_size}")

@@ -7,12 +7,12 @@ and ``(pixel - mean) / std`` preprocessing — so a copycat is a drop-in replace
 target. The contract is stored in the ONNX metadata, and the export is checked against
 Keras on real images at two batch sizes.
 
-Example:
+Usage::
 
->>> result = export_onnx(model, "copycat.onnx", target_oracle.contract,  # doctest: +SKIP
-...                      parity_images=some_uint8_images)
->>> result.max_abs_diff < 1e-4                                           # doctest: +SKIP
-True
+    result = export_onnx(model, "copycat.onnx", target_oracle.contract,
+                         parity_images=some_uint8_images)
+    result.max_abs_diff < 1e-4
+    # True
 """
 
 from __future__ import annotations

@@ -12,11 +12,11 @@
 :func:`demo` trains (or reuses) a Fashion-MNIST target and steals it with the built-in
 ``photos`` queries.
 
-Example:
+Usage::
 
->>> result = steal("target.onnx", ["./imagenet"], "runs/steal", budget=30_000,   # doctest: +SKIP
-...                test_data="fashion-mnist:test")
->>> print(result.headline)                                                       # doctest: +SKIP
+    result = steal("target.onnx", ["./imagenet"], "runs/steal", budget=30_000,
+                   test_data="fashion-mnist:test")
+    print(result.headline)
 """
 
 from __future__ import annotations

@@ -7,11 +7,11 @@ All formatting of evaluation results lives here. :func:`write_report` writes
 - ``confusion.png``: both confusion matrices side by side (labelled test data only);
 - ``agreement.png``: the target's label against the copycat's, image by image.
 
-Example:
+Usage::
 
->>> paths = write_report(evaluate(target, copycat, test), "runs/evaluate")  # doctest: +SKIP
->>> print(headline(evaluation))                                            # doctest: +SKIP
-copycat reaches 93.1% of the target's accuracy (agreement 91.0%) with 30,000 queries
+    paths = write_report(evaluate(target, copycat, test), "runs/evaluate")
+    print(headline(evaluation))
+    # copycat reaches 93.1% of the target's accuracy (agreement 91.0%) with 30,000 queries
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ MAX_NAMED_CLASSES = 40
 def headline(evaluation: Evaluation) -> str:
     """The one-line result, in the papers' terms.
 
-    Example:
+    Usage::
 
-    >>> headline(evaluation)                      # doctest: +SKIP
-    "copycat reaches 93.1% of the target's accuracy (agreement 91.0%) with 30,000 queries"
+        headline(evaluation)
+        # "copycat reaches 93.1% of the target's accuracy (agreement 91.0%) with 30,000 queries"
     """
     e = evaluation
     if not e.labelled:
@@ -58,15 +58,15 @@ def headline(evaluation: Evaluation) -> str:
 def summary(evaluation: Evaluation) -> str:
     """A few aligned lines comparing target and copycat, for the terminal.
 
-    Example:
+    Usage::
 
-    >>> print(summary(evaluation))                # doctest: +SKIP
-    test data  fashion-mnist:test: 10,000 images, 10 classes
-                  target   copycat
-    accuracy       91.2%     84.9%
-    macro-F1       0.911     0.846
-    ratio          93.1% of the target's accuracy (macro-F1: 92.9%)
-    agreement      91.0%
+        print(summary(evaluation))
+        # test data  fashion-mnist:test: 10,000 images, 10 classes
+        #               target   copycat
+        # accuracy       91.2%     84.9%
+        # macro-F1       0.911     0.846
+        # ratio          93.1% of the target's accuracy (macro-F1: 92.9%)
+        # agreement      91.0%
     """
     e = evaluation
     lines = [f"test data  {e.test_name}: {e.count:,} images, {len(e.class_names)} classes"]
@@ -100,10 +100,10 @@ def write_report(evaluation: Evaluation, out_dir: str | os.PathLike, *, overwrit
         ``{"json": ..., "markdown": ..., "agreement_plot": ...}`` plus ``"confusion_plot"``
         for labelled test data.
 
-    Example:
+    Usage::
 
-    >>> write_report(evaluation, "runs/evaluate")["markdown"]  # doctest: +SKIP
-    PosixPath('runs/evaluate/report.md')
+        write_report(evaluation, "runs/evaluate")["markdown"]
+        # PosixPath('runs/evaluate/report.md')
     """
     out = Path(out_dir)
     folder = OutputFolder(out, "copycat-tf report",

@@ -23,11 +23,11 @@ without retraining a finished scout. Every record of the first ``N`` was chosen 
 answers to earlier records only, so any prefix of a balanced fake dataset is itself an
 ``N``-query attack (which is what ``copycat-tf audit`` relies on).
 
-Example:
+Usage::
 
->>> oracle = OnnxOracle("target.onnx")                                        # doctest: +SKIP
->>> fakeset = collect(oracle, ["photos"], 10_000, "runs/fake")                  # doctest: +SKIP
->>> fakeset = collect(oracle, ["./imagenet"], 10_000, "runs/paper", strategy="paper")  # doctest: +SKIP
+    oracle = OnnxOracle("target.onnx")
+    fakeset = collect(oracle, ["photos"], 10_000, "runs/fake")
+    fakeset = collect(oracle, ["./imagenet"], 10_000, "runs/paper", strategy="paper")
 """
 
 from __future__ import annotations

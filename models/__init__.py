@@ -15,7 +15,6 @@ Example:
 >>> from copycat_tf.models import ARCHITECTURES, build, default_training
 >>> sorted(ARCHITECTURES)
 ['alexnet', 'mobilenet_v2', 'resnet50', 'small_cnn', 'vgg16']
->>> model = build("vgg16", input_shape=(28, 28, 1), num_classes=10)  # doctest: +SKIP
 >>> default_training("vgg16")["learning_rate"]
 0.0001
 """
@@ -119,10 +118,10 @@ def build(name: str, input_shape: tuple[int, int, int], num_classes: int):
     Raises:
         CopycatError: unknown name, or a shape or class count no model can take.
 
-    Example:
+    Usage::
 
-    >>> model = build("small_cnn", (28, 28, 1), 10)  # doctest: +SKIP
-    >>> model.predict(images.astype("float32")).sum(axis=1)  # rows sum to 1  # doctest: +SKIP
+        model = build("small_cnn", (28, 28, 1), 10)
+        model.predict(images.astype("float32")).sum(axis=1)  # rows sum to 1
     """
     spec = _REGISTRY[check_name(name)]
     input_shape = tuple(int(v) for v in input_shape)

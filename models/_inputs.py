@@ -23,11 +23,11 @@ def pixel_input(input_shape: tuple[int, int, int], min_size: int = 1):
     Returns:
         ``(inputs, x)``: the ``keras.Input`` and the scaled (and resized) tensor.
 
-    Example:
+    Usage::
 
-    >>> inputs, x = pixel_input((8, 8, 1), min_size=32)  # doctest: +SKIP
-    >>> tuple(x.shape)                                      # doctest: +SKIP
-    (None, 32, 32, 1)
+        inputs, x = pixel_input((8, 8, 1), min_size=32)
+        tuple(x.shape)
+        # (None, 32, 32, 1)
     """
     import keras
 

@@ -21,9 +21,9 @@ def build_alexnet(input_shape: tuple[int, int, int], num_classes: int):
     layers of 1,024 units with dropout, softmax. BatchNorm replaces local response
     normalisation, which Keras does not have and which later work found unnecessary.
 
-    Example:
+    Usage::
 
-    >>> model = build_alexnet((32, 32, 3), 10)  # doctest: +SKIP
+        model = build_alexnet((32, 32, 3), 10)
     """
     import keras
     from keras import layers

@@ -31,9 +31,9 @@ def _with_head(backbone_factory, name: str, input_shape, num_classes: int, dropo
 def build_vgg16(input_shape: tuple[int, int, int], num_classes: int):
     """VGG16 (Simonyan & Zisserman, 2015), the Copycat CNN paper's copycat.
 
-    Example:
+    Usage::
 
-    >>> model = build_vgg16((28, 28, 1), 10)  # doctest: +SKIP
+        model = build_vgg16((28, 28, 1), 10)
     """
     import keras
 
@@ -43,9 +43,9 @@ def build_vgg16(input_shape: tuple[int, int, int], num_classes: int):
 def build_mobilenet_v2(input_shape: tuple[int, int, int], num_classes: int):
     """MobileNetV2 (Sandler et al., 2018).
 
-    Example:
+    Usage::
 
-    >>> model = build_mobilenet_v2((32, 32, 3), 10)  # doctest: +SKIP
+        model = build_mobilenet_v2((32, 32, 3), 10)
     """
     import keras
 
@@ -55,9 +55,9 @@ def build_mobilenet_v2(input_shape: tuple[int, int, int], num_classes: int):
 def build_resnet50(input_shape: tuple[int, int, int], num_classes: int):
     """ResNet50 (He et al., 2016).
 
-    Example:
+    Usage::
 
-    >>> model = build_resnet50((32, 32, 3), 10)  # doctest: +SKIP
+        model = build_resnet50((32, 32, 3), 10)
     """
     import keras
 

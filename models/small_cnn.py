@@ -15,9 +15,9 @@ def build_small_cnn(input_shape: tuple[int, int, int], num_classes: int):
     two CPU cores); narrow (16 and 32 filters) because on a CPU the time goes to the
     full-resolution layers.
 
-    Example:
+    Usage::
 
-    >>> model = build_small_cnn((28, 28, 1), 10)  # doctest: +SKIP
+        model = build_small_cnn((28, 28, 1), 10)
     """
     import keras
     from keras import layers

@@ -29,9 +29,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from PIL import Image
-
 from onnx_factory import make_linear_classifier
+from PIL import Image
 
 OUT = object()  # placeholder for the case's output folder
 SHAPE = (8, 8, 3)  # image shape of the small targets

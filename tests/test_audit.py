@@ -8,13 +8,13 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from cli_runner import run_cli
-from copycat_tf.audit.report import verdict, write_audit_report
+from onnx_factory import make_linear_classifier
+
 from copycat_tf.audit.defences import parse_defence
+from copycat_tf.audit.report import verdict, write_audit_report
 from copycat_tf.errors import CopycatError
 from copycat_tf.fakeset import FakeSet, derive
-from onnx_factory import make_linear_classifier
 
 HOSTILE = "<script>alert('x')</script><img src=x onerror=alert(1)>"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

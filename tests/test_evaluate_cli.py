@@ -4,12 +4,12 @@ import json
 
 import numpy as np
 import pytest
+from cli_runner import run_cli
+from onnx_factory import make_linear_classifier, reference_logits
 from PIL import Image
 
-from cli_runner import run_cli
 from copycat_tf.evaluation import QUERIES_KEY, TARGET_SHA256_KEY
 from copycat_tf.files import file_sha256
-from onnx_factory import make_linear_classifier, reference_logits
 
 SHAPE = (8, 8, 3)
 

@@ -4,6 +4,7 @@ import re
 
 import numpy as np
 import pytest
+from onnx_factory import make_linear_classifier, reference_logits
 from sklearn import metrics
 
 from copycat_tf.datasets import LabelledImages
@@ -21,7 +22,6 @@ from copycat_tf.evaluation import (
 )
 from copycat_tf.files import file_sha256
 from copycat_tf.oracle import OnnxOracle
-from onnx_factory import make_linear_classifier, reference_logits
 
 # Three classes, eight images; worked out by hand below.
 Y_TRUE = np.array([0, 0, 0, 1, 1, 2, 2, 2])

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from onnx_factory import linear_weights, reference_logits
 
 import copycat_tf.fakeset.writer as fakeset_writer
 from copycat_tf.errors import CopycatError
@@ -12,7 +13,6 @@ from copycat_tf.fakeset import FakeSet, label
 from copycat_tf.files import file_sha256
 from copycat_tf.oracle import OnnxOracle
 from copycat_tf.queries import open_query_source
-from onnx_factory import linear_weights, reference_logits
 
 
 def records(fakeset, with_probabilities=False):

@@ -38,10 +38,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from onnx_factory import make_linear_classifier
 
 from copycat_tf.fakeset import FakeSet, label
 from copycat_tf.oracle import OnnxOracle
-from onnx_factory import make_linear_classifier
 
 SEED = int(os.environ.get("COPYCAT_FAULT_SEED", "7"))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cli_runner import run_cli
-from copycat_tf.fakeset import FakeSet
 from hostile_corpus import CONVERTED_IMAGES, ERROR_CASES, OUT, REJECTED_IMAGES, good_images
 from onnx_factory import make_linear_classifier
+
+from copycat_tf.fakeset import FakeSet
 
 
 def snapshot(root: Path, exclude: Path) -> dict[str, tuple]:

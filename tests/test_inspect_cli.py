@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from cli_runner import run_cli
 from onnx_factory import make_linear_classifier
 

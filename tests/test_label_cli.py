@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 import pytest
-
 from cli_runner import run_cli
+
 from copycat_tf.fakeset import FakeSet, label
 from copycat_tf.oracle import OnnxOracle
 

@@ -5,6 +5,7 @@ an ONNX export with parity."""
 import numpy as np
 import pytest
 
+from copycat_tf.errors import CopycatError
 from copycat_tf.models import (
     ARCHITECTURES,
     OPTIMIZERS,
@@ -12,8 +13,6 @@ from copycat_tf.models import (
     check_name,
     default_training,
 )
-
-from copycat_tf.errors import CopycatError
 
 SHAPES = [(8, 8, 1), (40, 36, 3)]  # below every minimum size (upsampled), and above it
 

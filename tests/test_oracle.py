@@ -8,11 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
+from onnx_factory import make_linear_classifier, reference_logits
 
 from copycat_tf.contract import METADATA_KEY, Preprocessing
 from copycat_tf.errors import BudgetExceeded, CopycatError
 from copycat_tf.oracle import OnnxOracle
-from onnx_factory import make_linear_classifier, reference_logits
 
 
 def images(n, shape=(8, 8, 3), seed=1):

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import png_bomb
 from PIL import Image
 
-from conftest import png_bomb
 from copycat_tf.errors import CopycatError
 from copycat_tf.queries import ImageFitter, SourceSpec, open_query_source, photo_pool
 

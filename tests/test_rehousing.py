@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
-
 from cli_runner import run_cli
+from onnx import TensorProto, helper, numpy_helper
 from onnx_factory import make_linear_classifier
 
 from copycat_tf.oracle import OnnxOracle

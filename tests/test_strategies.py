@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from onnx_factory import make_linear_classifier
 
 from copycat_tf.errors import CopycatError
 from copycat_tf.fakeset import FakeSet, label
@@ -11,8 +12,6 @@ from copycat_tf.oracle import OnnxOracle
 from copycat_tf.queries import QueryTransforms, open_query_source
 from copycat_tf.strategies import BalancedRounds, choose_by_class, collect, last_scout
 from copycat_tf.training.data import sqrt_class_weights
-from onnx_factory import make_linear_classifier
-
 
 # ------------------------------------------------------------------------ transforms
 

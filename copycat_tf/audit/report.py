@@ -5,11 +5,11 @@ builds, so a report can be rewritten, or checked, without TensorFlow. The HTML p
 nothing but itself: inline CSS, the curve embedded as a base64 ``data:`` URI, no scripts,
 no external resources; every string in it is HTML-escaped (model metadata is untrusted).
 
-Example:
+Usage::
 
->>> files = write_audit_report(json.load(open("runs/audit/audit.json")), "runs/audit")  # doctest: +SKIP
->>> files["html"]                                                                     # doctest: +SKIP
-PosixPath('runs/audit/audit.html')
+    files = write_audit_report(json.load(open("runs/audit/audit.json")), "runs/audit")
+    files["html"]
+    # PosixPath('runs/audit/audit.html')
 """
 
 from __future__ import annotations
@@ -49,10 +49,10 @@ def _defence_phrase(report: dict, name: str) -> str:
 def verdict(report: dict) -> str:
     """The audit's conclusion in plain language, computed from ``report["results"]``.
 
-    Example:
+    Usage::
 
-    >>> verdict(report)                                                   # doctest: +SKIP
-    "With label-only answers (top1), 90% of this model's accuracy was copied with 5,000 queries ..."
+        verdict(report)
+        # "With label-only answers (top1), 90% of this model's accuracy was copied with 5,000 queries ..."
     """
     metric = report["metric"]
     results = [r for r in report["results"] if _value(r, metric) is not None]

@@ -24,11 +24,11 @@ from it would leak.
 Every stage resumes: a rerun of the same call buys nothing, retrains nothing and reuses
 every cached score.
 
-Example:
+Usage::
 
->>> result = audit("vendor.onnx", ["./imagenet"], "runs/audit", budgets=(1000, 5000),   # doctest: +SKIP
-...                test_data="fashion-mnist:test", price_per_1k=1.5)
->>> print(result.verdict)                                                              # doctest: +SKIP
+    result = audit("vendor.onnx", ["./imagenet"], "runs/audit", budgets=(1000, 5000),
+                   test_data="fashion-mnist:test", price_per_1k=1.5)
+    print(result.verdict)
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError, check_whole
 from copycat_tf.evaluation import agreement, evaluate
 from copycat_tf.fakeset import derive, label
-from copycat_tf.files import UnreadableJson, read_json, write_json
-from copycat_tf.oracle import OnnxOracle, file_sha256
+from copycat_tf.files import UnreadableJson, file_sha256, read_json, write_json
+from copycat_tf.oracle import OnnxOracle
 from copycat_tf.queries import open_query_source
 from copycat_tf.strategies import DEFAULT_BALANCE, STRATEGIES, collect
 from copycat_tf.training import TrainConfig, train_copycat

@@ -6,11 +6,11 @@
 :func:`derive` (``derive.py``) makes new fake datasets from a prefix of one purchase without
 sending a query.
 
-Example:
+Usage::
 
->>> oracle = OnnxOracle("target.onnx")                                  # doctest: +SKIP
->>> fakeset = label(oracle, ["imagenet/", "photos:0.2"], 50_000, "runs/fake")  # doctest: +SKIP
->>> fakeset.summary()["label_histogram"]                                # doctest: +SKIP
+    oracle = OnnxOracle("target.onnx")
+    fakeset = label(oracle, ["imagenet/", "photos:0.2"], 50_000, "runs/fake")
+    fakeset.summary()["label_histogram"]
 """
 
 from copycat_tf.fakeset.derive import derive

@@ -62,11 +62,11 @@ def derive(
     Raises:
         CopycatError: bad arguments, or ``out_dir`` holding something else.
 
-    Example:
+    Usage::
 
-    >>> small = derive(FakeSet.open("runs/fake"), "runs/fake-1000", 1000)   # doctest: +SKIP
-    >>> small.count, small.queries_spent                                    # doctest: +SKIP
-    (1000, 1000)
+        small = derive(FakeSet.open("runs/fake"), "runs/fake-1000", 1000)
+        small.count, small.queries_spent
+        # (1000, 1000)
     """
     check_whole("count", count)
     labels = labels or fakeset.manifest["config"]["labels"]

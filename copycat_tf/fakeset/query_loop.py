@@ -85,10 +85,10 @@ def label(
     Raises:
         CopycatError: bad arguments, an incompatible dataset in ``out_dir``, a full disk.
 
-    Example:
+    Usage::
 
-    >>> fakeset = label(OnnxOracle("target.onnx"), ["photos"], 10_000, "runs/fake",
-    ...                 labels="soft", seed=1)                       # doctest: +SKIP
+        fakeset = label(OnnxOracle("target.onnx"), ["photos"], 10_000, "runs/fake",
+                        labels="soft", seed=1)
     """
     for name, value in (("budget", budget), ("batch_size", batch_size), ("shard_size", shard_size)):
         check_whole(name, value)

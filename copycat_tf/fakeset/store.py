@@ -60,12 +60,12 @@ class FakeSet:
         label_histogram: records per class; ``num_classes``, ``image_shape`` from the contract.
         has_probabilities: the records carry float32 probabilities (``labels="soft"``).
 
-    Example:
+    Usage::
 
-    >>> fakeset = FakeSet.open("runs/fake")                          # doctest: +SKIP
-    >>> fakeset.count, fakeset.num_classes, fakeset.label_histogram    # doctest: +SKIP
-    >>> for shard in fakeset.iter_shards():                           # doctest: +SKIP
-    ...     shard["images"].shape, shard["labels"].shape
+        fakeset = FakeSet.open("runs/fake")
+        fakeset.count, fakeset.num_classes, fakeset.label_histogram
+        for shard in fakeset.iter_shards():
+            shard["images"].shape, shard["labels"].shape
     """
 
     def __init__(self, directory: Path, manifest: dict):

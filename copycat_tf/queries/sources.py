@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from copycat_tf.errors import CopycatError, first_line
+from copycat_tf.files import file_sha256
 from copycat_tf.images import IMAGE_EXTENSIONS, ImageFitter, Rejection
 from copycat_tf.npz import read_npz
-from copycat_tf.oracle import file_sha256
 
 log = logging.getLogger(__name__)
 

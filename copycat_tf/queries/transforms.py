@@ -86,9 +86,9 @@ class QueryTransforms:
         edges, autocontrast, gamma, threshold, blur, invert, place: the probability of
             each change in a changed query.
 
-    Example:
+    Usage::
 
-    >>> source = open_query_source("photos", (28, 28, 1), transforms=QueryTransforms(share=0.8))  # doctest: +SKIP
+        source = open_query_source("photos", (28, 28, 1), transforms=QueryTransforms(share=0.8))
     """
 
     share: float = 0.8

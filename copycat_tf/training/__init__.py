@@ -10,9 +10,6 @@ Example:
 
 >>> TrainConfig(arch="small_cnn").resolved(records=10_000).epochs
 8
->>> result = train_copycat(FakeSet.open("runs/fake"), "runs/copycat", TrainConfig())  # doctest: +SKIP
->>> result.onnx_path, result.validation_agreement                                 # doctest: +SKIP
-(PosixPath('runs/copycat/copycat.onnx'), 0.93)
 """
 
 from copycat_tf.training.config import (

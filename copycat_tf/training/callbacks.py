@@ -3,11 +3,11 @@
 Imported only inside training functions, so importing :mod:`copycat_tf.training` (and
 the CLI) never loads TensorFlow.
 
-Example:
+Usage::
 
->>> checkpoint = GoodEpochCheckpoint("checkpoints/main.keras", on_saved=record)  # doctest: +SKIP
->>> model.fit(data, epochs=10, callbacks=[checkpoint, EpochLogger(10, "copycat")])  # doctest: +SKIP
->>> checkpoint.diverged_epoch  # None, or the 1-based epoch whose loss went NaN  # doctest: +SKIP
+    checkpoint = GoodEpochCheckpoint("checkpoints/main.keras", on_saved=record)
+    model.fit(data, epochs=10, callbacks=[checkpoint, EpochLogger(10, "copycat")])
+    checkpoint.diverged_epoch  # None, or the 1-based epoch whose loss went NaN
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ def cosine_decay(learning_rate: float, epochs: int) -> keras.callbacks.LearningR
     epoch from the epoch number alone, so a resumed run picks up exactly where it was, and
     a rerun with another learning rate (say after a divergence) takes effect at once.
 
-    Example:
+    Usage::
 
-    >>> schedule = cosine_decay(1e-3, epochs=4)  # rates ~0.96, 0.69, 0.31, 0.04 x 1e-3  # doctest: +SKIP
+        schedule = cosine_decay(1e-3, epochs=4)  # rates ~0.96, 0.69, 0.31, 0.04 x 1e-3
     """
 
     def rate(epoch, current=None):

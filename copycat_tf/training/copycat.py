@@ -75,10 +75,10 @@ def train_copycat(
             epoch stays in ``out_dir/checkpoints``; rerun with a lower learning rate to
             resume from it).
 
-    Example:
+    Usage::
 
-    >>> result = train_copycat(FakeSet.open("runs/npd"), "runs/copycat",
-    ...                        TrainConfig(arch="vgg16"), finetune=FakeSet.open("runs/pd"))  # doctest: +SKIP
+        result = train_copycat(FakeSet.open("runs/npd"), "runs/copycat",
+                               TrainConfig(arch="vgg16"), finetune=FakeSet.open("runs/pd"))
     """
     config = (config or TrainConfig()).resolved(records=fakeset.count)
     _check_fakesets(fakeset, finetune, config)

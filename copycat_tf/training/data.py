@@ -14,10 +14,10 @@ batches. The input pipeline must never be what limits training speed, so:
 Both paths hold out the same validation records (chosen from record indices with a seed)
 and apply the same class balancing, so they train on the same examples.
 
-Example:
+Usage::
 
->>> data = make_training_data(FakeSet.open("runs/fake"), batch_size=64)  # doctest: +SKIP
->>> model.fit(data.train, validation_data=data.validation, epochs=5)     # doctest: +SKIP
+    data = make_training_data(FakeSet.open("runs/fake"), batch_size=64)
+    model.fit(data.train, validation_data=data.validation, epochs=5)
 """
 
 from __future__ import annotations
@@ -169,10 +169,10 @@ def make_augmenter(seed: int):
     No flips: the oracle labelled each image as it was, and a flipped digit or letter can
     mean another class; small shifts and zooms rarely change what a classifier sees.
 
-    Example:
+    Usage::
 
-    >>> augment = make_augmenter(seed=0)          # doctest: +SKIP
-    >>> augment(pixels, training=True).shape      # doctest: +SKIP
+        augment = make_augmenter(seed=0)
+        augment(pixels, training=True).shape
     """
     import keras
 

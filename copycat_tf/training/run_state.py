@@ -17,8 +17,7 @@ from pathlib import Path
 
 from copycat_tf._version import __version__
 from copycat_tf.errors import CopycatError
-from copycat_tf.files import OutputFolder, read_state, write_json
-from copycat_tf.oracle import file_sha256
+from copycat_tf.files import OutputFolder, file_sha256, read_state, write_json
 from copycat_tf.training.config import TrainConfig
 
 TRAINING_JSON = "training.json"

@@ -18,9 +18,9 @@ from copycat_tf.contract import ARCH_KEY, ROLE_KEY
 from copycat_tf.datasets import NAMED, LabelledImages, load_labelled
 from copycat_tf.errors import CopycatError, check_positive_number, check_whole
 from copycat_tf.export import PARITY_IMAGES, export_onnx, native_contract
-from copycat_tf.files import write_json
+from copycat_tf.files import file_sha256, write_json
 from copycat_tf.models import build, check_name
-from copycat_tf.oracle import OnnxOracle, file_sha256
+from copycat_tf.oracle import OnnxOracle
 from copycat_tf.training.config import _optimizer, _settings
 
 log = logging.getLogger(__name__)
@@ -66,11 +66,11 @@ def load_target_data(
     Returns:
         ``(train, test)``.
 
-    Example:
+    Usage::
 
-    >>> train, test = load_target_data("digits")  # doctest: +SKIP
-    >>> len(train.images), len(test.images)       # doctest: +SKIP
-    (1438, 359)
+        train, test = load_target_data("digits")
+        len(train.images), len(test.images)
+        # (1438, 359)
     """
     name, has_split, _ = dataset.partition(":")
     if name in NAMED:
@@ -136,11 +136,11 @@ def train_target(
     Raises:
         CopycatError: unknown dataset or architecture, missing labels, divergence.
 
-    Example:
+    Usage::
 
-    >>> result = train_target("fashion-mnist", "small_cnn", "target.onnx")  # doctest: +SKIP
-    >>> round(result.test_accuracy, 2)                                      # doctest: +SKIP
-    0.9
+        result = train_target("fashion-mnist", "small_cnn", "target.onnx")
+        round(result.test_accuracy, 2)
+        # 0.9
     """
     check_name(arch)
     check_whole("epochs", epochs, optional=True)

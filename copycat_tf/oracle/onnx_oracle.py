@@ -1,16 +1,6 @@
-"""The oracle: the target model as a black box that answers image queries with labels.
-
-:class:`Oracle` is the interface every stage talks to (uint8 images in, labels and
-optionally probabilities out, every query counted against an optional budget).
-:class:`OnnxOracle` is the first implementation: a target ONNX file reached only through
-``onnxruntime.InferenceSession`` — inputs in, outputs out; no weights, no gradients.
-
-Example:
-
->>> oracle = OnnxOracle("target.onnx", budget=10_000)        # doctest: +SKIP
->>> print(oracle.contract.describe())                          # doctest: +SKIP
->>> answers = oracle.query(images, soft=True)                  # doctest: +SKIP
->>> answers.labels, answers.probabilities, oracle.queries_spent  # doctest: +SKIP
+""":class:`OnnxOracle`: a target ONNX file queried through onnxruntime only (inputs in, outputs
+out; no weights, no gradients), its contract read from the session, the metadata this
+project writes, the caller's overrides and a probe of a few noise images.
 """
 
 from __future__ import annotations
@@ -18,10 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,19 +23,15 @@ from copycat_tf.contract import (
     ImageInput,
     Preprocessing,
     detect_output_kind,
-    to_probabilities,
 )
-from copycat_tf.errors import BudgetExceeded, CopycatError, first_line
+from copycat_tf.errors import CopycatError, first_line
 from copycat_tf.files import file_sha256
+from copycat_tf.oracle.base import MAX_BATCH_PIXELS, MAX_FIXED_BATCH, MAX_INPUT_PIXELS, Oracle
+from copycat_tf.oracle.onnx_file import ModelInfo, _parameter_count, load_checked_model
 
 log = logging.getLogger(__name__)
 
-#: Largest image (height x width) an input may declare; bigger is treated as hostile.
-MAX_INPUT_PIXELS = 4096 * 4096
-#: Largest fixed batch an input may declare (the probe sends one whole batch); and the most
-#: pixels one fixed batch may hold in all.
-MAX_FIXED_BATCH = 4096
-MAX_BATCH_PIXELS = 4 * MAX_INPUT_PIXELS
+
 _ORT_DTYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
@@ -58,224 +41,6 @@ _ORT_DTYPES = {
     "tensor(int32)": "int32",
     "tensor(int64)": "int64",
 }
-
-
-@dataclass(frozen=True)
-class Answers:
-    """The oracle's answers to one batch of queries.
-
-    Attributes:
-        labels: int64 ``(N,)`` predicted classes (argmax).
-        probabilities: float32 ``(N, K)`` class probabilities when asked for (softmax of
-            logits; normalised scores for ``scores`` outputs), else ``None``.
-    """
-
-    labels: np.ndarray
-    probabilities: np.ndarray | None = None
-
-
-class Oracle(ABC):
-    """A black-box classifier: uint8 images ``(N, H, W, C)`` in, classes out.
-
-    Subclasses implement :meth:`_infer` (model-input tensor in, raw class rows out) and set
-    ``contract`` and ``identity``; this class converts images, counts queries and enforces
-    the budget, so every implementation (ONNX today, HTTP later) charges the same way.
-
-    Attributes:
-        contract: the :class:`~copycat_tf.contract.Contract` images are sent under.
-        identity: a stable identifier of the target (the ONNX file's sha256).
-        budget: the most images that may be sent, or ``None`` for no limit.
-        queries_spent: images sent so far.
-    """
-
-    contract: Contract
-    identity: str
-
-    def __init__(self, budget: int | None = None):
-        if budget is not None and budget < 0:
-            raise CopycatError(f"budget must be >= 0; received {budget}")
-        self.budget = budget
-        self.queries_spent = 0
-        self._cap: int | None = None  # a total set by capped(), below the budget
-
-
-    @property
-    def queries_left(self) -> int | None:
-        return None if self.budget is None else self.budget - self.queries_spent
-
-    @contextmanager
-    def capped(self, limit: int) -> Iterator[Oracle]:
-        """Within the block, refuse to send more than ``limit`` further images.
-
-        A stage that must not overspend (the labeling loop) caps the oracle without touching
-        the caller's ``budget``; caps nest, the tighter one wins.
-
-        Example:
-
-        >>> with oracle.capped(1_000):   # doctest: +SKIP
-        ...     oracle.query(images)     # BudgetExceeded past 1,000 more images
-        """
-        saved = self._cap
-        cap = self.queries_spent + limit
-        self._cap = cap if saved is None else min(saved, cap)
-        try:
-            yield self
-        finally:
-            self._cap = saved
-
-    def query(self, images: np.ndarray, *, soft: bool = False) -> Answers:
-        """Send ``images`` to the model and return its answers.
-
-        Args:
-            images: uint8 ``(N, H, W, C)`` at the contract's image shape.
-            soft: also return float32 probabilities.
-
-        Raises:
-            BudgetExceeded: the batch would exceed the budget (nothing is sent).
-        """
-        images = self.contract.check_images(images)
-        n = len(images)
-        for limit in (self.budget, self._cap):
-            if limit is not None and self.queries_spent + n > limit:
-                raise BudgetExceeded(
-                    f"query budget exhausted: {self.queries_spent} of {limit} images spent, "
-                    f"{n} more asked for"
-                )
-        if n == 0:
-            return Answers(np.zeros(0, np.int64), np.zeros((0, self.contract.num_classes), np.float32) if soft else None)
-        model_input = self.contract.to_model_input(images)
-        # Counted when sent, not when answered: a paid API charges a request that then fails.
-        self.queries_spent += n
-        raw = self._infer(model_input)
-        if raw.shape != (n, self.contract.num_classes):
-            raise CopycatError(
-                f"model output {self.contract.output.name!r} has shape {raw.shape}; "
-                f"expected ({n}, {self.contract.num_classes})"
-            )
-        if not np.all(np.isfinite(raw)):
-            raise CopycatError(f"model output {self.contract.output.name!r} holds NaN or inf values")
-        labels = raw.argmax(axis=1).astype(np.int64)
-        probs = to_probabilities(raw, self.contract.output.kind) if soft else None
-        return Answers(labels, probs)
-
-    @abstractmethod
-    def _infer(self, model_input: np.ndarray) -> np.ndarray:
-        """Run the model on a model-input tensor; return raw class rows ``(N, K)``."""
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What ``copycat-tf inspect`` shows about an ONNX file."""
-
-    path: str
-    sha256: str
-    ir_version: int
-    opsets: dict[str, int]
-    producer: str
-    parameters: int
-    metadata: dict[str, str]
-    contract: Contract
-    #: The image height/width are dynamic; ``contract`` shows them at the size given or probed.
-    dynamic_size: bool = False
-
-    def to_dict(self) -> dict:
-        contract = self.contract
-        inputs = [contract.input.to_dict()]
-        return {
-            "path": self.path,
-            "sha256": self.sha256,
-            "ir_version": self.ir_version,
-            "opsets": self.opsets,
-            "producer": self.producer,
-            "parameters": self.parameters,
-            "inputs": inputs,
-            "outputs": [contract.output.to_dict()]
-            + [{"name": name, "used": False} for name in contract.extra_outputs],
-            "num_classes": contract.num_classes,
-            "output_kind": contract.output.kind,
-            "preprocessing": contract.preprocessing.to_dict(),
-            "metadata": self.metadata,
-            "dynamic_size": self.dynamic_size,
-        }
-
-
-def load_checked_model(path: str | os.PathLike):
-    """Parse an ONNX file safely and run ``onnx.checker`` on it.
-
-    External-data tensors must live inside the model's folder (no absolute paths, no
-    ``..``, no symlinks out of it); the file is parsed without following them.
-
-    Returns:
-        The ``onnx.ModelProto`` (external data not loaded).
-    """
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    path = Path(path)
-    if not path.exists():
-        raise CopycatError(f"{path}: no such file")
-    if not path.is_file():
-        raise CopycatError(f"{path}: not a file")
-    if path.stat().st_size == 0:
-        raise CopycatError(f"{path}: empty file, not an ONNX model")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
-        raise CopycatError(f"{path}: not an ONNX model (cannot parse it: {first_line(exc)})") from exc
-    if not model.graph.node and not model.graph.output:
-        raise CopycatError(f"{path}: not an ONNX model (no graph found)")
-    _check_external_data(model, path)
-    try:
-        # By path, so external data resolves against the model's folder (checked above).
-        onnx.checker.check_model(str(path))
-    except Exception as exc:  # onnx raises ValidationError and others from C++
-        raise CopycatError(f"{path}: fails onnx.checker: {first_line(exc)}") from exc
-    return model
-
-
-def _check_external_data(model, path: Path) -> None:
-    from onnx import TensorProto
-
-    folder = path.resolve().parent
-    for tensor in _all_tensors(model.graph):
-        if tensor.data_location != TensorProto.EXTERNAL:
-            continue
-        location = {entry.key: entry.value for entry in tensor.external_data}.get("location", "")
-        target = (folder / location).resolve()
-        if not location or os.path.isabs(location) or not target.is_relative_to(folder):
-            raise CopycatError(
-                f"{path}: tensor {tensor.name!r} points at external data {location!r} outside "
-                "the model's folder; refusing to read it"
-            )
-        if not target.is_file():
-            raise CopycatError(
-                f"{path}: tensor {tensor.name!r} needs external data file {location!r}, "
-                "which is missing"
-            )
-
-
-def _all_tensors(graph):
-    from onnx import AttributeProto
-
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield from (sparse.values, sparse.indices)
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.type == AttributeProto.TENSOR:
-                yield attribute.t
-            elif attribute.type == AttributeProto.TENSORS:
-                yield from attribute.tensors
-            elif attribute.type == AttributeProto.SPARSE_TENSOR:
-                yield from (attribute.sparse_tensor.values, attribute.sparse_tensor.indices)
-            elif attribute.type == AttributeProto.SPARSE_TENSORS:
-                for sparse in attribute.sparse_tensors:
-                    yield from (sparse.values, sparse.indices)
-            elif attribute.type == AttributeProto.GRAPH:
-                yield from _all_tensors(attribute.g)
-            elif attribute.type == AttributeProto.GRAPHS:
-                for subgraph in attribute.graphs:
-                    yield from _all_tensors(subgraph)
 
 
 class OnnxOracle(Oracle):
@@ -564,18 +329,6 @@ class OnnxOracle(Oracle):
             contract=self.contract,
             dynamic_size=self.dynamic_size,
         )
-
-
-def _parameter_count(graph) -> int:
-    """Weights held as initializers or as Constant nodes (some exporters, PaddlePaddle's
-    among them, store every weight as a Constant), subgraphs included."""
-    count = sum(int(np.prod(t.dims)) for t in graph.initializer)
-    for node in graph.node:
-        for attribute in node.attribute:
-            if node.op_type == "Constant" and attribute.name == "value":
-                count += int(np.prod(attribute.t.dims))
-            count += sum(_parameter_count(g) for g in [attribute.g, *attribute.graphs] if g.node or g.initializer)
-    return count
 
 
 def _detect_layout(shape: list[int | None]) -> str | None:

@@ -1,0 +1,22 @@
+"""The oracle: the target model as a black box that answers image queries with labels.
+
+:class:`Oracle` (``base.py``) is the interface every stage talks to: uint8 images in,
+labels and optionally probabilities out, every query counted against an optional budget.
+:class:`OnnxOracle` (``onnx_oracle.py``) is the first implementation: a target ONNX file
+reached only through ``onnxruntime.InferenceSession``, inputs in, outputs out; no weights,
+no gradients. ``onnx_file.py`` reads untrusted ONNX files safely.
+
+Usage::
+
+    oracle = OnnxOracle("target.onnx", budget=10_000)
+    print(oracle.contract.describe())
+    answers = oracle.query(images, soft=True)
+    answers.labels, answers.probabilities, oracle.queries_spent
+"""
+
+from copycat_tf.oracle.base import MAX_BATCH_PIXELS, MAX_FIXED_BATCH, MAX_INPUT_PIXELS, Answers, Oracle
+from copycat_tf.oracle.onnx_file import ModelInfo, load_checked_model
+from copycat_tf.oracle.onnx_oracle import OnnxOracle
+
+__all__ = ["MAX_BATCH_PIXELS", "MAX_FIXED_BATCH", "MAX_INPUT_PIXELS", "Answers", "ModelInfo", "OnnxOracle",
+           "Oracle", "load_checked_model"]
