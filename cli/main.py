@@ -126,8 +126,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        # One line, as for every other error; the usage block is one --help away.
+        command = exc.ctx.command_path if exc.ctx is not None else "copycat-tf"
+        click.echo(f"copycat-tf: error: {exc.format_message()} (see `{command} --help`)", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"copycat-tf: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except (click.Abort, KeyboardInterrupt):
         click.echo("copycat-tf: interrupted; rerun the same command to resume", err=True)

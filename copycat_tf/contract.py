@@ -36,6 +36,8 @@ ROLE_KEY = "copycat_tf.role"  # "target" or "copycat"
 TARGET_SHA256_KEY = "copycat_tf.target_sha256"  # a copycat's target
 QUERIES_KEY = "copycat_tf.queries"  # queries the copycat's fake datasets cost
 ARCH_KEY = "copycat_tf.arch"
+DATASET_KEY = "copycat_tf.dataset"  # what a reproduction target was trained on
+CLASS_NAMES_KEY = "copycat_tf.class_names"  # JSON list, one name per class
 
 
 @dataclass(frozen=True)

@@ -68,3 +68,19 @@ def test_bad_option_values_are_usage_errors(tmp_path):
     result = run_cli("inspect", path, "--mean", "abc")
     assert result.returncode == 2 and "Traceback" not in result.stderr and "--mean" in result.stderr
     run_cli("inspect", path, "--mean", "1,2").assert_clean_error("mean and std take 1 or 3 values")
+
+
+def test_usage_errors_are_one_line(tmp_path):
+    for args, fragment in ((["steal", "--overwrit"], "No such option '--overwrit'"),
+                           (["inspect"], "Missing argument 'MODEL'"),
+                           (["label", "m.onnx", "--queries", "photos", "--labels", "fuzzy", "--out", "x"], "fuzzy")):
+        result = run_cli(*args, cwd=tmp_path)
+        result.assert_clean_error(fragment, "--help")
+        assert "Usage:" not in result.stderr
+
+
+def test_an_unavailable_execution_provider_is_one_clear_line(tmp_path):
+    path = tmp_path / "m.onnx"
+    make_linear_classifier(path)
+    run_cli("inspect", path, "--provider", "CUDAExecutionProvider").assert_clean_error(
+        "CUDAExecutionProvider is not available", "CPUExecutionProvider")

@@ -89,6 +89,14 @@ class OnnxOracle(Oracle):
         self.identity = file_sha256(self.path)
         self.metadata = {prop.key: prop.value for prop in self.model.metadata_props}
         self.providers = list(providers or ["CPUExecutionProvider"])
+        missing = [p for p in self.providers if p not in ort.get_available_providers()]
+        if missing:
+            # onnxruntime would only warn and fall back to the CPU: say it once, clearly.
+            raise CopycatError(
+                f"execution provider {', '.join(missing)} is not available in this onnxruntime "
+                f"(available: {', '.join(ort.get_available_providers())}); install the matching "
+                "onnxruntime build or drop --provider"
+            )
         if session_options is None:
             session_options = ort.SessionOptions()
             # onnxruntime's own log lines are not the user's problem: a failing model becomes

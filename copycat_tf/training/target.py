@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from copycat_tf._version import __version__
-from copycat_tf.contract import ARCH_KEY, ROLE_KEY
+from copycat_tf.contract import ARCH_KEY, CLASS_NAMES_KEY, DATASET_KEY, ROLE_KEY
 from copycat_tf.datasets import NAMED, LabelledImages, load_labelled
 from copycat_tf.errors import CopycatError, check_positive_number, check_whole
 from copycat_tf.export import PARITY_IMAGES, export_onnx, native_contract
@@ -194,9 +194,9 @@ def train_target(
     seconds = time.monotonic() - started
     metadata = {
         ROLE_KEY: "target",
-        "copycat_tf.dataset": spec,
+        DATASET_KEY: spec,
         ARCH_KEY: arch,
-        "copycat_tf.class_names": json.dumps(classes),
+        CLASS_NAMES_KEY: json.dumps(classes),
     }
     export = export_onnx(
         model, out_path, native_contract(train.image_shape, len(classes)),
