@@ -1,7 +1,6 @@
 """`copycat-tf audit`: how much of a model can be copied, per budget and output policy."""
 
 import click
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from copycat_tf.audit import (
     DEFAULT_BUDGETS,
@@ -78,17 +77,13 @@ def audit_command(target, queries, out_dir, budgets, defences, test_data, price_
     defences = [d.name for d in parse_defences(defences)]
     if price_per_1k is not None and price_per_1k < 0:
         raise CopycatError(f"--price-per-1k must be >= 0; received {price_per_1k}")
-    bars = StageBars()
-    try:
-        with logging_redirect_tqdm():
-            result = audit(
-                target, list(queries), out_dir, budgets=budgets, defences=defences, test_data=test_data,
-                strategy=strategy, seed=seed, price_per_1k=price_per_1k, eval_queries=eval_queries,
-                train_config=train_config(strategy, arch, epochs, None, seed, deterministic),
-                oracle_options=oracle_kwargs(options), progress=bars, on_stage=bars.stage,
-            )
-    finally:
-        bars.close()
+    with StageBars() as bars:
+        result = audit(
+            target, list(queries), out_dir, budgets=budgets, defences=defences, test_data=test_data,
+            strategy=strategy, seed=seed, price_per_1k=price_per_1k, eval_queries=eval_queries,
+            train_config=train_config(strategy, arch, epochs, None, seed, deterministic),
+            oracle_options=oracle_kwargs(options), progress=bars, on_stage=bars.stage,
+        )
     _print(result)
 
 

@@ -31,12 +31,9 @@ def demo_command(out_dir, queries, target_epochs, budget, strategy, arch, epochs
       copycat-tf demo --budget 50000 --epochs 12 --out runs/demo-big
       copycat-tf demo --queries noise:uniform --out runs/demo-noise
     """
-    bar = LabelProgressBar()
-    try:
+    with LabelProgressBar() as bar:
         result = demo(out_dir, queries=list(queries), target_epochs=target_epochs, budget=budget,
                       strategy=strategy, labels=labels, seed=seed, overwrite=overwrite,
                       train_config=train_config(strategy, arch, epochs, balance, seed, deterministic, labels),
                       label_progress=bar)
-    finally:
-        bar.close()
     print_steal_result(result)

@@ -1,7 +1,6 @@
 """`copycat-tf label`: query a target and keep its answers as a fake dataset (the papers' single pass)."""
 
 import click
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from copycat_tf.cli.options import (
     QUERIES_HELP,
@@ -63,18 +62,14 @@ def label_command(target, queries, budget, out_dir, labels, seed, batch_size, re
     if cost_per_1k is not None and cost_per_1k < 0:
         raise CopycatError(f"--cost-per-1k must be >= 0; received {cost_per_1k}")
     oracle = OnnxOracle(target, **oracle_kwargs(options))
-    bar = LabelProgressBar()
-    try:
-        with logging_redirect_tqdm():
-            fakeset = label(oracle, list(queries), budget, out_dir, labels=labels, seed=seed,
-                            resize=resize, batch_size=batch_size, shard_size=shard_size,
-                            overwrite=overwrite, progress=bar)
-    finally:
-        bar.close()
-    _print_summary(fakeset, cost_per_1k)
+    with LabelProgressBar() as bar:
+        fakeset = label(oracle, list(queries), budget, out_dir, labels=labels, seed=seed,
+                        resize=resize, batch_size=batch_size, shard_size=shard_size,
+                        overwrite=overwrite, progress=bar)
+    _print_summary(fakeset, cost_per_1k, oracle.class_names)
 
 
-def _print_summary(fakeset, cost_per_1k):
+def _print_summary(fakeset, cost_per_1k, class_names):
     summary = fakeset.summary()
     count, spent = summary["count"], summary["queries_spent"]
     state = ("complete" if summary["count"] >= summary["budget"]
@@ -90,7 +85,8 @@ def _print_summary(fakeset, cost_per_1k):
             click.echo(f"source    {entry['spec']}: {entry['count']:,} ({share:.1%})")
     click.echo("labels")
     for cls, n in enumerate(summary["label_histogram"]):
-        click.echo(f"  class {cls:>3}: {n:>8,} ({n / max(count, 1):6.1%})")
+        name = f"{cls:>3} {class_names[cls]}" if class_names else f"{cls:>3}"
+        click.echo(f"  class {name}: {n:>8,} ({n / max(count, 1):6.1%})")
     if count and summary["dominant_share"] > 0.5:
         click.echo(
             f"warning: class {summary['dominant_class']} holds {summary['dominant_share']:.0%} of the "

@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 
 class LabelProgressBar:
-    """A tqdm bar on stderr, opened at the first report so a resumed run starts where it stands.
+    """A tqdm bar on stderr for labeling, opened at the first report so a resumed run starts
+    where it stands. Called with each :class:`~copycat_tf.fakeset.LabelProgress`.
 
-    Called with each :class:`~copycat_tf.fakeset.LabelProgress` of a labeling run.
+    Use it as a context manager: log lines are then written above the bar instead of being
+    glued onto its end, and the bar is closed however the block ends.
+
+    Usage::
+
+        with LabelProgressBar() as bar:
+            label(oracle, sources, budget, out, progress=bar)
     """
+
     def __init__(self, desc: str = "labeling"):
         self.desc = desc
         self.bar = None
+        self._logging = contextlib.ExitStack()
+
+    def __enter__(self) -> LabelProgressBar:
+        self._logging.enter_context(logging_redirect_tqdm())
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+        self._logging.close()
 
     def __call__(self, progress):
         if self.bar is None:

@@ -44,12 +44,9 @@ def steal_command(target, queries, out_dir, test_data, budget, strategy, arch, e
       copycat-tf steal vendor.onnx --queries ./imagenet --queries ./pd:0.1 --arch vgg16 \\
           --layout NCHW --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4 --out runs/vendor
     """
-    bar = LabelProgressBar()
-    try:
+    with LabelProgressBar() as bar:
         result = steal(target, list(queries), out_dir, budget=budget, test_data=test_data,
                        strategy=strategy, labels=labels, seed=seed, overwrite=overwrite,
                        train_config=train_config(strategy, arch, epochs, balance, seed, deterministic, labels),
                        oracle_options=oracle_kwargs(options), label_progress=bar)
-    finally:
-        bar.close()
     print_steal_result(result)

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 from cli_runner import run_cli
+from onnx_factory import make_linear_classifier
 
 from copycat_tf.fakeset import FakeSet, label
 from copycat_tf.oracle import OnnxOracle
@@ -164,3 +165,13 @@ def _uncommitted(directory, min_count):
 def _records(fakeset):
     shards = list(fakeset.iter_shards())
     return {name: np.concatenate([s[name] for s in shards]) for name in shards[0]}
+
+
+def test_label_histogram_names_the_classes_the_model_names(tmp_path):
+    path = tmp_path / "named.onnx"
+    names = ["cat", "dog", "ship", "frog"]
+    make_linear_classifier(path, metadata={"copycat_tf.class_names": json.dumps(names)})
+    result = run_cli("label", path, "--queries", "noise:uniform", "--budget", 32, "--out", tmp_path / "fake")
+    assert result.returncode == 0, result.stderr
+    histogram = [line for line in result.stdout.splitlines() if line.startswith("  class ")]
+    assert [line.split(":")[0].split()[-1] for line in histogram] == names

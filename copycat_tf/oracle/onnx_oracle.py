@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from copycat_tf.contract import (
+    CLASS_NAMES_KEY,
     LAYOUTS,
     METADATA_KEY,
     OUTPUT_KINDS,
@@ -117,6 +118,9 @@ class OnnxOracle(Oracle):
         self.contract = self._read_contract(
             stored, preprocessing, layout, output, output_kind, input_size
         )
+        #: One name per class when the model's metadata gives them (as copycat-tf's targets
+        #: do), else ``None``.
+        self.class_names = _class_names(self.metadata, self.contract.num_classes)
 
     def _stored_contract(self) -> dict:
         text = self.metadata.get(METADATA_KEY)
@@ -337,6 +341,16 @@ class OnnxOracle(Oracle):
             contract=self.contract,
             dynamic_size=self.dynamic_size,
         )
+
+
+def _class_names(metadata: dict[str, str], num_classes: int) -> list[str] | None:
+    try:
+        names = json.loads(metadata.get(CLASS_NAMES_KEY, "null"))
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(names, list) and len(names) == num_classes and all(isinstance(n, str) for n in names):
+        return [name[:80] for name in names]
+    return None
 
 
 def _detect_layout(shape: list[int | None]) -> str | None:

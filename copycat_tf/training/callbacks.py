@@ -85,6 +85,9 @@ class GoodEpochCheckpoint(keras.callbacks.Callback):
 class EpochLogger(keras.callbacks.Callback):
     """Log one line per epoch: ``copycat epoch 3/10: loss 0.412, agreement 0.881 (12 s)``.
 
+    Every epoch's line is logged at DEBUG (shown with ``copycat-tf -v``); the last one at
+    INFO, so a default run says one line per training.
+
     Args:
         epochs: the epoch count to show after the slash.
         what: what is being trained (``"target"``, ``"copycat"``, ``"fine-tune"``).
@@ -105,7 +108,8 @@ class EpochLogger(keras.callbacks.Callback):
             for name, value in (logs or {}).items()
             if name != "learning_rate"
         )
-        log.info(
+        log.log(
+            logging.INFO if epoch + 1 == self.epochs else logging.DEBUG,
             "%s epoch %d/%d: %s (%.0f s)",
             self.what, epoch + 1, self.epochs, numbers, time.monotonic() - self._started,
         )
