@@ -1,0 +1,184 @@
+"""PRADA replay (copycat_tf.detection): the vectorised replay against a plain per-query
+transcription of the algorithm, a hand-computed stream, and real Fashion-MNIST streams."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from copycat_tf.datasets import load_labelled
+from copycat_tf.detection import PradaDetector, prada_curve_png, replay_prada
+from copycat_tf.errors import CopycatError
+
+
+def plain_prada(queries, labels, delta=0.9):
+    """PRADA one query at a time, in float64, as the paper and its reference code describe it."""
+    x = np.asarray(queries, np.float64).reshape(len(queries), -1)
+    members, joined_with, threshold = {}, {}, {}
+    distances = np.full(len(x), np.nan)
+    joined = np.zeros(len(x), bool)
+    checks, ws, first = [], [], None
+    for i, (query, c) in enumerate(zip(x, labels)):
+        c = int(c)
+        if c not in members:
+            members[c], joined_with[c], threshold[c] = [query], [0.0], 0.0
+            joined[i] = True
+        else:
+            d = float(np.sqrt(((np.array(members[c]) - query) ** 2).sum(axis=1)).min())
+            distances[i] = d
+            if d > threshold[c]:
+                members[c].append(query)
+                joined_with[c].append(d)
+                joined[i] = True
+                threshold[c] = max(threshold[c], np.mean(joined_with[c]) - np.std(joined_with[c]))
+        if i % 10 == 0:
+            given = {k: [j for j in range(i + 1) if labels[j] == k and not np.isnan(distances[j])] for k in members}
+            pool = np.array([distances[j] for k, js in given.items() if len(js) >= 10 for j in js])
+            if len(pool) > 100:
+                pool = pool[np.abs(pool - pool.mean()) < 3 * pool.std()]
+            if len(pool) > 100:
+                from scipy.stats import shapiro
+
+                w = shapiro(pool).statistic
+                checks.append(i)
+                ws.append(w)
+                if w < delta and first is None:
+                    first = i
+    return first, np.array(checks), np.array(ws), distances, joined
+
+
+@pytest.fixture(scope="module")
+def fashion_test():
+    test = load_labelled("fashion-mnist:test")
+    return test.images.astype(np.float32) / 255.0, test.labels
+
+
+def views_of(images, labels, bases, count, seed=0):
+    """``count`` perturbed views (shift up to 2 pixels, brightness, noise) of ``bases`` images,
+    in random order: the shape of a query stream made of many views of a few pictures."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, bases, count)
+    out = np.empty((count, *images.shape[1:]), np.float32)
+    for k, p in enumerate(picks):
+        shifted = np.roll(images[p], tuple(rng.integers(-2, 3, 2)), axis=(0, 1))
+        out[k] = np.clip(shifted * rng.uniform(0.8, 1.2) + rng.normal(0, 0.03, shifted.shape), 0, 1)
+    return out, labels[picks]
+
+
+def test_a_hand_computed_stream():
+    # one class, 1-D queries: 0 starts the set; 1 joins (d 1 > T 0; D_G = 0, 1 -> T = 0.5 - 0.5 = 0);
+    # 3 joins (d 2; D_G = 0, 1, 2 -> T = 1 - 0.8165 = 0.1835); 3.5 joins (d 0.5; T stays 0.1835 as
+    # 0.875 - 0.7395 = 0.1355 is lower); 3.6 stays out (d 0.1 <= T); 3.7 joins (d 0.2 to 3.5, not 3.6)
+    result = replay_prada(np.array([[0.0], [1.0], [3.0], [3.5], [3.6], [3.7]]), np.zeros(6, np.int64))
+    np.testing.assert_allclose(result.distances, [np.nan, 1.0, 2.0, 0.5, 0.1, 0.2], rtol=1e-6)
+    np.testing.assert_array_equal(result.joined, [True, True, True, True, False, True])
+    assert result.growing_set == 5 and result.queries == 6
+    assert len(result.w) == 0 and result.first_alarm is None  # far fewer than 100 distances
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, 5000])
+def test_the_vectorised_replay_is_the_plain_algorithm(chunk_size):
+    rng = np.random.default_rng(4)
+    # a mixed stream: natural-looking points, near-copies of a few seeds, exact duplicates
+    natural = rng.normal(size=(300, 20))
+    seeds = rng.normal(size=(6, 20))
+    copies = seeds[rng.integers(0, 6, 300)] + rng.normal(scale=0.02, size=(300, 20))
+    stream = np.concatenate([natural, copies, copies[:40]])
+    labels = np.concatenate([rng.integers(0, 4, 300), rng.integers(0, 4, 300)])
+    labels = np.concatenate([labels, labels[300:340]])
+    first, checks, ws, distances, joined = plain_prada(stream, labels)
+    result = replay_prada(stream.astype(np.float32), labels, chunk_size=chunk_size)
+    assert first is not None and result.first_alarm == first
+    np.testing.assert_array_equal(result.check_indices, checks)
+    np.testing.assert_allclose(result.w, ws, rtol=1e-4)
+    np.testing.assert_allclose(result.distances, distances, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(result.joined, joined)
+    repeats_of_members = result.joined[300:340]
+    assert repeats_of_members.sum() > 10
+    assert (result.distances[-40:][repeats_of_members] == 0).all()  # exact 0, not rounding noise
+
+
+def test_near_duplicates_keep_their_small_distances():
+    # the expanded |x|^2 + |g|^2 - 2 x.g form loses distances of 1e-3 next to norms of ~100
+    rng = np.random.default_rng(5)
+    base = rng.uniform(0, 1, (1, 784)).astype(np.float32)
+    step = np.zeros((1, 784), np.float32)
+    step[0, 0] = 1e-3
+    result = replay_prada(np.concatenate([base, base + step, base + 3 * step]), np.zeros(3, np.int64))
+    np.testing.assert_allclose(result.distances[1:], [1e-3, 2e-3], rtol=1e-3)
+
+
+def test_feeding_shards_equals_one_replay(fashion_test):
+    images, labels = views_of(*fashion_test, bases=40, count=1200, seed=1)
+    whole = replay_prada(images, labels)
+    detector = PradaDetector()
+    for start in (0, 333, 900):
+        end = {0: 333, 333: 900, 900: 1200}[start]
+        detector.update(images[start:end], labels[start:end])
+    part = detector.result()
+    assert part.first_alarm == whole.first_alarm
+    np.testing.assert_array_equal(part.check_indices, whole.check_indices)
+    np.testing.assert_allclose(part.w, whole.w, rtol=1e-9)
+    shards = [(np.round(images[i:i + 500] * 255).astype(np.uint8), labels[i:i + 500]) for i in range(0, 1200, 500)]
+    scaled = replay_prada(shards, None, transform=lambda a: a.astype(np.float32) / 255)
+    assert scaled.queries == 1200 and scaled.alarmed
+
+
+def test_many_views_of_a_few_images_raise_the_alarm(fashion_test):
+    images, labels = views_of(*fashion_test, bases=20, count=3000)
+    result = replay_prada(images, labels)
+    assert result.alarmed and result.first_alarm < 1000
+    assert result.min_w < 0.9
+    assert result.queries_to_alarm == result.first_alarm + 1
+
+
+def test_natural_images_in_random_order_stay_quiet(fashion_test):
+    images, labels = fashion_test
+    result = replay_prada(images[:3000], labels[:3000])
+    assert not result.alarmed and result.first_alarm is None
+    assert len(result.w) > 250 and result.min_w > 0.9
+    summary = result.to_dict()
+    assert summary["first_alarm"] is None and summary["checks"] == len(summary["curve"]) == len(result.w)
+
+
+def test_a_lower_delta_rings_later_or_never(fashion_test):
+    images, labels = views_of(*fashion_test, bases=20, count=2000)
+    strict, lenient = replay_prada(images, labels, delta=0.95), replay_prada(images, labels, delta=0.5)
+    assert strict.alarmed and strict.first_alarm <= (lenient.first_alarm if lenient.alarmed else 10**9)
+    np.testing.assert_allclose(strict.w, lenient.w)  # delta only moves the line
+
+
+def test_the_curve_is_a_png_with_every_stream(fashion_test):
+    images, labels = fashion_test
+    attack = replay_prada(*views_of(images, labels, bases=20, count=1500))
+    benign = replay_prada(images[:1500], labels[:1500])
+    short = replay_prada(images[:50], labels[:50])
+    png = prada_curve_png({"balanced": attack, "benign": benign, "short": short})
+    picture = Image.open(io.BytesIO(png))
+    assert picture.format == "PNG" and picture.size == (700, 420)
+
+
+@pytest.mark.parametrize("queries, labels, match", [
+    (np.zeros((3, 4)), np.zeros(2, np.int64), "one label per query"),
+    (np.full((3, 4), np.nan), np.zeros(3, np.int64), "finite"),
+    (np.zeros((3, 4)), np.array([0, -1, 2]), ">= 0"),
+    (np.zeros((3, 4)), np.array([0.5, 1, 2]), "whole-number labels"),
+    (np.array([["a"], ["b"]]), np.zeros(2, np.int64), "numeric queries"),
+])
+def test_bad_streams_say_what_is_wrong(queries, labels, match):
+    with pytest.raises(CopycatError, match=match):
+        replay_prada(queries, labels)
+
+
+def test_bad_settings_and_changing_shapes_are_refused():
+    with pytest.raises(CopycatError, match="delta"):
+        PradaDetector(delta=1.5)
+    with pytest.raises(CopycatError, match="chunk size"):
+        PradaDetector(chunk_size=0)
+    with pytest.raises(CopycatError, match="labels"):
+        replay_prada(np.zeros((3, 4)), None)
+    detector = PradaDetector()
+    detector.update(np.zeros((2, 4)), np.zeros(2, np.int64))
+    with pytest.raises(CopycatError, match="same size"):
+        detector.update(np.zeros((2, 5)), np.zeros(2, np.int64))
