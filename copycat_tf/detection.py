@@ -237,6 +237,8 @@ class PradaDetector:
         self._distances = np.empty(1024, np.float64)  # per query; NaN for a class's first
         self._joined = np.empty(1024, bool)
         self._class_of = np.empty(1024, np.int64)
+        self._pool = np.empty(0, np.float64)  # pooled distances, sorted, through the last check
+        self._pooled_through = -1
         self._checks: list[int] = []
         self._w: list[float] = []
         self._first_alarm: int | None = None
@@ -274,11 +276,17 @@ class PradaDetector:
         elif flat.shape[1] != self._dim:
             raise CopycatError(f"PRADA queries must all have the same size; received {flat.shape[1]} "
                                f"values per query after {self._dim}")
-        for start in range(0, len(flat), self.chunk_size):
-            chunk = np.ascontiguousarray(flat[start:start + self.chunk_size], dtype=np.float32)
-            if not np.isfinite(chunk).all():
-                raise CopycatError("PRADA queries must be finite numbers; received NaN or infinity")
-            self._chunk(chunk, y[start:start + self.chunk_size])
+        from threadpoolctl import threadpool_limits
+
+        # One BLAS thread: the products here are thin (a chunk's queries of one class against
+        # its set), so more threads gain little, and on a busy machine OpenBLAS's spinning
+        # threads made a 30,000-query replay 2 to 6 times slower (benchmarks/prada.py).
+        with threadpool_limits(limits=1, user_api="blas"):
+            for start in range(0, len(flat), self.chunk_size):
+                chunk = np.ascontiguousarray(flat[start:start + self.chunk_size], dtype=np.float32)
+                if not np.isfinite(chunk).all():
+                    raise CopycatError("PRADA queries must be finite numbers; received NaN or infinity")
+                self._chunk(chunk, y[start:start + self.chunk_size])
         self._seconds += time.perf_counter() - started
 
     def result(self) -> PradaResult:
@@ -376,23 +384,41 @@ class PradaDetector:
         self._count = needed
 
     def _check(self, index: int) -> None:
-        """The check after query ``index``: W of the pooled distances given so far."""
+        """The check after query ``index``: W of the pooled distances given so far.
+
+        The pool is kept sorted and grown by what arrived since the last check (a merge of
+        two sorted runs), so the 3-sigma cut is two binary searches and no check re-reads
+        the whole stream."""
         from scipy.stats import shapiro
 
-        eligible = [c for c, s in self._classes.items() if s.eligible_from is not None and s.eligible_from <= index]
+        last = self._pooled_through
+        self._pooled_through = index
+        eligible = {c: s.eligible_from for c, s in self._classes.items()
+                    if s.eligible_from is not None and s.eligible_from <= index}
         if not eligible:
             return
-        distances = self._distances[:index + 1]
-        pooled = distances[np.isin(self._class_of[:index + 1], eligible) & ~np.isnan(distances)]
-        if len(pooled) <= MIN_POOLED:
+        ids = np.fromiter(eligible, np.int64, len(eligible))
+        new = self._class_of[last + 1:index + 1]
+        arrived = self._distances[last + 1:index + 1][np.isin(new, ids)]
+        # classes that reached MIN_CLASS_DISTANCES since the last check bring their past too
+        joining = [c for c, since in eligible.items() if since > last]
+        if joining and last >= 0:
+            earlier = self._distances[:last + 1][np.isin(self._class_of[:last + 1], joining)]
+            arrived = np.concatenate([arrived, earlier])
+        arrived = arrived[~np.isnan(arrived)]
+        if len(arrived):
+            self._pool = np.sort(np.concatenate([self._pool, np.sort(arrived)]), kind="stable")
+        pool = self._pool
+        if len(pool) <= MIN_POOLED:
             return
-        pooled = pooled[np.abs(pooled - pooled.mean()) < OUTLIER_SIGMAS * pooled.std()]
-        if len(pooled) <= MIN_POOLED:
+        mean, spread = pool.mean(), OUTLIER_SIGMAS * pool.std()
+        kept = pool[np.searchsorted(pool, mean - spread, "right"):np.searchsorted(pool, mean + spread, "left")]
+        if len(kept) <= MIN_POOLED:
             return
         with warnings.catch_warnings():
             # W only; scipy warns about the p-value of more than 5,000 values
             warnings.simplefilter("ignore", UserWarning)
-            w = float(shapiro(pooled).statistic)
+            w = float(shapiro(kept).statistic)
         self._checks.append(index)
         self._w.append(w)
         if w < self.delta and self._first_alarm is None:
