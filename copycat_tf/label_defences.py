@@ -63,10 +63,13 @@ log = logging.getLogger(__name__)
 
 #: The names :func:`parse_label_defence` knows.
 LABEL_DEFENCES = ("misinformation", "watermark")
-#: Out-of-distribution threshold on the largest probability.
-DEFAULT_TAU = 0.7
+#: Out-of-distribution threshold on the largest probability. On a Fashion-MNIST small_cnn
+#: target (90% accurate) it changed 2.8% of honest test answers and a third of a balanced
+#: `photos` attack's; 0.7 already changed 13.5% of honest answers (see
+#: :func:`tau_for_honest_share` to set it from the owner's own data instead).
+DEFAULT_TAU = 0.5
 #: The small sweep an audit runs by default.
-DEFAULT_TAUS = (0.5, 0.7, 0.9)
+DEFAULT_TAUS = (0.3, 0.5, 0.7)
 #: DAWN's watermarking rate: 0.5% of queries.
 DEFAULT_WATERMARK_RATE = 0.005
 _KEY_ID_MESSAGE = b"copycat-tf watermark key id"
@@ -226,6 +229,26 @@ def misinformation_sweep(attack_probabilities, benign_probabilities, taus=DEFAUL
     return [{"tau": float(t), "attack_changed": round(float(np.mean(attack < t)), 6),
              "benign_changed": round(float(np.mean(benign < t)), 6)}
             for t in (AdaptiveMisinformation(t).tau for t in taus)]
+
+
+def tau_for_honest_share(benign_probabilities, share: float) -> float:
+    """The largest ``tau`` that changes at most ``share`` of honest answers (the target's
+    ``benign_probabilities`` on in-distribution data): the adaptive-misinformation paper
+    sets its threshold from the accuracy the owner accepts to lose on such data.
+
+    Example:
+
+    >>> benign = np.array([[0.99, 0.01], [0.6, 0.4], [0.8, 0.2], [0.95, 0.05]])
+    >>> tau_for_honest_share(benign, 0.25), tau_for_honest_share(benign, 0.5)
+    (0.8, 0.95)
+    """
+    top = np.sort(_probability_rows(benign_probabilities, "choosing tau").max(axis=1))
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share < 1.0:
+        raise CopycatError(f"the share of honest answers to change must be in [0, 1); received {share!r}")
+    if not len(top):
+        raise CopycatError("choosing tau needs the target's probabilities on at least one honest input")
+    # rows strictly below top[k] number at most k = floor(share * n)
+    return float(min(top[int(np.floor(share * len(top)))], 1.0))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from copycat_tf.label_defences import (
     Watermark,
     default_watermark_key,
     misinformation_sweep,
+    tau_for_honest_share,
     parse_label_defence,
     watermark_p_value,
 )
@@ -88,6 +89,21 @@ def test_the_sweep_shows_tau_against_both_streams(digits_model):
     for a, b in zip(rows, rows[1:]):
         assert a["attack_changed"] <= b["attack_changed"] and a["benign_changed"] <= b["benign_changed"]
     assert rows[2]["attack_changed"] == pytest.approx(np.mean(noise.max(axis=1) < 0.7), abs=1e-6)
+
+
+def test_tau_can_be_set_from_the_honest_answers_the_owner_accepts_to_change(digits_model):
+    benign, _, noise = digits_model
+    for share in (0.0, 0.01, 0.05, 0.2):
+        tau = tau_for_honest_share(benign, share)
+        changed = AdaptiveMisinformation(tau).price(benign).changed
+        assert changed <= share
+        # the next distinct top probability up would change more than the share allowed
+        above = np.sort(np.unique(benign.max(axis=1)))
+        higher = above[above > tau]
+        if len(higher):
+            assert AdaptiveMisinformation(float(higher[0])).price(benign).changed > share
+    with pytest.raises(CopycatError, match="share"):
+        tau_for_honest_share(benign, 1.0)
 
 
 def test_misinformation_needs_probabilities_and_a_sane_tau():
