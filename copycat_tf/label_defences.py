@@ -35,7 +35,8 @@ Both plug into the audit like :class:`~copycat_tf.defences.Defence` objects: ``n
 ``description``, ``label_only`` (always true here), ``keeps_top1`` (false), and
 ``attacker_view(labels, probabilities, images)`` returning ``(labels, None)``. They also
 say what they need (``needs_probabilities``, ``needs_images``) and carry a ``slug`` that
-names one setting (``misinformation-tau0.7``) for folders and cells.
+names one setting (``misinformation-tau0.5``) for folders and cells, and a ``derivation``
+string that changes whenever the answers would (a derived fake dataset's identity).
 
 Example:
 
@@ -171,6 +172,11 @@ class AdaptiveMisinformation:
     @property
     def parameters(self) -> dict:
         return {"tau": self.tau}
+
+    @property
+    def derivation(self) -> str:
+        """Everything that decides the answers, for a derived fake dataset's identity."""
+        return f"misinformation tau {self.tau!r}, least likely class"
 
     def out_of_distribution(self, probabilities) -> np.ndarray:
         """Which rows the owner's model is unsure of (largest probability below ``tau``)."""
@@ -346,6 +352,12 @@ class Watermark:
         return {"rate": self.rate, "key_id": self.key_id}
 
     @property
+    def derivation(self) -> str:
+        """Everything that decides the answers, for a derived fake dataset's identity (the
+        key by its :attr:`key_id` only)."""
+        return f"watermark rate {self.rate!r}, key {self.key_id}, HMAC-SHA256"
+
+    @property
     def key_id(self) -> str:
         """A public name for the key (16 hex digits of an HMAC of a fixed text): tells two
         keys apart in a report without revealing either."""
@@ -367,7 +379,7 @@ class Watermark:
 
     def selected(self, images) -> np.ndarray:
         """Which images the owner marks (a keyed ``rate`` of them, independent of order)."""
-        bound = int(self.rate * 2.0 ** 64)
+        bound = int(self.rate * 2.0 ** 64)  # below 2**64: a float rate < 1 is at most 1 - 2**-53
         return self._digests(images)[:, 0] < np.uint64(bound)
 
     def watermark_labels(self, images, labels) -> np.ndarray:
@@ -421,11 +433,11 @@ class Watermark:
         x = np.asarray(images)
         own = _labels(labels, len(self._digests(x)), self.num_classes)
         chosen = np.flatnonzero(self.selected(x))
-        _, first = np.unique(x[chosen].reshape(len(chosen), -1), axis=0, return_index=True)
-        chosen = chosen[np.sort(first)]
         chance = 1.0 / (self.num_classes - 1)
         if not len(chosen):
             return WatermarkEvidence(0, 0, chance, None)
+        _, first = np.unique(x[chosen].reshape(len(chosen), -1), axis=0, return_index=True)
+        chosen = chosen[np.sort(first)]
         predicted = np.asarray(suspect(x[chosen]))
         if predicted.shape != (len(chosen),):
             raise CopycatError(f"the suspect model returned labels of shape {predicted.shape} "

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError
@@ -29,7 +30,8 @@ def digits_model():
     probabilities it gives its test split (in distribution) and uniform noise (out of it)."""
     train, test = load_labelled("digits:train"), load_labelled("digits:test")
     flat = lambda images: images.reshape(len(images), -1) / 255.0  # noqa: E731
-    model = LogisticRegression(max_iter=300).fit(flat(train.images), train.labels)
+    with threadpool_limits(limits=1, user_api="blas"):  # tiny problem: threads only contend
+        model = LogisticRegression(max_iter=300).fit(flat(train.images), train.labels)
     noise = np.random.default_rng(0).integers(0, 256, (400, *test.images.shape[1:]), np.uint8)
     return model.predict_proba(flat(test.images)), test.labels, model.predict_proba(flat(noise))
 
@@ -216,6 +218,10 @@ def test_evidence_counts_each_marked_image_once(fashion_images):
     asked = []
     found = mark.evidence(stream, stream_labels, lambda x: asked.append(len(x)) or np.zeros(len(x), np.int64))
     assert found.watermarks == len(chosen) == asked[0]
+    unmarked = images[:400][~mark.selected(images[:400])][:20]
+    none = mark.evidence(unmarked, labels[:20], lambda x: pytest.fail("no marked image to ask about"))
+    assert (none.watermarks, none.matches, none.p_value, none.match_rate) == (0, 0, None, None)
+    assert Watermark(b"k", 10, 1 - 2 ** -53).selected(images[:50]).all()  # the largest rate below 1
 
 
 def test_watermark_refuses_what_it_cannot_key_on():
@@ -240,5 +246,10 @@ def test_label_defences_by_name():
     mark = parse_label_defence("watermark", num_classes=10, seed=3)
     assert mark.key == default_watermark_key(3) and mark.rate == DEFAULT_WATERMARK_RATE
     assert mark.parameters == {"rate": 0.005, "key_id": mark.key_id} and mark.needs_images
+    # a derived fake dataset must be rebuilt when the key, the rate or tau changes, never otherwise
+    assert mark.derivation == parse_label_defence("watermark", num_classes=10, seed=3).derivation
+    assert mark.derivation != parse_label_defence("watermark", num_classes=10, seed=4).derivation
+    assert mark.key_id in mark.derivation and "seed" not in mark.derivation
+    assert mis.derivation != AdaptiveMisinformation(0.5).derivation
     with pytest.raises(CopycatError, match="misinformation, watermark"):
         parse_label_defence("top1", num_classes=10)
