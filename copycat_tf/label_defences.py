@@ -379,20 +379,26 @@ class Watermark:
 
     def selected(self, images) -> np.ndarray:
         """Which images the owner marks (a keyed ``rate`` of them, independent of order)."""
-        bound = int(self.rate * 2.0 ** 64)  # below 2**64: a float rate < 1 is at most 1 - 2**-53
-        return self._digests(images)[:, 0] < np.uint64(bound)
+        return self._selected(self._digests(images))
 
     def watermark_labels(self, images, labels) -> np.ndarray:
         """The wrong label the owner would give each image instead of ``labels`` (the model's)."""
         digests = self._digests(images)
-        own = _labels(labels, len(digests), self.num_classes)
-        shift = (digests[:, 1] % np.uint64(self.num_classes - 1)).astype(np.int64) + 1
-        return (own + shift) % self.num_classes
+        return self._wrong(digests, _labels(labels, len(digests), self.num_classes))
 
     def answers(self, images, labels) -> np.ndarray:
         """The defended API's labels: the model's, or the watermark label where selected."""
-        own = _labels(labels, len(np.asarray(images)), self.num_classes)
-        return np.where(self.selected(images), self.watermark_labels(images, own), own)
+        digests = self._digests(images)
+        own = _labels(labels, len(digests), self.num_classes)
+        return np.where(self._selected(digests), self._wrong(digests, own), own)
+
+    def _selected(self, digests: np.ndarray) -> np.ndarray:
+        bound = int(self.rate * 2.0 ** 64)  # below 2**64: a float rate < 1 is at most 1 - 2**-53
+        return digests[:, 0] < np.uint64(bound)
+
+    def _wrong(self, digests: np.ndarray, own: np.ndarray) -> np.ndarray:
+        shift = (digests[:, 1] % np.uint64(self.num_classes - 1)).astype(np.int64) + 1
+        return (own + shift) % self.num_classes
 
     def attacker_view(self, labels, probabilities=None, images=None) -> tuple[np.ndarray, None]:
         """``(labels, None)`` the attacker trains on; needs the query ``images``."""
@@ -431,8 +437,9 @@ class Watermark:
         (True, True)
         """
         x = np.asarray(images)
-        own = _labels(labels, len(self._digests(x)), self.num_classes)
-        chosen = np.flatnonzero(self.selected(x))
+        digests = self._digests(x)
+        own = _labels(labels, len(x), self.num_classes)
+        chosen = np.flatnonzero(self._selected(digests))
         chance = 1.0 / (self.num_classes - 1)
         if not len(chosen):
             return WatermarkEvidence(0, 0, chance, None)
@@ -442,7 +449,7 @@ class Watermark:
         if predicted.shape != (len(chosen),):
             raise CopycatError(f"the suspect model returned labels of shape {predicted.shape} "
                                f"for {len(chosen)} images")
-        matches = int(np.count_nonzero(predicted == self.watermark_labels(x[chosen], own[chosen])))
+        matches = int(np.count_nonzero(predicted == self._wrong(digests[chosen], own[chosen])))
         p = watermark_p_value(matches, len(chosen), chance)
         log.info("watermark: %d of %d marked images reproduced (chance %.3f), p = %.3g",
                  matches, len(chosen), chance, p)

@@ -193,9 +193,10 @@ def test_a_copy_that_learnt_the_marks_is_identified_and_others_are_not(fashion_i
     def learnt(x):  # reproduces the owner's marked answers (what a copy trained on them may do)
         return mark.watermark_labels(x, labels[index_of(x)])
 
+    position = {image.tobytes(): i for i, image in enumerate(images)}
+
     def index_of(x):
-        flat = images.reshape(len(images), -1)
-        return np.array([int(np.flatnonzero((flat == row).all(axis=1))[0]) for row in x.reshape(len(x), -1)])
+        return np.array([position[image.tobytes()] for image in x])
 
     found = mark.evidence(images, labels, learnt)
     assert found.watermarks > 20 and found.matches == found.watermarks
@@ -205,7 +206,7 @@ def test_a_copy_that_learnt_the_marks_is_identified_and_others_are_not(fashion_i
     honest = mark.evidence(images, labels, lambda x: labels[index_of(x)])  # the target's own answers
     assert honest.matches == 0 and honest.p_value == 1.0
     rng = np.random.default_rng(3)
-    guesses = [mark.evidence(images, labels, lambda x: rng.integers(0, 10, len(x))).p_value for _ in range(20)]
+    guesses = [mark.evidence(images, labels, lambda x: rng.integers(0, 10, len(x))).p_value for _ in range(10)]
     assert min(guesses) > 1e-3 and np.median(guesses) > 0.1
 
 
