@@ -157,7 +157,7 @@ class PradaResult:
             "queries": self.queries,
             "first_alarm": self.first_alarm,
             "queries_to_alarm": self.queries_to_alarm,
-            "checks": int(len(self.w)),
+            "checks": len(self.w),
             "min_w": None if self.min_w is None else round(self.min_w, 6),
             "final_w": round(float(self.w[-1]), 6) if len(self.w) else None,
             "growing_set": self.growing_set,

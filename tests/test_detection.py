@@ -187,3 +187,12 @@ def test_bad_settings_and_changing_shapes_are_refused():
     detector.update(np.zeros((2, 4)), np.zeros(2, np.int64))
     with pytest.raises(CopycatError, match="same size"):
         detector.update(np.zeros((2, 5)), np.zeros(2, np.int64))
+
+
+def test_the_docstring_examples_run():
+    import doctest
+
+    import copycat_tf.detection as module
+
+    failures, tried = doctest.testmod(module)
+    assert tried >= 10 and failures == 0

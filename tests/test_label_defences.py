@@ -2,6 +2,7 @@
 scikit-learn digits model's probabilities, the DAWN-style watermark on Fashion-MNIST images,
 and the watermark's binomial evidence against hand computations."""
 
+import itertools
 import math
 
 import numpy as np
@@ -18,8 +19,8 @@ from copycat_tf.label_defences import (
     Watermark,
     default_watermark_key,
     misinformation_sweep,
-    tau_for_honest_share,
     parse_label_defence,
+    tau_for_honest_share,
     watermark_p_value,
 )
 
@@ -29,7 +30,7 @@ def digits_model():
     """A real small model: logistic regression on scikit-learn's digits, with the
     probabilities it gives its test split (in distribution) and uniform noise (out of it)."""
     train, test = load_labelled("digits:train"), load_labelled("digits:test")
-    flat = lambda images: images.reshape(len(images), -1) / 255.0  # noqa: E731
+    flat = lambda images: images.reshape(len(images), -1) / 255.0
     with threadpool_limits(limits=1, user_api="blas"):  # tiny problem: threads only contend
         model = LogisticRegression(max_iter=300).fit(flat(train.images), train.labels)
     noise = np.random.default_rng(0).integers(0, 256, (400, *test.images.shape[1:]), np.uint8)
@@ -88,13 +89,13 @@ def test_the_sweep_shows_tau_against_both_streams(digits_model):
     benign, _, noise = digits_model
     rows = misinformation_sweep(noise, benign, (0.3, 0.5, 0.7, 0.9))
     assert [r["tau"] for r in rows] == [0.3, 0.5, 0.7, 0.9]
-    for a, b in zip(rows, rows[1:]):
+    for a, b in itertools.pairwise(rows):
         assert a["attack_changed"] <= b["attack_changed"] and a["benign_changed"] <= b["benign_changed"]
     assert rows[2]["attack_changed"] == pytest.approx(np.mean(noise.max(axis=1) < 0.7), abs=1e-6)
 
 
 def test_tau_can_be_set_from_the_honest_answers_the_owner_accepts_to_change(digits_model):
-    benign, _, noise = digits_model
+    benign = digits_model[0]
     for share in (0.0, 0.01, 0.05, 0.2):
         tau = tau_for_honest_share(benign, share)
         changed = AdaptiveMisinformation(tau).price(benign).changed
@@ -254,3 +255,12 @@ def test_label_defences_by_name():
     assert mis.derivation != AdaptiveMisinformation(0.5).derivation
     with pytest.raises(CopycatError, match="misinformation, watermark"):
         parse_label_defence("top1", num_classes=10)
+
+
+def test_the_docstring_examples_run():
+    import doctest
+
+    import copycat_tf.label_defences as module
+
+    failures, tried = doctest.testmod(module)
+    assert tried >= 15 and failures == 0
