@@ -238,6 +238,8 @@ class PradaDetector:
             raise CopycatError(f"PRADA delta must be a number in (0, 1], e.g. 0.9; received {delta!r}")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise CopycatError(f"chunk size must be a whole number >= 1; received {chunk_size!r}")
+        import scipy.stats  # noqa: F401 - imported now, so that the replay's time leaves it out
+
         self.delta = float(delta)
         self.chunk_size = chunk_size
         self._dim: int | None = None
