@@ -200,15 +200,33 @@ def test_a_copy_that_learnt_the_marks_is_identified_and_others_are_not(fashion_i
         return np.array([position[image.tobytes()] for image in x])
 
     found = mark.evidence(images, labels, learnt)
-    assert found.watermarks > 20 and found.matches == found.watermarks
+    assert found.watermarks > 20 and found.matches == found.disagreements == found.watermarks
     assert found.chance == pytest.approx(1 / 9) and found.p_value < 1e-12
+    assert found.p_value == pytest.approx((1 / 9) ** found.matches, rel=1e-9)
     assert found.to_dict()["match_rate"] == 1.0
 
     honest = mark.evidence(images, labels, lambda x: labels[index_of(x)])  # the target's own answers
-    assert honest.matches == 0 and honest.p_value == 1.0
+    assert (honest.disagreements, honest.matches, honest.p_value) == (0, 0, 1.0)
+    # half the marks learnt, the rest answered as the target would: still plain evidence
+    half = mark.evidence(images, labels, lambda x: np.where(np.arange(len(x)) % 2 == 0, learnt(x),
+                                                             labels[index_of(x)]))
+    assert half.disagreements == half.matches and half.p_value < 1e-6
+
+
+def test_models_that_never_saw_the_marks_get_no_evidence(fashion_images):
+    """The p-value is calibrated: wrong in a key-independent way, a model matches the marks at chance."""
+    images, labels = fashion_images
+    position = {image.tobytes(): i for i, image in enumerate(images)}
     rng = np.random.default_rng(3)
-    guesses = [mark.evidence(images, labels, lambda x: rng.integers(0, 10, len(x))).p_value for _ in range(10)]
-    assert min(guesses) > 1e-3 and np.median(guesses) > 0.1
+
+    def always_the_next_class(x):  # wrong wherever the target is right, never keyed
+        return (labels[[position[image.tobytes()] for image in x]] + 1) % 10
+
+    for suspect in (lambda x: rng.integers(0, 10, len(x)), always_the_next_class):
+        found = [Watermark(f"key {k}".encode(), 10, 0.01).evidence(images, labels, suspect) for k in range(10)]
+        assert all(f.disagreements > 50 for f in found)
+        p_values = [f.p_value for f in found]
+        assert min(p_values) > 1e-3 and np.median(p_values) > 0.1
 
 
 def test_evidence_counts_each_marked_image_once(fashion_images):
@@ -222,7 +240,8 @@ def test_evidence_counts_each_marked_image_once(fashion_images):
     assert found.watermarks == len(chosen) == asked[0]
     unmarked = images[:400][~mark.selected(images[:400])][:20]
     none = mark.evidence(unmarked, labels[:20], lambda x: pytest.fail("no marked image to ask about"))
-    assert (none.watermarks, none.matches, none.p_value, none.match_rate) == (0, 0, None, None)
+    assert (none.watermarks, none.disagreements, none.matches, none.p_value) == (0, 0, 0, None)
+    assert none.match_rate is None
     assert Watermark(b"k", 10, 1 - 2 ** -53).selected(images[:50]).all()  # the largest rate below 1
 
 
