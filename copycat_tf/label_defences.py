@@ -22,10 +22,13 @@ here change *which label* some callers get, and answer with the label only:
     Networks", ACM Multimedia 2021, https://arxiv.org/abs/1906.00830). The API answers a
     keyed pseudo-random fraction ``rate`` of queries with a wrong label. Selection and label
     come from ``HMAC-SHA256(key, shape + image bytes)`` of the query image as sent (uint8,
-    ``(H, W, C)``), as in the authors' ``WatermarkFilter`` (HMAC of the input's bytes): the
+    ``(H, W, C)``), as the ``WatermarkFilter`` of the DAWN authors' code does (``filter.py``:
+    HMAC-SHA256 of the input's bytes, its first 16 bits against ``rate * 2**16``): here the
     first 8 bytes of the digest, read as an unsigned integer, select the query when below
     ``rate * 2**64``; the next 8 pick the wrong label, uniformly among the ``K - 1`` classes
-    other than the model's (``(label + 1 + h mod (K - 1)) mod K``). So the choice depends
+    other than the model's (``(label + 1 + h mod (K - 1)) mod K``; the authors' code
+    shuffles the output vector with the hash and takes its argmax, which can land on the
+    model's own label, wasting the mark). So the choice depends
     on the key and the image only: the same image always gets the same answer, whatever
     the order or the client, and without the key nobody can tell which answers are marked.
     Needs the query images. Afterwards, a copy made from the marked answers reproduces the
