@@ -162,7 +162,7 @@ class AdaptiveMisinformation:
 
     def __post_init__(self):
         if isinstance(self.tau, bool) or not isinstance(self.tau, (int, float)) or not 0.0 < self.tau <= 1.0:
-            raise CopycatError(f"misinformation tau must be a number in (0, 1], e.g. 0.7; received {self.tau!r}")
+            raise CopycatError(f"misinformation tau must be a number in (0, 1], e.g. 0.5; received {self.tau!r}")
 
     @property
     def slug(self) -> str:
