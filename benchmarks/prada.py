@@ -3,7 +3,7 @@
 Times, interleaved and best of ``--repeat``, on Fashion-MNIST training images (28x28, float
 pixels in [0, 1], true labels standing in for the model's predictions, i.i.d. order):
 
-    project     ``copycat_tf.detection.replay_prada`` (chunked float32 matrix products,
+    project     ``copycat_tf.audit.detection.replay_prada`` (chunked float32 matrix products,
                 sorted pool grown between checks)
     reference   the algorithm as written: each query's distances to its class's growing set
                 with one numpy expression, and at each check the pool rebuilt from every
@@ -76,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from copycat_tf.datasets import load_labelled
-    from copycat_tf.detection import replay_prada
+    from copycat_tf.audit.detection import replay_prada
 
     train = load_labelled("fashion-mnist:train")
     images = train.images.astype(np.float32) / 255.0

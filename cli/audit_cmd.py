@@ -8,8 +8,10 @@ from copycat_tf.audit import (
     DEFAULT_EVAL_QUERIES,
     audit,
     parse_budgets,
-    parse_defences,
 )
+from copycat_tf.audit.defences import defence_names
+from copycat_tf.audit.detection import DEFAULT_DELTA
+from copycat_tf.audit.label_defences import DEFAULT_TAU, DEFAULT_WATERMARK_RATE
 from copycat_tf.cli.options import (
     QUERIES_HELP,
     arch_option,
@@ -26,6 +28,13 @@ from copycat_tf.errors import CopycatError
 from copycat_tf.report import percent
 
 
+def _taus(ctx, param, value):
+    try:
+        return tuple(float(v) for v in str(value).split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected numbers between 0 and 1 such as 0.3,0.5; received {value!r}") from None
+
+
 @click.command("audit")
 @click.argument("target", type=click.Path(dir_okay=False))
 @click.option("--queries", "queries", multiple=True, required=True, metavar="SRC[:WEIGHT]",
@@ -35,8 +44,26 @@ from copycat_tf.report import percent
 @click.option("--budgets", default=",".join(map(str, DEFAULT_BUDGETS)), show_default=True, metavar="N,N,...",
               help="Query budgets to measure; only the largest is bought, smaller ones are its first N records.")
 @click.option("--defences", default=",".join(DEFAULT_DEFENCES), show_default=True, metavar="NAME,...",
-              help="Output policies to simulate: none (full probabilities), topK (top1 = label "
-                   "only), roundD (D decimals), reverse-sigmoid (ART's, beta 1, gamma 0.1).")
+              help="Defences to simulate. Output policies: none (full probabilities), topK (top1 = "
+                   "label only), roundD (D decimals), reverse-sigmoid (ART's, beta 1, gamma 0.1). "
+                   "Label defences: misinformation (adaptive misinformation: wrong labels for "
+                   "queries the model is unsure of), watermark (DAWN-style: a keyed share of "
+                   "answers falsified, then the copy is tested for them).")
+@click.option("--misinformation-tau", "misinformation_taus", default=str(DEFAULT_TAU), show_default=True,
+              callback=_taus, metavar="T[,T,...]",
+              help="Confidence below which adaptive misinformation answers falsely; a copycat is "
+                   "trained behind each value given.")
+@click.option("--watermark-rate", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=DEFAULT_WATERMARK_RATE, show_default=True, metavar="R",
+              help="Share of queries the simulated watermark answers with a keyed wrong label.")
+@click.option("--benign-data", metavar="SPEC",
+              help="Images honest callers send (default --test-data): what label defences cost them, "
+                   "and PRADA's control stream.")
+@click.option("--prada-delta", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_DELTA,
+              show_default=True, metavar="D",
+              help="PRADA detection alarms when the Shapiro-Wilk W of query distances drops below D.")
+@click.option("--no-detection", "detect", is_flag=True, flag_value=False, default=True,
+              help="Skip the PRADA replay over the queries as bought.")
 @click.option("--test-data", metavar="SPEC",
               help="Labelled test data for performance ratios: fashion-mnist:test, digits:test, "
                    "mnist:test, a .npz with x/y, or a folder of class subfolders. Without it "
@@ -51,8 +78,9 @@ from copycat_tf.report import percent
 @seed_option
 @deterministic_option
 @oracle_options
-def audit_command(target, queries, out_dir, budgets, defences, test_data, price_per_1k, eval_queries,
-                  strategy, arch, epochs, seed, deterministic, **options):
+def audit_command(target, queries, out_dir, budgets, defences, misinformation_taus, watermark_rate, benign_data,
+                  prada_delta, detect, test_data, price_per_1k, eval_queries, strategy, arch, epochs, seed,
+                  deterministic, **options):
     """Measure how much of TARGET can be copied, for how many queries, behind which output policy.
 
     The largest budget's queries are bought once, keeping TARGET's full probabilities.
@@ -74,13 +102,15 @@ def audit_command(target, queries, out_dir, budgets, defences, test_data, price_
           --strategy paper --epochs 5 --out runs/audit-paper
     """
     budgets = parse_budgets(budgets)
-    defences = [d.name for d in parse_defences(defences)]
+    defences = defence_names(defences)
     if price_per_1k is not None and price_per_1k < 0:
         raise CopycatError(f"--price-per-1k must be >= 0; received {price_per_1k}")
     with StageBars() as bars:
         result = audit(
             target, list(queries), out_dir, budgets=budgets, defences=defences, test_data=test_data,
             strategy=strategy, seed=seed, price_per_1k=price_per_1k, eval_queries=eval_queries,
+            misinformation_taus=misinformation_taus, watermark_rate=watermark_rate, benign_data=benign_data,
+            detect=detect, prada_delta=prada_delta,
             train_config=train_config(strategy, arch, epochs, None, seed, deterministic),
             oracle_options=oracle_kwargs(options), progress=bars, on_stage=bars.stage,
         )

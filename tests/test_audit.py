@@ -3,8 +3,11 @@ the report (JSON, Markdown, PNG, self-contained HTML checked in headless Chromiu
 
 import html
 import json
+import re
 import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,14 +123,42 @@ def _report(**changes):
 
 def test_verdict_says_what_label_only_answers_give_away_and_what_each_defence_cuts():
     text = verdict(_report())
-    assert text.startswith("With label-only answers (top1), 90% of this model's accuracy was copied with "
-                           "5,000 queries of photos (cost 7.50 at 1.50 per 1,000 queries).")
+    assert text.startswith("High risk. With label-only answers (top1), 90% of this model's accuracy was copied "
+                           "with 5,000 queries of photos (cost 7.50 at 1.50 per 1,000 queries).")
     assert "label-only answers (top1) cut the copy's quality most: 90% against 97% with full probabilities" in text
     assert "Label-only stealing (the Copycat CNN threat model) is unaffected by probability perturbation" in text
     assert "round2 kept for 99.8% of these queries" in text
     unlabelled = _report(metric="agreement", price_per_1k=None)
     assert "agreeing with this model on 85% of fresh query images was made with 5,000 queries" in verdict(unlabelled)
-    assert "cost" not in verdict(unlabelled).split(".")[0]
+    assert "cost" not in verdict(unlabelled).split(".")[1]
+    assert verdict(_report(results=[{**r, "performance_ratio": r["performance_ratio"] / 2}
+                                     for r in _report()["results"]])).startswith("Low risk. ")
+
+
+def test_verdict_says_what_monitoring_and_label_defences_would_have_done():
+    report = _report()
+    report["defences"] += [{"name": "misinformation", "description": "x", "parameters": {"tau": 0.5}},
+                           {"name": "watermark", "description": "y", "parameters": {"rate": 0.005}}]
+    report["results"] += [
+        {"queries": 20000, "defence": "misinformation", "performance_ratio": 0.52, "owner_changed": 0.004},
+        {"queries": 20000, "defence": "watermark", "performance_ratio": 0.89, "watermark_p_value": 3e-13,
+         "watermark_marks": 100, "watermark_disagreements": 12, "watermark_matches": 11, "watermark_chance": 1 / 9},
+    ]
+    report["detection"] = {"prada": {"delta": 0.9, "strategy": "balanced", "first_alarm": 1429,
+                                     "queries_to_alarm": 1430, "min_w": 0.71, "benign_alarm": False,
+                                     "benign_source": "digits:test", "benign_first_alarm": None}}
+    text = verdict(report)
+    assert ("PRADA-style monitoring (delta 0.9) would flag this attack after 1,430 queries; it stays quiet on "
+            "the benign images of digits:test.") in text
+    assert "Adaptive misinformation (misinformation) takes the copy from 90% to 52% at a cost of 0.4% of honest answers." in text
+    assert "A 0.5% watermark identifies the copy (p = 3e-13)." in text
+    report["detection"]["prada"].update(first_alarm=None, queries_to_alarm=None)
+    report["results"][-1]["watermark_p_value"] = 0.06
+    text = verdict(report)
+    assert "would not flag this attack in 20,000 queries (lowest W 0.710)" in text
+    assert "A 0.5% watermark does not identify the copy at 20,000 queries (p = 0.06)." in text
+    page = write_audit_report({**report, "verdict": text}, Path(tempfile.mkdtemp()))["markdown"].read_text()
+    assert "## Detection and defences" in page and "matches 11 of 12 disagreements" in page
 
 
 def test_report_files_are_complete_self_contained_and_escape_model_metadata(tmp_path):
@@ -154,7 +185,8 @@ def test_report_files_are_complete_self_contained_and_escape_model_metadata(tmp_
 def audited(digits_target, digits_queries, tmp_path_factory):
     out = tmp_path_factory.mktemp("audit")
     args = ("audit", digits_target.path, "--queries", digits_queries, "--budgets", "200,100",
-            "--defences", "top1,round1", "--epochs", 1, "--test-data", "digits:test",
+            "--defences", "top1,round1,misinformation,watermark", "--watermark-rate", 0.2,
+            "--epochs", 1, "--test-data", "digits:test",
             "--price-per-1k", 1.5, "--out", out)
     return out, args, run_cli(*args)
 
@@ -172,7 +204,13 @@ def test_audit_buys_the_largest_budget_once_and_derives_the_smaller_ones(audited
             assert cell.has_probabilities == (defence != "top1")
             np.testing.assert_array_equal(_records(cell)["images"], source["images"][:n])
             assert (out / "copycats" / f"{n}-{defence}" / "copycat.onnx").is_file()
-    assert "audit: stage 1/6: buying 200 queries once" in result.stderr and "audit: stage 6/6" in result.stderr
+    for n in (100, 200):
+        for defence in ("misinformation-tau0.5", "watermark-rate0.2"):
+            cell = FakeSet.open(out / "fakesets" / f"{n}-{defence}")
+            assert cell.count == n and not cell.has_probabilities
+            changed = _records(cell)["labels"] != source["labels"][:n]
+            assert 0 < changed.mean() < 0.6  # some answers falsified, most kept
+    assert "audit: stage 1/11: buying 200 queries once" in result.stderr and "audit: stage 11/11" in result.stderr
 
 
 def test_audit_json_holds_every_result(audited, digits_target):
@@ -182,15 +220,27 @@ def test_audit_json_holds_every_result(audited, digits_target):
     assert report["contract"]["output"]["num_classes"] == 10
     assert (report["queries_spent"], report["eval_queries_spent"], report["price_per_1k"]) == (200, 0, 1.5)
     cells = {(r["queries"], r["defence"]): r for r in report["results"]}
-    assert set(cells) == {(100, "top1"), (100, "round1"), (200, "top1"), (200, "round1")}
+    assert set(cells) == {(n, d) for n in (100, 200) for d in ("top1", "round1", "misinformation", "watermark")}
     for (n, _), r in cells.items():
         assert 0 <= r["agreement"] <= 1 and r["performance_ratio"] is not None
         assert r["target_accuracy"] > 0.8
         assert r["performance_ratio"] == pytest.approx(r["copycat_accuracy"] / r["target_accuracy"])
         assert r["cost"] == pytest.approx(n / 1000 * 1.5)
     assert cells[(200, "top1")]["top1_kept"] == 1.0
+    for n in (100, 200):
+        assert 0 <= cells[(n, "misinformation")]["owner_changed"] <= 1
+        watermark = cells[(n, "watermark")]
+        assert watermark["watermark_marks"] > 0 and 0 < watermark["watermark_p_value"] <= 1
+        assert 0 < watermark["owner_changed"] < 0.5  # honest answers changed at about the 20% rate
+    prada = report["detection"]["prada"]
+    assert prada["delta"] == 0.9 and prada["strategy"] == "balanced" and prada["benign_source"] == "digits:test"
+    assert prada["first_alarm"] is None or 0 <= prada["first_alarm"] < 200
+    assert isinstance(prada["benign_alarm"], bool) and prada["streams"]["balanced"]["queries"] == 200
+    assert (out / report["detection"]["plot"]).read_bytes().startswith(PNG_MAGIC)
+    assert [s["tau"] for s in report["misinformation_sweep"]] == [0.3, 0.5, 0.7]
     assert result.stdout.strip().splitlines()[-1] == report["verdict"]
-    assert report["verdict"].startswith("With label-only answers (top1), ")
+    assert re.match(r"(High|Medium|Low) risk\. With label-only answers \(top1\), ", report["verdict"])
+    assert "PRADA-style monitoring (delta 0.9) would" in report["verdict"]
     assert (out / "audit_curve.png").read_bytes().startswith(PNG_MAGIC)
     page = (out / "audit.html").read_text()
     assert report["sha256"] in page and "http" not in page and "<script" not in page
@@ -233,7 +283,7 @@ def test_audit_html_renders_in_headless_chromium(audited, tmp_path):
     ).stdout
     report = json.loads((out / "audit.json").read_text())
     assert html.escape(report["verdict"], quote=False) in dom
-    assert 'id="verdict"' in dom and "data:image/png;base64," in dom
+    assert 'id="verdict"' in dom and 'id="detection"' in dom and dom.count("data:image/png;base64,") == 2
 
 
 def test_audit_without_test_data_scores_agreement_on_fresh_queries(tmp_path):

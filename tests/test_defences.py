@@ -5,6 +5,8 @@ import pytest
 
 from copycat_tf.audit.defences import (
     DEFAULT_DEFENCES,
+    build_defences,
+    defence_names,
     parse_defence,
     parse_defences,
     renormalise,
@@ -22,7 +24,11 @@ def _peaked_rows(count=2000, classes=10, seed=0):
 
 
 def test_every_default_defence_parses():
-    assert [parse_defence(name).name for name in DEFAULT_DEFENCES] == list(DEFAULT_DEFENCES)
+    assert defence_names(",".join(DEFAULT_DEFENCES)) == list(DEFAULT_DEFENCES)
+    built = build_defences(DEFAULT_DEFENCES, num_classes=10, taus=(0.3, 0.5))
+    assert [d.slug for d in built] == ["none", "top1", "top3", "round2", "reverse-sigmoid", "misinformation-tau0.3",
+                                       "misinformation-tau0.5", "watermark-rate0.005"]
+    assert all(d.label_only for d in built[5:]) and not any(d.needs_images for d in built[:7])
     assert [d.name for d in parse_defences("none, TOP1,top1,top5,round1")] == ["none", "top1", "top5", "round1"]
 
 

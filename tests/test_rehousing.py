@@ -185,3 +185,11 @@ def test_evaluate_takes_queries_spent_and_still_reads_the_old_spelling(tmp_path)
         assert ("now --queries-spent" in result.stderr) == (flag == "--queries")
     assert "--queries-spent" in run_cli("evaluate", "--help").stdout
     assert "--queries " not in run_cli("evaluate", "--help").stdout
+
+
+def test_pyproject_installs_every_package_of_the_namespace():
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {name for name, path in _modules().items() if path.name == "__init__.py"}
+    assert found == listed  # a package left out would be missing from every wheel and Docker image

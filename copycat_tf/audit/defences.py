@@ -54,12 +54,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from copycat_tf.audit.label_defences import (
+    DEFAULT_TAU,
+    DEFAULT_WATERMARK_RATE,
+    LABEL_DEFENCES,
+    AdaptiveMisinformation,
+    Watermark,
+    default_watermark_key,
+)
 from copycat_tf.errors import CopycatError
 
 #: The policies an audit simulates unless told otherwise.
-DEFAULT_DEFENCES = ("none", "top1", "top3", "round2", "reverse-sigmoid")
-#: Every spelling :func:`parse_defence` accepts, for error messages and ``--help``.
-DEFENCE_FORMS = ("none", "topK (top1 = label only)", "roundD", "reverse-sigmoid")
+DEFAULT_DEFENCES = ("none", "top1", "top3", "round2", "reverse-sigmoid", *LABEL_DEFENCES)
+#: Every spelling :func:`build_defences` accepts, for error messages and ``--help``.
+DEFENCE_FORMS = ("none", "topK (top1 = label only)", "roundD", "reverse-sigmoid", *LABEL_DEFENCES)
 
 REVERSE_SIGMOID_BETA = 1.0
 REVERSE_SIGMOID_GAMMA = 0.1
@@ -159,8 +167,14 @@ class Defence:
         p = _rows(probabilities)
         return None if self._apply is None else self._apply(p)
 
-    def attacker_view(self, labels, probabilities) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(labels, probabilities)`` the attacker trains on, from the target's own.
+    slug = property(lambda self: self.name, doc="Unique per setting: names a cell's folders.")
+    derivation = property(lambda self: self.name, doc="What a derived fake dataset records.")
+    needs_images = False
+    needs_probabilities = property(lambda self: not self.label_only)
+
+    def attacker_view(self, labels, probabilities, images=None) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(labels, probabilities)`` the attacker trains on, from the target's own
+        (``images`` are not needed by output policies).
 
         Labels are the target's for label-only answers, else the argmax (lowest index on
         ties) of the attacker's renormalised probabilities.
@@ -207,6 +221,50 @@ def parse_defence(name: str) -> Defence:
         f"unknown defence {name!r}; valid: {', '.join(DEFENCE_FORMS)}, e.g. "
         f"{','.join(DEFAULT_DEFENCES)}"
     )
+
+
+def defence_names(names: str | Sequence[str]) -> list[str]:
+    """Check a comma list (or a sequence) of defence names before anything is bought.
+
+    Returns:
+        The canonical names, duplicates dropped, order kept.
+
+    Example:
+
+    >>> defence_names("none,TOP1,watermark,top1")
+    ['none', 'top1', 'watermark']
+    """
+    if isinstance(names, str):
+        names = names.split(",")
+    canonical = [text if text in LABEL_DEFENCES else parse_defence(text).name
+                 for text in (str(n).strip().lower() for n in names) if text]
+    if not canonical:
+        raise CopycatError(f"no defence given; choose from {', '.join(DEFENCE_FORMS)}")
+    return list(dict.fromkeys(canonical))
+
+
+def build_defences(names: str | Sequence[str], *, num_classes: int, seed: int = 0,
+                   taus: Sequence[float] = (DEFAULT_TAU,), watermark_rate: float = DEFAULT_WATERMARK_RATE) -> list:
+    """The defences an audit simulates: output policies (:class:`Defence`) and the label
+    defences of :mod:`copycat_tf.audit.label_defences`, one adaptive-misinformation defence
+    per ``tau`` and a watermark keyed on ``seed``.
+
+    Example:
+
+    >>> [d.slug for d in build_defences("top1,misinformation", num_classes=10, taus=(0.3, 0.5))]
+    ['top1', 'misinformation-tau0.3', 'misinformation-tau0.5']
+    """
+    built = {}
+    for name in defence_names(names):
+        if name == "misinformation":
+            chosen = [AdaptiveMisinformation(float(tau)) for tau in taus]
+        elif name == "watermark":
+            chosen = [Watermark(default_watermark_key(seed), num_classes, watermark_rate)]
+        else:
+            chosen = [parse_defence(name)]
+        for defence in chosen:
+            built.setdefault(defence.slug, defence)
+    return list(built.values())
 
 
 def parse_defences(names: str | Sequence[str]) -> list[Defence]:

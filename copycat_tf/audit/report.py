@@ -46,8 +46,29 @@ def _defence_phrase(report: dict, name: str) -> str:
     return f"the {name} policy ({descriptions.get(name, name)})"
 
 
+#: Risk levels by the best label-only (else least-defended) copy score: performance ratio
+#: with labelled test data, else agreement. At or above the first bound the risk is high,
+#: at or above the second medium, else low.
+RISK_BOUNDS = (0.8, 0.5)
+
+
+def risk_level(score: float | None) -> str:
+    """``"High"``, ``"Medium"`` or ``"Low"`` for a copy score (see :data:`RISK_BOUNDS`).
+
+    Example:
+
+    >>> risk_level(0.85), risk_level(0.6), risk_level(0.2), risk_level(None)
+    ('High', 'Medium', 'Low', 'Unknown')
+    """
+    if score is None:
+        return "Unknown"
+    high, medium = RISK_BOUNDS
+    return "High" if score >= high else "Medium" if score >= medium else "Low"
+
+
 def verdict(report: dict) -> str:
-    """The audit's conclusion in plain language, computed from ``report["results"]``.
+    """The audit's conclusion in plain language, computed from ``report["results"]``: a risk
+    level first, then what was copied, what the defences did and what monitoring saw.
 
     Usage::
 
@@ -74,7 +95,8 @@ def verdict(report: dict) -> str:
                     f"query images was made with {amount}")
         price = report.get("price_per_1k")
         cost = "" if price is None else f" (cost {_money(chosen.get('cost'))} at {_money(price)} per 1,000 queries)"
-        sentences.append(f"With {_defence_phrase(report, headline)}, {core}{cost}.")
+        sentences.append(f"{risk_level(_value(chosen, metric))} risk. "
+                         f"With {_defence_phrase(report, headline)}, {core}{cost}.")
     largest = max(r["queries"] for r in results)
     at_largest = {r["defence"]: _value(r, metric) for r in results if r["queries"] == largest}
     if len(at_largest) > 1:
@@ -106,7 +128,48 @@ def verdict(report: dict) -> str:
                      "the defences to measure that)")
         note += f", which {', '.join(kept)} kept for {span} of these queries, so {then}"
     sentences.append(note + ".")
+    sentences += _owner_sentences(report, metric, largest)
     return " ".join(sentences)
+
+
+def _owner_sentences(report: dict, metric: str, largest: int) -> list[str]:
+    """What monitoring and label-acting defences would have done, in plain words."""
+    sentences = []
+    prada = (report.get("detection") or {}).get("prada")
+    if prada:
+        control = ""
+        if prada.get("benign_source"):
+            control = (f"; it {'also flags' if prada['benign_alarm'] else 'stays quiet on'} the benign "
+                       f"images of {prada['benign_source']}")
+        if prada["first_alarm"] is None:
+            sentences.append(f"PRADA-style monitoring (delta {prada['delta']:g}) would not flag this attack in "
+                             f"{report['queries_spent']:,} queries (lowest W {_w(prada['min_w'])}){control}.")
+        else:
+            sentences.append(f"PRADA-style monitoring (delta {prada['delta']:g}) would flag this attack after "
+                             f"{prada['queries_to_alarm']:,} queries{control}.")
+    at_largest = {r["defence"]: r for r in report["results"] if r["queries"] == largest}
+    reference = at_largest.get("top1") or at_largest.get("none")
+    for name, row in at_largest.items():
+        if name.startswith("misinformation") and reference is not None and _value(row, metric) is not None:
+            honest = ("" if row.get("owner_changed") is None
+                      else f" at a cost of {percent(row['owner_changed'])} of honest answers")
+            sentences.append(f"Adaptive misinformation ({name}) takes the copy from "
+                             f"{percent(_value(reference, metric), 0)} to {percent(_value(row, metric), 0)}{honest}.")
+        if name.startswith("watermark") and "watermark_p_value" in row:
+            rate = next((d.get("parameters", {}).get("rate") for d in report.get("defences", [])
+                         if d["name"] == name), None)
+            which = f"a {percent(rate)} watermark" if rate is not None else "the watermark"
+            p = row["watermark_p_value"]
+            if p is not None and p < 1e-3:
+                sentences.append(f"{which.capitalize()} identifies the copy (p = {p:.1g}).")
+            else:
+                shown = "no marked query" if p is None else f"p = {p:.2g}"
+                sentences.append(f"{which.capitalize()} does not identify the copy at {largest:,} queries ({shown}).")
+    return sentences
+
+
+def _w(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 # ---------------------------------------------------------------------------- writing
@@ -129,9 +192,43 @@ def write_audit_report(report: dict, out_dir: str | os.PathLike) -> dict[str, Pa
     write_json(paths["json"], report)
     png = curve_png(report)
     atomic_write(paths["curve"], lambda handle: handle.write(png))
+    plot = (report.get("detection") or {}).get("plot")
+    prada_png = (out / plot).read_bytes() if plot and (out / plot).is_file() else None
     _write_text(paths["markdown"], markdown(report, curve=paths["curve"].name))
-    _write_text(paths["html"], html_page(report, png))
+    _write_text(paths["html"], html_page(report, png, prada_png))
     return paths
+
+
+def _owner_rows(report: dict) -> list[tuple[str, str]]:
+    """The detection and label-defence findings, as (what, finding) rows."""
+    rows = []
+    prada = (report.get("detection") or {}).get("prada")
+    if prada:
+        attack = ("no alarm" if prada["first_alarm"] is None
+                  else f"alarm after {prada['queries_to_alarm']:,} queries")
+        rows.append((f"PRADA replay, attack ({prada['strategy']} strategy, delta {prada['delta']:g})",
+                     f"{attack}; lowest W {_w(prada['min_w'])}"))
+        if prada.get("benign_source"):
+            rows.append((f"PRADA replay, benign ({prada['benign_source']})",
+                         "alarm" if prada["benign_alarm"] else "no alarm"))
+    for r in report["results"]:
+        parts = []
+        if r.get("owner_changed") is not None:
+            cost = r.get("owner_accuracy_cost")
+            parts.append(f"changes {percent(r['owner_changed'])} of honest answers"
+                         + ("" if cost is None else f" ({cost * 100:.1f} accuracy points)"))
+        if "watermark_p_value" in r:
+            p = r["watermark_p_value"]
+            parts.append(f"copy matches {r['watermark_matches']} of {r['watermark_disagreements']} disagreements on "
+                         f"{r['watermark_marks']} marked queries (chance {r['watermark_chance']:.3f} each), "
+                         f"p = {'n/a' if p is None else format(p, '.2g')}")
+        if parts:
+            rows.append((f"{r['defence']} at {r['queries']:,} queries", "; ".join(parts)))
+    for entry in report.get("misinformation_sweep") or []:
+        rows.append((f"misinformation sweep, tau {entry['tau']:g}",
+                     f"changes {percent(entry['attack_changed'])} of the attack's answers and "
+                     f"{percent(entry['benign_changed'])} of honest ones"))
+    return rows
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -251,6 +348,13 @@ def markdown(report: dict, *, curve: str | None = "audit_curve.png") -> str:
     lines += ["| " + " | ".join(_md(cell) for cell in row) + " |" for row in _result_rows(report)]
     if curve:
         lines += ["", f"![score against queries]({curve})"]
+    owner = _owner_rows(report)
+    if owner:
+        lines += ["", "## Detection and defences", "", "| | |", "|---|---|"]
+        lines += [f"| {_md(k)} | {_md(v)} |" for k, v in owner]
+        plot = (report.get("detection") or {}).get("plot")
+        if plot:
+            lines += ["", f"![PRADA W over queries]({plot})"]
     lines += ["", "## How the defences were simulated", ""]
     lines += [f"- `{_md(d['name'])}`: {_md(d['description'])}" for d in report.get("defences", [])]
     lines += ["", _SIMULATION_NOTE, ""]
@@ -276,6 +380,17 @@ img{max-width:100%;height:auto;border:1px solid #eee}.small{color:#555;font-size
 """
 
 
+def _owner_section(report: dict, prada_png: bytes | None) -> list[str]:
+    rows = _owner_rows(report)
+    if not rows:
+        return []
+    section = ['<h2 id="detection">Detection and defences</h2>', _pairs_table(rows)]
+    if prada_png is not None:
+        data = base64.b64encode(prada_png).decode("ascii")
+        section.append(f'<p><img alt="PRADA W over queries" src="data:image/png;base64,{data}"></p>')
+    return section
+
+
 def _e(text) -> str:
     return html.escape(str(text), quote=True)
 
@@ -285,8 +400,9 @@ def _pairs_table(rows: list[tuple[str, str]]) -> str:
     return f"<table>{body}</table>"
 
 
-def html_page(report: dict, png: bytes | None = None) -> str:
-    """The self-contained HTML report; ``png`` is the curve (drawn when not given)."""
+def html_page(report: dict, png: bytes | None = None, prada_png: bytes | None = None) -> str:
+    """The self-contained HTML report; ``png`` is the curve (drawn when not given),
+    ``prada_png`` the detection replay's W curve (left out when not given)."""
     png = curve_png(report) if png is None else png
     image = base64.b64encode(png).decode("ascii")
     header = "".join(f"<th>{_e(h)}</th>" for h in _RESULT_HEADER)
@@ -310,6 +426,7 @@ def html_page(report: dict, png: bytes | None = None) -> str:
         f"<p>Score: {_e(_metric_label(report['metric']))}.</p>",
         f"<table><tr>{header}</tr>{body}</table>",
         f'<p><img alt="score against queries, one line per defence" src="data:image/png;base64,{image}"></p>',
+        *_owner_section(report, prada_png),
         "<h2>Queries and cost</h2>",
         _pairs_table(_spending_rows(report)),
         "<h2>Model contract</h2>",

@@ -42,13 +42,22 @@ from pathlib import Path
 import numpy as np
 
 from copycat_tf._version import __version__
-from copycat_tf.audit.defences import DEFAULT_DEFENCES, Defence, parse_defences
+from copycat_tf.audit.defences import DEFAULT_DEFENCES, build_defences, defence_names
+from copycat_tf.audit.detection import DEFAULT_DELTA
+from copycat_tf.audit.label_defences import (
+    DEFAULT_TAU,
+    DEFAULT_TAUS,
+    DEFAULT_WATERMARK_RATE,
+    AdaptiveMisinformation,
+    Watermark,
+)
+from copycat_tf.audit.owner_view import detection, owner_price, owner_probabilities, sweep, watermark_scores
 from copycat_tf.audit.report import verdict, write_audit_report
 from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError, check_whole
 from copycat_tf.evaluation import agreement, evaluate
 from copycat_tf.fakeset import derive, label
-from copycat_tf.files import UnreadableJson, file_sha256, read_json, write_json
+from copycat_tf.files import UnreadableJson, atomic_write, file_sha256, read_json, write_json
 from copycat_tf.oracle import OnnxOracle
 from copycat_tf.queries import open_query_source
 from copycat_tf.strategies import DEFAULT_BALANCE, STRATEGIES, collect
@@ -59,6 +68,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BUDGETS = (1000, 5000, 20000)
 DEFAULT_EVAL_QUERIES = 1000
 CELL_FORMAT = "copycat-tf.audit-cell"
+#: The PRADA replay's W-over-queries plot, beside the report.
+PRADA_PLOT = "audit_prada.png"
 #: Stream positions reserved for the agreement images, per image wanted (room for rejects).
 _EVAL_SPAN = 4
 
@@ -127,6 +138,11 @@ def audit(
     resize: str = "resize",
     batch_size: int = 64,
     oracle_options: dict | None = None,
+    misinformation_taus: Sequence[float] = (DEFAULT_TAU,),
+    watermark_rate: float = DEFAULT_WATERMARK_RATE,
+    benign_data: str | None = None,
+    detect: bool = True,
+    prada_delta: float = DEFAULT_DELTA,
     progress: Callable | None = None,
     on_stage: Callable[[int, int, str], None] | None = None,
     fit_verbose: int = 0,
@@ -138,7 +154,9 @@ def audit(
         queries: query source specs, as for ``steal``.
         out_dir: the audit's folder; rerun with the same arguments to resume.
         budgets: query budgets (a comma list or whole numbers); only the largest is bought.
-        defences: output policies (:func:`~copycat_tf.audit.defences.parse_defence` names).
+        defences: output policies (:func:`~copycat_tf.audit.defences.parse_defence` names)
+            and label defences (``misinformation``, ``watermark``; see
+            :mod:`copycat_tf.audit.label_defences`).
         test_data: labelled test data spec: gives performance ratios. Without it, copycats
             are scored by agreement with the target on ``eval_queries`` fresh query images.
         strategy: ``"balanced"`` or ``"paper"`` (:mod:`copycat_tf.strategies`).
@@ -151,6 +169,13 @@ def audit(
         resize: how query images are fitted: ``resize``, ``center-crop`` or ``pad``.
         batch_size: images per oracle call.
         oracle_options: :class:`~copycat_tf.oracle.OnnxOracle` keyword arguments.
+        misinformation_taus: a copycat is trained behind adaptive misinformation at each
+            of these thresholds (the share of answers changed is reported for a wider sweep).
+        watermark_rate: share of queries the simulated watermark answers falsely.
+        benign_data: images an honest caller would send (default ``test_data``): the price
+            label defences make honest callers pay, and PRADA's control stream.
+        detect: replay PRADA detection over the query stream as bought.
+        prada_delta: PRADA's alarm threshold on the Shapiro-Wilk ``W``.
         progress: called with a :class:`~copycat_tf.fakeset.LabelProgress` while buying.
         on_stage: called as ``on_stage(k, n, what)`` when stage ``k`` of ``n`` starts.
         fit_verbose: Keras ``fit`` verbosity.
@@ -164,7 +189,7 @@ def audit(
     """
 
     budgets = parse_budgets(budgets)
-    chosen = parse_defences(defences)
+    defence_names(defences)  # checked before anything is bought
     if strategy not in STRATEGIES:
         raise CopycatError(f"strategy must be one of {', '.join(STRATEGIES)}; received {strategy!r}")
     if price_per_1k is not None and not (price_per_1k >= 0 and np.isfinite(price_per_1k)):
@@ -182,9 +207,13 @@ def audit(
     if test_data is not None:  # loaded first: a wrong spec should fail before any query is bought
 
         test = load_labelled(test_data, image_shape=oracle.contract.image_shape)
+    benign = load_labelled(benign_data, image_shape=oracle.contract.image_shape) if benign_data else test
+    chosen = build_defences(defences, num_classes=oracle.contract.num_classes, seed=seed,
+                            taus=misinformation_taus, watermark_rate=watermark_rate)
+    names = _row_names(chosen)
 
     cells = [(n, d) for n in budgets for d in chosen]
-    total = 2 + len(cells) + (test is None)
+    total = 2 + len(cells) + (test is None) + detect
     stage = _Stages(total, on_stage)
     largest = budgets[-1]
     stage(f"buying {largest:,} queries once from {', '.join(map(str, queries))} "
@@ -206,17 +235,25 @@ def audit(
         eval_set = _buy_eval_set(oracle, queries, fakeset, out_dir, eval_queries, seed, resize,
                                  batch_size, progress, stage)
 
+    # The owner's own benign images, asked once: the honest answers label defences would change.
+    benign_probabilities = owner_probabilities(oracle, benign.images) if benign is not None else None
     results = []
     for n, defence in cells:
-        stage(f"{n:,} queries behind {defence.name} ({defence.description}): derive, train, evaluate")
+        stage(f"{n:,} queries behind {names[defence.slug]} ({defence.description}): derive, train, evaluate")
         labels = "hard" if defence.label_only else "soft"
-        cell_name = f"{n}-{defence.name}"
+        cell_name = f"{n}-{defence.slug}"
         derived = derive(fakeset, out_dir / "fakesets" / cell_name, n, defence.attacker_view,
-                         name=f"defence:{defence.name}", labels=labels)
+                         name=f"defence:{defence.derivation}", labels=labels)
         config = replace(train_config, labels=labels)  # what this defence lets the attacker see
         copycat = train_copycat(derived, out_dir / "copycats" / cell_name, config, fit_verbose=fit_verbose)
-        results.append(_cell(oracle, copycat, derived, fakeset, defence, n, test, eval_set, out_dir,
-                             cell_name, price_per_1k))
+        row = _cell(oracle, copycat, derived, fakeset, defence, n, test, eval_set, out_dir, cell_name, price_per_1k)
+        results.append({**row, "defence": names[defence.slug], **owner_price(defence, benign, benign_probabilities)})
+
+    detection_block = None
+    if detect:
+        stage(f"replaying PRADA detection (delta {prada_delta:g}) over the {fakeset.count:,} queries as bought")
+        detection_block, prada_png = detection(fakeset, oracle, benign, strategy, prada_delta)
+        atomic_write(out_dir / PRADA_PLOT, lambda handle: handle.write(prada_png))
 
     stage("writing the report")
 
@@ -235,14 +272,19 @@ def audit(
         "metric": "performance_ratio" if test is not None and test.labels is not None else "agreement",
         "evaluation_images": len(test.images) if test is not None else (eval_set.count if eval_set else 0),
         "budgets": budgets,
-        "defences": [{"name": d.name, "description": d.description, "label_only": d.label_only,
-                      "keeps_top1": d.keeps_top1} for d in chosen],
+        "defences": [{"name": names[d.slug], "description": d.description, "label_only": d.label_only,
+                      "keeps_top1": d.keeps_top1, **({"parameters": d.parameters} if hasattr(d, "parameters") else {})}
+                     for d in chosen],
         "queries_spent": fakeset.queries_spent,
         "eval_queries_spent": eval_set.queries_spent if eval_set is not None else 0,
         "price_per_1k": price_per_1k,
         "total_cost": None if price_per_1k is None else _cost(
             fakeset.queries_spent + (eval_set.queries_spent if eval_set is not None else 0), price_per_1k),
         "results": results,
+        "detection": None if detection_block is None else {"prada": detection_block, "plot": PRADA_PLOT},
+        "misinformation_sweep": sweep(fakeset, benign_probabilities, DEFAULT_TAUS)
+        if any(isinstance(d, AdaptiveMisinformation) for d in chosen) else None,
+        "benign_data": benign.name if benign is not None else None,
     }
     report["verdict"] = verdict(report)
     files = write_audit_report(report, out_dir)
@@ -290,7 +332,16 @@ def _eval_identity(test, eval_set) -> dict:
     return {"test_data": test.name, "count": len(test.images)}
 
 
-def _cell(oracle, copycat, derived, fakeset, defence: Defence, n: int, test, eval_set, out_dir: Path,
+def _row_names(defences) -> dict[str, str]:
+    """Each defence's name in the results: its plain name, or its setting (e.g.
+    ``misinformation-tau0.3``) when several settings of one defence are measured."""
+    counts = {}
+    for d in defences:
+        counts[d.name] = counts.get(d.name, 0) + 1
+    return {d.slug: d.name if counts[d.name] == 1 else d.slug for d in defences}
+
+
+def _cell(oracle, copycat, derived, fakeset, defence, n: int, test, eval_set, out_dir: Path,
           cell_name: str, price_per_1k) -> dict:
     """Score one (budget, defence) copycat, or read its cached scores."""
 
@@ -307,11 +358,12 @@ def _cell(oracle, copycat, derived, fakeset, defence: Defence, n: int, test, eva
         copycat_oracle = OnnxOracle(copycat.onnx_path, providers=oracle.providers)
         scores = _score(oracle, copycat_oracle, test, eval_set, n)
         scores["top1_kept"] = _top1_kept(fakeset, derived, n)
+        if isinstance(defence, Watermark):
+            scores.update(watermark_scores(defence, fakeset, n, copycat_oracle))
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, {"format": CELL_FORMAT, "key": key, "scores": scores})
     return {
         "queries": n,
-        "defence": defence.name,
         **scores,
         "cost": _cost(n, price_per_1k),
         "labels": derived.manifest["config"]["labels"],

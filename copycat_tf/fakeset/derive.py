@@ -31,7 +31,7 @@ def derive(
     fakeset: FakeSet,
     out_dir: str | os.PathLike,
     count: int,
-    answers: Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray | None]] | None = None,
+    answers: Callable[[np.ndarray, np.ndarray | None, np.ndarray], tuple[np.ndarray, np.ndarray | None]] | None = None,
     *,
     name: str = "prefix",
     labels: str | None = None,
@@ -52,9 +52,10 @@ def derive(
         fakeset: the source (complete, holding at least ``count`` records).
         out_dir: the derived dataset's folder.
         count: records to take from the start.
-        answers: ``answers(labels, probabilities) -> (labels, probabilities or None)`` per
-            shard (``probabilities`` is ``None`` when the source holds hard labels); default
-            keeps the stored answers.
+        answers: ``answers(labels, probabilities, images) -> (labels, probabilities or None)``
+            per shard (``probabilities`` is ``None`` when the source holds hard labels;
+            ``images`` are the queries, for defences keyed on them); default keeps the
+            stored answers.
         name: what ``answers`` does, recorded in the config (and part of the identity).
         labels: ``"hard"`` or ``"soft"`` (default the source's); ``"soft"`` needs
             ``answers`` to return probabilities.
@@ -138,7 +139,7 @@ def derive(
         stored_probabilities = shard["probabilities"][:n] if soft_source else None
         new_labels, new_probabilities = (shard["labels"][:n], stored_probabilities)
         if answers is not None:
-            new_labels, new_probabilities = answers(shard["labels"][:n], stored_probabilities)
+            new_labels, new_probabilities = answers(shard["labels"][:n], stored_probabilities, shard["images"][:n])
         new_labels = np.asarray(new_labels, np.int64)
         if new_labels.shape != (n,) or (n and (new_labels.min() < 0 or new_labels.max() >= num_classes)):
             raise CopycatError(f"derivation {name!r} returned labels of shape {new_labels.shape} "

@@ -1,0 +1,101 @@
+"""What the model's owner sees of an attack, replayed offline on the one purchase.
+
+Would monitoring have flagged it (a PRADA replay of the query stream in the order bought,
+beside a benign stream replayed the same way), what do label-acting defences cost honest
+callers, and does a watermark identify the copy? Everything here reads stored answers or
+asks the target about the owner's own benign images; no attack query is bought.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from copycat_tf.audit.detection import DEFAULT_DELTA, PradaResult, prada_curve_png, replay_prada
+from copycat_tf.audit.label_defences import AdaptiveMisinformation, Watermark, misinformation_sweep
+
+log = logging.getLogger(__name__)
+
+#: Images per call when the owner asks its own model about benign images.
+_CHUNK = 256
+
+
+def owner_probabilities(oracle, images: np.ndarray) -> np.ndarray:
+    """The target's probabilities for the owner's own (benign) images, float32 ``(n, K)``."""
+    parts = [oracle.query(images[start:start + _CHUNK], soft=True).probabilities
+             for start in range(0, len(images), _CHUNK)]
+    return np.concatenate(parts) if parts else np.zeros((0, oracle.contract.num_classes), np.float32)
+
+
+def detection(fakeset, oracle, benign, strategy: str, delta: float = DEFAULT_DELTA) -> tuple[dict, bytes]:
+    """Replay PRADA over the attack's stream and over the benign images.
+
+    Args:
+        fakeset: the purchase, replayed shard by shard in the order bought.
+        oracle: the target (its contract turns stored pixels into model inputs; the benign
+            images' labels are asked of it).
+        benign: labelled or unlabelled benign images (:class:`~copycat_tf.datasets.LabelledImages`),
+            or ``None`` (no control stream).
+        strategy: the attack's query strategy, to name its stream.
+        delta: the alarm threshold on Shapiro-Wilk ``W``.
+
+    Returns:
+        ``(audit.json "prada" block, PNG of W over queries)``.
+    """
+    to_input = oracle.contract.to_model_input
+    attack = replay_prada(((s["images"], s["labels"]) for s in fakeset.iter_shards()), None,
+                          delta=delta, transform=to_input)
+    streams: dict[str, PradaResult] = {f"attack ({strategy})": attack}
+    block = {"delta": delta, "strategy": strategy, "first_alarm": attack.first_alarm,
+             "queries_to_alarm": attack.queries_to_alarm, "min_w": attack.to_dict(curve=False)["min_w"],
+             "benign_alarm": None, "benign_first_alarm": None, "benign_source": None,
+             "streams": {strategy: attack.to_dict()}}
+    if benign is not None:
+        labels = owner_probabilities(oracle, benign.images).argmax(axis=1)
+        control = replay_prada(to_input(benign.images), labels, delta=delta)
+        streams["benign"] = control
+        block.update(benign_alarm=control.alarmed, benign_first_alarm=control.first_alarm,
+                     benign_source=benign.name, streams={**block["streams"], "benign": control.to_dict()})
+    log.info("PRADA replay (delta %g): attack %s; benign %s", delta,
+             "quiet" if attack.first_alarm is None else f"flagged after {attack.queries_to_alarm:,} queries",
+             "not replayed" if benign is None else ("flagged" if block["benign_alarm"] else "quiet"))
+    return block, prada_curve_png(streams)
+
+
+def owner_price(defence, benign, benign_probabilities: np.ndarray | None) -> dict:
+    """What a label defence costs honest callers on the benign images: the share of their
+    answers it changes and the accuracy points lost (when labels are known)."""
+    if benign_probabilities is None or not isinstance(defence, (AdaptiveMisinformation, Watermark)):
+        return {}
+    if isinstance(defence, AdaptiveMisinformation):
+        price = defence.price(benign_probabilities, benign.labels)
+    else:
+        price = defence.cost(benign.images, benign_probabilities.argmax(axis=1), benign.labels)
+    return {"owner_changed": price.changed, "owner_accuracy_cost": price.accuracy_cost}
+
+
+def watermark_scores(defence: Watermark, fakeset, n: int, copycat_oracle) -> dict:
+    """Does the copycat trained on the first ``n`` watermarked answers carry the watermark?"""
+    images, labels, kept = [], [], 0
+    for shard in fakeset.iter_shards():
+        take = min(len(shard["labels"]), n - kept)
+        images.append(shard["images"][:take])
+        labels.append(shard["labels"][:take])
+        kept += take
+        if kept >= n:
+            break
+    found = defence.evidence(np.concatenate(images), np.concatenate(labels),
+                             lambda x: copycat_oracle.query(x).labels)
+    return {"watermark_p_value": found.p_value, "watermark_marks": found.watermarks,
+            "watermark_disagreements": found.disagreements, "watermark_matches": found.matches,
+            "watermark_chance": found.chance}
+
+
+def sweep(fakeset, benign_probabilities: np.ndarray | None, taus) -> list[dict] | None:
+    """Share of attack and honest answers adaptive misinformation would change, per tau
+    (no copycat trained: the cheap half of the sweep)."""
+    if benign_probabilities is None or not fakeset.has_probabilities:
+        return None
+    attack = np.concatenate([s["probabilities"] for s in fakeset.iter_shards(with_probabilities=True)])
+    return misinformation_sweep(attack, benign_probabilities, taus)
