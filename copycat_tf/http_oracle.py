@@ -84,7 +84,7 @@ from copycat_tf.contract import (
     Preprocessing,
     detect_output_kind,
 )
-from copycat_tf.errors import BudgetExceeded, CopycatError
+from copycat_tf.errors import BudgetExceeded, CopycatError, check_positive_number, check_whole, first_line
 from copycat_tf.oracle import MAX_FIXED_BATCH, MAX_INPUT_PIXELS, Answers, Oracle
 
 log = logging.getLogger(__name__)
@@ -558,13 +558,17 @@ class HttpOracle(Oracle):
         self.endpoint = Endpoint.parse(url, protocol)
         self._headers = parse_headers(headers)
         self._secrets = _secret_words(self._headers)
-        self.concurrency = _whole("concurrency", concurrency, 1, 256)
-        self.max_batch = _whole("max_batch", max_batch, 1, MAX_FIXED_BATCH)
-        self.timeout = _positive("timeout", timeout)
-        self.max_retry_time = _positive("max_retry_time", max_retry_time, zero=True)
-        self.backoff = _positive("backoff", backoff, zero=True)
-        self.max_response_bytes = _whole("max_response_bytes", max_response_bytes, 1024, 1 << 34)
-        self.price_per_1k = None if price_per_1k is None else _positive("price_per_1k", price_per_1k, zero=True)
+        check_whole("concurrency", concurrency)
+        check_whole("max_batch", max_batch)
+        check_whole("max_response_bytes", max_response_bytes, minimum=1024)
+        check_positive_number("timeout", timeout)
+        self.concurrency = int(concurrency)
+        self.max_batch = min(int(max_batch), MAX_FIXED_BATCH)
+        self.max_response_bytes = int(max_response_bytes)
+        self.timeout = float(timeout)
+        self.max_retry_time = _non_negative("max_retry_time", max_retry_time)
+        self.backoff = _non_negative("backoff", backoff)
+        self.price_per_1k = None if price_per_1k is None else _non_negative("price_per_1k", price_per_1k)
         self.insecure = bool(insecure)
         if output_kind is not None and output_kind not in HTTP_OUTPUT_KINDS:
             raise CopycatError(f"output kind must be one of {HTTP_OUTPUT_KINDS}; received {output_kind!r}")
@@ -643,6 +647,15 @@ class HttpOracle(Oracle):
         shown = {name: "***" for name in self._headers}
         return (f"HttpOracle({self.endpoint.url!r}, protocol={self.endpoint.protocol!r}, "
                 f"headers={shown}, budget={self.budget}, concurrency={self.concurrency})")
+
+    def request_body(self, images: np.ndarray) -> bytes:
+        """The exact body one inference request for ``images`` sends (for load generators).
+
+        Nothing is sent or charged.
+        """
+        x = self.contract.to_model_input(self.contract.check_images(images))
+        return self._codec.encode(x, self.contract.input.name,
+                                  self.contract.output.name if self._output_named else None)
 
     def close(self) -> None:
         """Stop the worker threads and close the connections."""
@@ -1269,8 +1282,7 @@ def _detect_layout(shape: list[int | None], channels: int | None) -> str:
 
 
 def _check_class_names(class_names, num_classes) -> tuple[str, ...] | None:
-    if num_classes is not None:
-        _whole("num_classes", num_classes, 2, _MAX_CLASSES)
+    check_whole("num_classes", num_classes, minimum=2, optional=True)
     if class_names is None:
         return None
     if isinstance(class_names, str):
@@ -1308,30 +1320,16 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time()) if when is not None else None
 
 
-def _whole(name: str, value, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-        raise CopycatError(f"{name} must be a whole number from {low} to {high}; received {value!r}")
-    return int(value)
-
-
-def _positive(name: str, value, zero: bool = False) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not math.isfinite(number) or number < 0 or (number == 0 and not zero):
-        raise CopycatError(f"{name} must be a {'non-negative' if zero else 'positive'} number; received {value!r}")
-    return number
+def _non_negative(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise CopycatError(f"{name.replace('_', '-')} must be a number >= 0; received {value!r}")
+    return float(value)
 
 
 def _reason(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None) or exc
-    return _first_line(reason)
-
-
-def _first_line(exc) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]
+    """urllib3 wraps the socket error that says what happened in ``reason``."""
+    reason = getattr(exc, "reason", None)
+    return first_line(reason if isinstance(reason, BaseException) else exc)
 
 
 def _shown(url: str) -> str:

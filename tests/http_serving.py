@@ -80,9 +80,12 @@ class KServeServer:
         folder: where its log and count file go.
         models: ``{name: (onnx_path, answer)}``; answer ``rows``, ``labels`` or ``names``.
         class_names: for ``names`` answers.
+        isolate: run it in a namespace of its own, reached through a :class:`FaultProxy`
+            (``front``); ``False`` when the caller already runs in a loopback-only
+            namespace (the benchmark), where ``url`` is the server itself.
     """
 
-    def __init__(self, folder: Path, models: dict[str, tuple[Path, str]], class_names=()):
+    def __init__(self, folder: Path, models: dict[str, tuple[Path, str]], class_names=(), *, isolate=True):
         self.folder = folder
         self.count_file = folder / "server-counts.txt"
         self.log = folder / "server.log"
@@ -91,13 +94,13 @@ class KServeServer:
                    "--http_port", str(SERVER_PORT)]
         for name, (path, answer) in models.items():
             command += ["--model", f"{name}={path}:{answer}"]
+        launcher = ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$0" "$@"'] if isolate else []
         with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', *command],
-                stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
-            )
+            self.process = subprocess.Popen([*launcher, *command], stdout=log, stderr=subprocess.STDOUT,
+                                            preexec_fn=_die_with_parent)
         self.netns = f"/proc/{self.process.pid}/ns/net"
-        self.front = FaultProxy(self, folder / "front")
+        self.front = FaultProxy(self, folder / "front") if isolate else None
+        self.url = self.front.url if isolate else f"http://127.0.0.1:{SERVER_PORT}"
         deadline = time.monotonic() + 120
         while not self._ready():
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -107,7 +110,7 @@ class KServeServer:
 
     def _ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.front.url}/v2/health/ready", timeout=2) as answer:
+            with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=2) as answer:
                 return answer.status == 200
         except OSError:
             return False
@@ -127,7 +130,8 @@ class KServeServer:
         return sum(n for name, n, _ in self.records() if model in (None, name))
 
     def stop(self) -> None:
-        self.front.stop()
+        if self.front is not None:
+            self.front.stop()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
