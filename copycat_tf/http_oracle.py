@@ -67,6 +67,7 @@ import random
 import re
 import threading
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -74,6 +75,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    InsecureRequestWarning,
+    ReadTimeoutError,
+    SSLError,
+)
 
 from copycat_tf.contract import (
     LAYOUTS,
@@ -84,7 +93,13 @@ from copycat_tf.contract import (
     Preprocessing,
     detect_output_kind,
 )
-from copycat_tf.errors import BudgetExceeded, CopycatError, check_positive_number, check_whole, first_line
+from copycat_tf.errors import (
+    BudgetExceeded,
+    CopycatError,
+    check_positive_number,
+    check_whole,
+    first_line,
+)
 from copycat_tf.oracle import MAX_FIXED_BATCH, MAX_INPUT_PIXELS, Answers, Oracle
 
 log = logging.getLogger(__name__)
@@ -334,9 +349,22 @@ def number_list(values: np.ndarray) -> str:
 
 
 def _nest(words: np.ndarray) -> str:
+    """JSON array text of a (non-empty) array of number words, nested like the array."""
     if words.ndim == 1:
         return "[" + ",".join(words.tolist()) + "]"
-    return "[" + ",".join(_nest(row) for row in words) + "]"
+    # One join over words and separators: after the word that ends c nested blocks comes
+    # "]" * c + "," + "[" * c (a per-row join costs one Python call per innermost row).
+    ends = np.zeros(words.size, np.int64)
+    block = 1
+    for size in reversed(words.shape):
+        block *= size
+        ends[block - 1 :: block] += 1
+    separators = np.asarray([","] + ["]" * c + "," + "[" * c for c in range(1, words.ndim + 1)], dtype=object)
+    parts = np.empty(2 * words.size, dtype=object)
+    parts[0::2] = words.ravel()
+    parts[1::2] = separators[ends]
+    parts[-1] = "]" * words.ndim
+    return "[" * words.ndim + "".join(parts.tolist())
 
 
 class _V2Codec:
@@ -653,9 +681,11 @@ class HttpOracle(Oracle):
 
         Nothing is sent or charged.
         """
-        x = self.contract.to_model_input(self.contract.check_images(images))
-        return self._codec.encode(x, self.contract.input.name,
-                                  self.contract.output.name if self._output_named else None)
+        return self._body(self.contract.to_model_input(self.contract.check_images(images)))
+
+    def _body(self, x: np.ndarray) -> bytes:
+        output_name = self.contract.output.name if self._output_named else None
+        return self._codec.encode(x, self.contract.input.name, output_name)
 
     def close(self) -> None:
         """Stop the worker threads and close the connections."""
@@ -707,10 +737,10 @@ class HttpOracle(Oracle):
 
     def _ask(self, x: np.ndarray) -> np.ndarray:
         """Send one request of images and return the chosen output as an array."""
-        output_name = self.contract.output.name if self._output_named else None
-        body = self._codec.encode(x, self.contract.input.name, output_name)
-        reply = self._exchange("POST", self.endpoint.infer_path, body, images=len(x), what="inference")
+        reply = self._exchange("POST", self.endpoint.infer_path, self._body(x), images=len(x),
+                               what="inference")
         try:
+            output_name = self.contract.output.name if self._output_named else None
             return self._codec.decode(self._json(reply, "inference"), output_name, len(x))
         except _BadAnswer as exc:
             raise self._bad_answer("inference", str(exc)) from None
@@ -759,9 +789,10 @@ class HttpOracle(Oracle):
         k = self.contract.num_classes
         if not np.all(np.isfinite(answer)) or np.any(answer != np.round(answer)):
             raise self._bad_answer("inference", "its labels are not whole numbers")
-        if answer.min() < 0 or answer.max() >= k:
-            raise self._bad_answer("inference", f"it answers class {int(answer.max() if answer.max() >= k else answer.min())}; "
-                                   f"there are {k} classes (0 to {k - 1})")
+        outside = answer[(answer < 0) | (answer >= k)]
+        if outside.size:
+            raise self._bad_answer("inference", f"it answers class {int(outside[0])}; there are {k} "
+                                   f"classes (0 to {k - 1})")
         return answer.astype(np.int64)
 
     # -------------------------------------------------------------------- accounting
@@ -784,16 +815,11 @@ class HttpOracle(Oracle):
     # --------------------------------------------------------------------- transport
 
     def _make_pool(self, ca_certs):
-        import urllib3
-
         options = {"maxsize": self.concurrency, "block": True, "retries": False}
         if self.endpoint.scheme == "https":
             if self.insecure:
-                import warnings
-
-                from urllib3.exceptions import InsecureRequestWarning
-
-                # Said once here instead of a warning per request.
+                # Said once in the log instead of a warning per request (the filter is
+                # process-wide, and silences only what that log line already says).
                 warnings.filterwarnings("ignore", category=InsecureRequestWarning)
                 log.warning("TLS certificate checks are off for %s (insecure)", self.endpoint.origin)
                 options["cert_reqs"] = "CERT_NONE"
@@ -859,14 +885,6 @@ class HttpOracle(Oracle):
             time.sleep(delay)
 
     def _attempt(self, method: str, url: str, body: bytes | None, headers: dict) -> _Outcome:
-        import urllib3
-        from urllib3.exceptions import (
-            ConnectTimeoutError,
-            HTTPError,
-            ReadTimeoutError,
-            SSLError,
-        )
-
         deadline = time.monotonic() + self.timeout
         try:
             response = self._pool.urlopen(

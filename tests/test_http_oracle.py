@@ -18,10 +18,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from http_serving import FaultProxy, KServeServer
+from onnx_factory import make_linear_classifier
 
 from copycat_tf.contract import Preprocessing
 from copycat_tf.errors import BudgetExceeded, CopycatError
@@ -35,8 +36,6 @@ from copycat_tf.http_oracle import (
     parse_rate,
 )
 from copycat_tf.oracle import OnnxOracle
-from http_serving import FaultProxy, KServeServer
-from onnx_factory import make_linear_classifier
 
 CLASS_NAMES = ["cat", "dog", "fox", "owl"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
@@ -164,6 +163,15 @@ def test_request_numbers_read_back_to_the_same_tensor(preprocessing, dtype):
     x = x.astype(dtype) if dtype != "uint8" else pixels.astype(np.uint8)
     read = np.asarray(json.loads(number_list(x)), dtype=np.float64).astype(dtype)
     assert read.shape == x.shape and np.array_equal(read, x)
+
+
+@pytest.mark.parametrize("shape", [(1,), (7,), (2, 3), (1, 1, 1, 1), (3, 1, 2, 4), (2, 5, 5, 3)])
+def test_request_numbers_nest_like_the_array(shape):
+    values = np.random.default_rng(len(shape)).integers(-300, 300, shape)
+    for x in (values.astype(np.int64), values.astype(np.float32) / 7):
+        read = np.asarray(json.loads(number_list(x)))
+        assert read.shape == x.shape
+        np.testing.assert_array_equal(read.astype(x.dtype), x)
 
 
 def test_open_oracle_picks_the_implementation(tmp_path):
