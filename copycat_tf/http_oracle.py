@@ -468,8 +468,6 @@ class HttpOracle(Oracle):
                                  tuple(o["name"] for o in outputs if o["name"] != out_name))
         if k is None or self.output_kind is None:
             self._probe(k)
-        elif self.output_kind == "labels" and k < 2:
-            raise CopycatError("label answers need at least 2 classes")
 
     def _image_input(self, inputs, input_name, input_size, channels, layout, dtype) -> ImageInput:
         if layout is not None and layout not in LAYOUTS:
