@@ -41,7 +41,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
@@ -153,6 +153,9 @@ class HttpOracle(Oracle):
             to read answers that name the class.
         contract: a whole :class:`~copycat_tf.contract.Contract` (e.g. a fake dataset's):
             no metadata is read and nothing is probed.
+        on_charge: write-ahead hook, called with ``+images`` before each attempt is sent
+            (retries and probes included) and ``-images`` when one turns out not charged;
+            settable later as ``oracle.transport.on_charge``.
 
     Attributes:
         endpoint: the parsed :class:`Endpoint`.
@@ -191,6 +194,7 @@ class HttpOracle(Oracle):
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
         contract: Contract | None = None,
+        on_charge: Callable[[int], None] | None = None,
     ):
         super().__init__(budget)
         self.endpoint = Endpoint.parse(url, protocol)
@@ -204,7 +208,7 @@ class HttpOracle(Oracle):
             self.endpoint, parse_headers(headers), concurrency=self.concurrency, timeout=float(timeout),
             max_retry_time=non_negative("max_retry_time", max_retry_time),
             backoff=non_negative("backoff", backoff), rate=parse_rate(rate), insecure=bool(insecure),
-            ca_certs=ca_certs, max_response_bytes=int(max_response_bytes),
+            ca_certs=ca_certs, max_response_bytes=int(max_response_bytes), on_charge=on_charge,
         )
         self.price_per_1k = None if price_per_1k is None else non_negative("price_per_1k", price_per_1k)
         if output_kind is not None and output_kind not in HTTP_OUTPUT_KINDS:
@@ -343,12 +347,17 @@ class HttpOracle(Oracle):
     def _ask(self, x: np.ndarray) -> np.ndarray:
         """Send one request of images and return the chosen output as an array."""
         reply = self.transport.exchange("POST", self.endpoint.infer_path, self._body(x), images=len(x),
-                                        budget=self.budget, what="inference")
+                                        budget=self._limit(), what="inference")
         try:
             output_name = self.contract.output.name if self._output_named else None
             return self._codec.decode(self.transport.json(reply, "inference"), output_name, len(x))
         except BadAnswer as exc:
             raise self.transport.bad_answer("inference", str(exc)) from None
+
+    def _limit(self) -> int | None:
+        """The most images that may be charged in all: the budget, or a tighter cap."""
+        limits = [limit for limit in (self.budget, self._cap) if limit is not None]
+        return min(limits) if limits else None
 
     def _class_rows(self, answer: np.ndarray, n: int) -> np.ndarray:
         """The answer as float32 class rows ``(n, K)``; labels become one-hot rows."""

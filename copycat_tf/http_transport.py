@@ -41,7 +41,7 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -306,6 +306,10 @@ class Transport:
         insecure: skip TLS certificate checks.
         ca_certs: a PEM file of CA certificates to trust instead of the system's.
         max_response_bytes: largest 2xx body read.
+        on_charge: called with ``+images`` just before an attempt that carries images is
+            sent, and with ``-images`` once its answer shows it was not charged, one call
+            at a time: a write-ahead log of spending (the labeling loop's) then counts every
+            retry, and a kill mid-request never leaves it short of what the server saw.
 
     Attributes:
         charged: images charged so far.
@@ -316,7 +320,8 @@ class Transport:
     def __init__(self, endpoint: Endpoint, headers: dict[str, str], *, concurrency: int = 1,
                  timeout: float = DEFAULT_TIMEOUT, max_retry_time: float = DEFAULT_MAX_RETRY_TIME,
                  backoff: float = DEFAULT_BACKOFF, rate: float | None = None, insecure: bool = False,
-                 ca_certs: str | None = None, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES):
+                 ca_certs: str | None = None, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+                 on_charge: Callable[[int], None] | None = None):
         self.endpoint = endpoint
         self._headers = dict(headers)
         self._secrets = _secret_words(self._headers)
@@ -328,6 +333,8 @@ class Transport:
         self.max_response_bytes = max_response_bytes
         self._bucket = TokenBucket(rate) if rate is not None else None
         self._lock = threading.Lock()
+        self._announce_lock = threading.Lock()
+        self.on_charge = on_charge
         self.charged = self._reserved = self.requests = self.retries = 0
         self._pool = self._make_pool(ca_certs)
         if self._headers and endpoint.scheme == "http" and not endpoint.is_loopback:
@@ -362,6 +369,11 @@ class Transport:
             self._reserved -= images
             if charged:
                 self.charged += images
+
+    def _announce(self, images: int) -> None:
+        if self.on_charge is not None:
+            with self._announce_lock:  # one call at a time, from whichever thread sends
+                self.on_charge(images)
 
     # ------------------------------------------------------------------------ sending
 
@@ -413,13 +425,21 @@ class Transport:
             outcome = None
             if images:
                 self._reserve(images, budget)
+                try:
+                    self._announce(images)  # write-ahead: before the request leaves
+                except BaseException:
+                    self._settle(images, False)
+                    raise
                 with self._lock:
                     self.requests += 1
             try:
                 outcome = self._attempt(method, url, body, headers)
             finally:
                 if images:
-                    self._settle(images, is_charged(outcome))
+                    charged = is_charged(outcome)
+                    self._settle(images, charged)
+                    if not charged:
+                        self._announce(-images)
             if outcome.fatal is not None:
                 raise outcome.fatal
             status = outcome.status

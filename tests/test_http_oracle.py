@@ -335,6 +335,28 @@ def test_a_retry_that_would_pass_the_budget_is_not_sent(server, proxy):
     assert spent() == oracle.queries_spent == 8
 
 
+def test_a_cap_holds_for_retries_too(server, proxy):
+    oracle = HttpOracle(url(proxy), output_kind="probabilities", **FAST)
+    spent = Spent(server)
+    proxy.faults(next=["drop-after"])
+    with oracle.capped(12), pytest.raises(BudgetExceeded):
+        oracle.query(pictures(8))
+    assert spent() == oracle.queries_spent == 8 and oracle.budget is None
+
+
+def test_the_write_ahead_hook_hears_of_every_attempt_before_it_is_sent(server, proxy):
+    spent = Spent(server)
+    calls = []  # (images announced, images the server had run at that moment)
+    oracle = HttpOracle(url(proxy), output_kind="probabilities", on_charge=lambda n: calls.append((n, spent())),
+                        **FAST)
+    proxy.faults(next=["503", "drop-after", "429:0"])
+    oracle.query(pictures(8))
+    # 503: announced, then taken back; drop-after: charged (the server ran it); 429: taken back.
+    assert [n for n, _ in calls] == [8, -8, 8, 8, -8, 8]
+    assert [seen for n, seen in calls if n > 0] == [0, 0, 8, 8]
+    assert sum(n for n, _ in calls) == oracle.queries_spent == spent() == 16
+
+
 def test_concurrent_split_requests_and_the_rate_limit(server, proxy, targets):
     oracle = HttpOracle(url(proxy), output_kind="probabilities", max_batch=5, concurrency=4)
     spent = Spent(server)
@@ -442,12 +464,12 @@ KILL_SCRIPT = textwrap.dedent("""
 def test_label_killed_mid_run_resumes_without_rebuying_or_passing_the_budget(server, proxy, tmp_path):
     """``kill -9`` of a labeling run, twice, then a rerun to the end: the server ran at most
     ``budget`` images in all, exactly as many as the fake dataset says were spent, and no
-    record stored before a kill was sent again."""
+    record stored before a kill was sent again after it."""
     budget, out = 160, tmp_path / "fake"
     spent = Spent(server)
     proxy.faults(every="slow:0.05")
     command = [sys.executable, "-c", KILL_SCRIPT, url(proxy), str(out), str(budget)]
-    stored_before_kills = set()
+    kills = []  # (images the server had run at the kill, hashes of the records stored by then)
     for kill_at in (40, 100):
         process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
@@ -455,21 +477,26 @@ def test_label_killed_mid_run_resumes_without_rebuying_or_passing_the_budget(ser
             time.sleep(0.005)
         process.send_signal(signal.SIGKILL)
         process.wait()
-        if (out / "manifest.json").exists():
-            stored_before_kills |= hashes_of(FakeSet.open(out))
-    assert stored_before_kills, "no shard was stored before the kills"
+        assert (out / "manifest.json").exists(), process.stdout.read().decode()
+        kills.append((len(sent_hashes(server, spent)), hashes_of(FakeSet.open(out))))
+    assert all(stored for _, stored in kills), "no shard was stored before a kill"
     finished = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300, check=False)
     assert finished.returncode == 0, finished.stdout + finished.stderr
     fakeset = FakeSet.open(out)
     fakeset.verify()
-    sent = [h for name, _, hashes in server.records() for h in hashes if name == "probs"]
-    sent = sent[len(sent) - spent():]
-    assert fakeset.queries_spent == spent()
-    for stored in stored_before_kills:
-        assert sent.count(stored) == 1, "a record stored before a kill was bought again"
-    # Write-ahead accounting: spending logged before each batch is sent, so a rerun counts
-    # what a killed run paid for and stops at the budget.
+    sent = sent_hashes(server, spent)
+    assert fakeset.queries_spent == spent() == len(sent)
+    for at_kill, stored in kills:
+        assert not stored & set(sent[at_kill:]), "a record stored before a kill was bought again"
+    # Write-ahead accounting: what a killed run sent is logged before it is sent, so the
+    # rerun knows it was paid for and stops at the budget.
     assert spent() <= budget
+
+
+def sent_hashes(server, spent) -> list[str]:
+    """Hashes of the images the server ran for this test, in order."""
+    hashes = [h for name, _, row in server.records() for h in row if name == "probs"]
+    return hashes[len(hashes) - spent():]
 
 
 def hashes_of(fakeset: FakeSet) -> set[str]:
