@@ -412,14 +412,14 @@ class HttpOracle(Oracle):
     # ---------------------------------------------------------------------- contract
 
     def _check_ready(self) -> None:
-        outcome = self.transport.exchange("GET", self.endpoint.ready_path, what="readiness",
+        reply = self.transport.exchange("GET", self.endpoint.ready_path, what="readiness",
                                  ok_statuses=(404, 405, 501))
-        if outcome.status in (404, 405, 501):
+        if reply.status in (404, 405, 501):
             # Gateways in front of a model often route only the inference path.
-            log.info("%s has no readiness endpoint (%s); going on", self.endpoint.origin, outcome.status)
+            log.info("%s has no readiness endpoint (%s); going on", self.endpoint.origin, reply.status)
             return
         if self.endpoint.protocol == "tfserving":
-            doc = self._maybe_json(outcome)
+            doc = self._maybe_json(reply)
             states = [v.get("state") for v in (doc or {}).get("model_version_status", []) if isinstance(v, dict)]
             if states and "AVAILABLE" not in states:
                 raise CopycatError(f"{self.endpoint.url} is not ready: model versions are {states}")
@@ -427,22 +427,22 @@ class HttpOracle(Oracle):
                 raise CopycatError(f"{self.endpoint.url} is not ready (it says ready: false)")
 
     def _read_metadata(self) -> dict | None:
-        outcome = self.transport.exchange("GET", self.endpoint.metadata_path, what="metadata",
+        reply = self.transport.exchange("GET", self.endpoint.metadata_path, what="metadata",
                                  ok_statuses=(404, 405, 501))
-        if outcome.status in (404, 405, 501):
-            self._no_metadata = f"its metadata request answered {self.transport.describe(outcome)}"
+        if reply.status in (404, 405, 501):
+            self._no_metadata = f"its metadata request answered {self.transport.describe(reply)}"
             log.info("%s: %s; the contract comes from the options", self.endpoint.url, self._no_metadata)
             return None
-        doc = self._maybe_json(outcome)
+        doc = self._maybe_json(reply)
         if not isinstance(doc, dict):
             self._no_metadata = "its metadata answer is not a JSON object"
             log.warning("%s: %s; ignoring it", self.endpoint.url, self._no_metadata)
             return None
         return doc
 
-    def _maybe_json(self, outcome: Reply):
+    def _maybe_json(self, reply: Reply):
         try:
-            return json.loads(outcome.body)
+            return json.loads(reply.body)
         except (ValueError, RecursionError):
             return None
 

@@ -422,7 +422,7 @@ class Transport:
             attempts += 1
             if self._bucket is not None:
                 self._bucket.acquire()
-            outcome = None
+            reply = None
             if images:
                 self._reserve(images, budget)
                 try:
@@ -433,41 +433,45 @@ class Transport:
                 with self._lock:
                     self.requests += 1
             try:
-                outcome = self._attempt(method, url, body, headers)
+                reply = self._attempt(method, url, body, headers)
             finally:
                 if images:
-                    charged = is_charged(outcome)
+                    charged = is_charged(reply)
                     self._settle(images, charged)
                     if not charged:
                         self._announce(-images)
-            if outcome.fatal is not None:
-                raise outcome.fatal
-            status = outcome.status
+            if reply.fatal is not None:
+                raise reply.fatal
+            status = reply.status
             if status is not None and (200 <= status < 300 or status in ok_statuses):
-                return outcome
+                return reply
             if status is not None and 300 <= status < 400:
-                raise self._redirect_error(what, outcome)
+                raise self._redirect_error(what, reply)
             if status is not None and status not in _RETRIED_STATUSES:
-                raise self._status_error(what, outcome)
-            elapsed = time.monotonic() - started
-            if outcome.retry_after is not None:
-                delay = outcome.retry_after * random.uniform(1.0, 1.1)
-            else:
-                delay = min(_BACKOFF_LONGEST, self.backoff * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0)
-            if elapsed + delay > self.max_retry_time:
-                asked = (f"; the server asked to wait {outcome.retry_after:.0f} s more"
-                         if outcome.retry_after is not None else "")
-                raise CopycatError(
-                    f"{what} request to {self.endpoint.url} failed {attempts} time(s) in "
-                    f"{elapsed:.0f} s (last: {self.describe(outcome)}){asked}; gave up after the "
-                    f"{self.max_retry_time:g} s retry time. {self.charged} images charged so far; "
-                    "rerun the same command later to resume"
-                )
+                raise self._status_error(what, reply)
+            delay = self._retry_delay(reply, attempts, time.monotonic() - started, what)
             with self._lock:
                 self.retries += 1
             log.warning("%s request to %s: %s; retry %d in %.1f s", what, self.endpoint.url,
-                        self.describe(outcome), attempts, delay)
+                        self.describe(reply), attempts, delay)
             time.sleep(delay)
+
+    def _retry_delay(self, reply: Reply, attempts: int, elapsed: float, what: str) -> float:
+        """Seconds to wait before the next attempt; a CopycatError once the retry time is spent."""
+        if reply.retry_after is not None:
+            delay = reply.retry_after * random.uniform(1.0, 1.1)
+        else:
+            delay = min(_BACKOFF_LONGEST, self.backoff * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0)
+        if elapsed + delay > self.max_retry_time:
+            asked = (f"; the server asked to wait {reply.retry_after:.0f} s more"
+                     if reply.retry_after is not None else "")
+            raise CopycatError(
+                f"{what} request to {self.endpoint.url} failed {attempts} time(s) in "
+                f"{elapsed:.0f} s (last: {self.describe(reply)}){asked}; gave up after the "
+                f"{self.max_retry_time:g} s retry time. {self.charged} images charged so far; "
+                "rerun the same command later to resume"
+            )
+        return delay
 
     def _attempt(self, method: str, url: str, body: bytes | None, headers: dict) -> Reply:
         deadline = time.monotonic() + self.timeout
@@ -533,9 +537,9 @@ class Transport:
 
     # ------------------------------------------------------------------ interpreting
 
-    def json(self, outcome: Reply, what: str):
+    def json(self, reply: Reply, what: str):
         """The reply's body parsed as JSON; a CopycatError naming it when it is not."""
-        data = outcome.body
+        data = reply.body
         try:
             return json.loads(data)
         except (ValueError, RecursionError):  # JSONDecodeError, bad UTF-8, huge numbers, deep nesting
@@ -548,34 +552,34 @@ class Transport:
             f"{self.charged} images charged so far; what was answered before is kept"
         )
 
-    def _status_error(self, what: str, outcome: Reply) -> CopycatError:
-        status = outcome.status
+    def _status_error(self, what: str, reply: Reply) -> CopycatError:
+        status = reply.status
         hint = {401: "check the credentials given as a header (--header 'Authorization: ...')",
                 403: "the credentials given lack access to this model",
                 404: f"no model {self.endpoint.model!r} there: check the URL and --protocol",
                 405: "the server does not take this request there: check the URL and --protocol",
                 413: "the request is too large: lower max_batch (images per request)",
                 }.get(status, "the server refused the request; it is not retried")
-        return CopycatError(f"{what} request to {self.endpoint.url} failed: {self.describe(outcome)}; {hint}")
+        return CopycatError(f"{what} request to {self.endpoint.url} failed: {self.describe(reply)}; {hint}")
 
-    def _redirect_error(self, what: str, outcome: Reply) -> CopycatError:
-        location = (outcome.headers or {}).get("Location", "")
+    def _redirect_error(self, what: str, reply: Reply) -> CopycatError:
+        location = (reply.headers or {}).get("Location", "")
         where = ""
         if location:
             parts = urlsplit(location)
             where = f" to {(parts.scheme + '://' + (parts.hostname or '')) if parts.hostname else ''}{parts.path}"
         return CopycatError(
-            f"{what} request to {self.endpoint.url} was redirected ({outcome.status}){self.redact(where)}; "
+            f"{what} request to {self.endpoint.url} was redirected ({reply.status}){self.redact(where)}; "
             "copycat-tf follows no redirect, so credentials never reach another address: give the "
             "final URL as the target"
         )
 
-    def describe(self, outcome: Reply) -> str:
+    def describe(self, reply: Reply) -> str:
         """``HTTP 503 Service Unavailable (error: ...)`` or what went wrong without an answer."""
-        if outcome.status is None:
-            return outcome.reason
-        text = f"HTTP {outcome.status} {outcome.reason}".strip()
-        excerpt = self.excerpt(outcome.body) if outcome.body else ""
+        if reply.status is None:
+            return reply.reason
+        text = f"HTTP {reply.status} {reply.reason}".strip()
+        excerpt = self.excerpt(reply.body) if reply.body else ""
         return f"{text} ({excerpt})" if excerpt else text
 
     def excerpt(self, data: bytes) -> str:
