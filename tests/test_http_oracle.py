@@ -21,8 +21,6 @@ import time
 
 import numpy as np
 import pytest
-from http_serving import FaultProxy, KServeServer
-from onnx_factory import make_linear_classifier
 
 from copycat_tf.contract import Preprocessing
 from copycat_tf.errors import BudgetExceeded, CopycatError
@@ -35,7 +33,10 @@ from copycat_tf.http_oracle import (
     parse_headers,
     parse_rate,
 )
+from copycat_tf.http_wire import metadata_tensors
 from copycat_tf.oracle import OnnxOracle
+from http_serving import FaultProxy, KServeServer
+from onnx_factory import make_linear_classifier
 
 CLASS_NAMES = ["cat", "dog", "fox", "owl"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
@@ -172,6 +173,27 @@ def test_request_numbers_nest_like_the_array(shape):
         read = np.asarray(json.loads(number_list(x)))
         assert read.shape == x.shape
         np.testing.assert_array_equal(read.astype(x.dtype), x)
+
+
+def test_tf_serving_metadata_is_read_from_its_serving_signature():
+    """TF Serving's GetModelMetadataResponse as its REST API prints it (sizes are strings);
+    the test server (KServe V1) has no metadata endpoint, so its shape is checked here."""
+    def tensor(dtype, *dims):
+        return {"dtype": dtype, "name": "t:0",
+                "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in dims], "unknown_rank": False}}
+
+    doc = {"model_spec": {"name": "fer", "signature_name": "", "version": "3"},
+           "metadata": {"signature_def": {"signature_def": {
+               "classify_x": {"inputs": {"x": tensor("DT_STRING", -1)}, "outputs": {}},
+               "serving_default": {"inputs": {"image": tensor("DT_UINT8", -1, 48, 48, 1)},
+                                   "outputs": {"probs": tensor("DT_FLOAT", -1, 7),
+                                               "label": tensor("DT_INT64", -1)},
+                                   "method_name": "tensorflow/serving/predict"}}}}}
+    inputs, outputs = metadata_tensors(doc, "tfserving")
+    assert inputs == [{"name": "image", "dtype": "uint8", "shape": [None, 48, 48, 1]}]
+    assert outputs == [{"name": "probs", "dtype": "float32", "shape": [None, 7]},
+                       {"name": "label", "dtype": "int64", "shape": [None]}]
+    assert metadata_tensors({"metadata": {}}, "tfserving") == ([], [])
 
 
 def test_open_oracle_picks_the_implementation(tmp_path):
