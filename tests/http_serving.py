@@ -4,10 +4,10 @@
   hash of the requirements and the Python version) a virtualenv with ``kserve`` and
   ``onnxruntime``: kserve's pins clash with TensorFlow's, so it never enters the project's
   environment.
-- :class:`KServeServer` runs ``kserve_target.py`` there, inside a new network namespace
+- :class:`KServeServer` runs ``servers/kserve_target.py`` there, inside a new network namespace
   that has only loopback (``unshare --net``; the ModelServer listens on every interface,
   which then means that namespace's loopback alone).
-- :class:`FaultProxy` runs ``fault_proxy.py``: it listens on 127.0.0.1 here and joins the
+- :class:`FaultProxy` runs ``servers/fault_proxy.py``: it listens on 127.0.0.1 here and joins the
   server's namespace to reach it, so every byte travels over loopback. Tests talk to the
   proxy; its control endpoint injects faults.
 
@@ -31,6 +31,7 @@ import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).parent
+SERVERS = HERE / "servers"
 #: The test server's requirements, pinned so the cached virtualenv stays what was tested.
 REQUIREMENTS = ["kserve==0.21.0", "onnxruntime==1.32.0", "numpy==2.4.6"]
 CACHE = Path(os.environ.get("COPYCAT_TEST_CACHE", Path.home() / ".cache" / "copycat-tf-test"))
@@ -89,7 +90,7 @@ class KServeServer:
         self.folder = folder
         self.count_file = folder / "server-counts.txt"
         self.log = folder / "server.log"
-        command = [str(server_python()), str(HERE / "kserve_target.py"),
+        command = [str(server_python()), str(SERVERS / "kserve_target.py"),
                    "--count-file", str(self.count_file), "--class-names", ",".join(class_names),
                    "--http_port", str(SERVER_PORT)]
         for name, (path, answer) in models.items():
@@ -149,7 +150,7 @@ class FaultProxy:
         port_file = folder / "port"
         port_file.unlink(missing_ok=True)
         log = folder / "proxy.log"
-        command = [sys.executable, str(HERE / "fault_proxy.py"), "--upstream-port", str(SERVER_PORT),
+        command = [sys.executable, str(SERVERS / "fault_proxy.py"), "--upstream-port", str(SERVER_PORT),
                    "--port-file", str(port_file), "--netns", server.netns]
         if tls:
             command += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]

@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 import pytest
+from http_serving import FaultProxy, KServeServer
+from onnx_factory import make_linear_classifier
 
 from copycat_tf.contract import Preprocessing
 from copycat_tf.errors import BudgetExceeded, CopycatError
@@ -33,10 +35,8 @@ from copycat_tf.http_oracle import (
     parse_headers,
     parse_rate,
 )
-from copycat_tf.http_wire import metadata_tensors
+from copycat_tf.http_oracle.wire import metadata_tensors
 from copycat_tf.oracle import OnnxOracle
-from http_serving import FaultProxy, KServeServer
-from onnx_factory import make_linear_classifier
 
 CLASS_NAMES = ["cat", "dog", "fox", "owl"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}

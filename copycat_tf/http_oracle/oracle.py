@@ -1,38 +1,6 @@
-"""Remote targets: the oracle behind an HTTP inference API.
+"""HttpOracle: a classifier behind an HTTP inference API, as an :class:`~copycat_tf.oracle.Oracle`.
 
-:class:`HttpOracle` is the second :class:`~copycat_tf.oracle.Oracle`: the target is a URL
-that speaks one of the two inference protocols vendors serve models with —
-
-- **Open Inference Protocol v2** (KServe, Triton, MLServer, Seldon):
-  ``POST {base}/v2/models/{name}[/versions/{v}]/infer``, metadata at
-  ``GET {base}/v2/models/{name}[/versions/{v}]``, readiness at ``GET {base}/v2/health/ready``;
-- **TF Serving REST** (and KServe V1, which has the same request and answer):
-  ``POST {base}/v1/models/{name}[/versions/{v}]:predict`` with ``{"instances": [...]}``,
-  metadata at ``GET {base}/v1/models/{name}[/versions/{v}]/metadata``.
-
-The protocol is read from the URL's path (``/v2/models/...`` or ``/v1/models/...``) unless
-given. The contract comes from the metadata endpoint where there is one, else from the
-arguments; what neither says (the class count, the output kind) is learnt from a probe of
-two noise images. A probe is a real request to what may be a paid API, so **probe images
-are charged** like any other query (``probe_queries`` says how many; give ``output_kind``
-and ``num_classes``, or a whole ``contract``, to need none). Label-only APIs (one class
-index or name per image) give one-hot rows, so every later stage works unchanged.
-
-Requests go through a :class:`~copycat_tf.http_transport.Transport`: retries with backoff,
-the rate limit, the size cap, secret headers, and the charging rule — an attempt is charged
-once its request has gone out unless the server answered that it did not run the model
-(a redirect, a 4xx, a 503) — so ``queries_spent`` counts retries and probes, never less than
-the model saw, and never passes ``budget``. One :meth:`~HttpOracle.query` of more than
-``max_batch`` images is split into requests sent ``concurrency`` at a time.
-
-Example:
-
->>> oracle = HttpOracle("https://api.example.com/v2/models/fer",           # doctest: +SKIP
-...                     headers={"Authorization": "Bearer ..."}, budget=20_000,
-...                     rate="20/s", concurrency=8, price_per_1k=1.5)
->>> print(oracle.contract.describe())                                      # doctest: +SKIP
->>> answers = oracle.query(images, soft=True)                              # doctest: +SKIP
->>> oracle.queries_spent, oracle.retries, oracle.cost                      # doctest: +SKIP
+See the package's docstring for the protocols, the contract, charging and retries.
 """
 
 from __future__ import annotations
@@ -40,49 +8,26 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
 
-from copycat_tf.contract import (
-    LAYOUTS,
-    OUTPUT_KINDS,
-    ClassOutput,
-    Contract,
-    ImageInput,
-    Preprocessing,
-    detect_output_kind,
-)
+from copycat_tf.contract import OUTPUT_KINDS, ClassOutput, Contract, Preprocessing, detect_output_kind
 from copycat_tf.errors import CopycatError, check_positive_number, check_whole
-from copycat_tf.http_transport import (
+from copycat_tf.http_oracle.contract import MAX_CLASSES, check_class_names, choose_output, image_input
+from copycat_tf.http_oracle.endpoint import Endpoint, non_negative, parse_headers, parse_rate
+from copycat_tf.http_oracle.transport import (
     DEFAULT_BACKOFF,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRY_TIME,
     DEFAULT_TIMEOUT,
-    Endpoint,
     Reply,
     Transport,
-    non_negative,
-    parse_headers,
-    parse_rate,
-    shown_url,
 )
-from copycat_tf.http_wire import (
-    SENDABLE,
-    BadAnswer,
-    TFServingCodec,
-    V2Codec,
-    is_float_type,
-    metadata_tensors,
-    number_list,
-)
-from copycat_tf.oracle import MAX_FIXED_BATCH, MAX_INPUT_PIXELS, Answers, Oracle
-
-__all__ = ["HTTP_OUTPUT_KINDS", "Endpoint", "HttpCounters", "HttpOracle", "is_url", "number_list",
-           "open_oracle", "parse_headers", "parse_rate"]
+from copycat_tf.http_oracle.wire import BadAnswer, TFServingCodec, V2Codec, is_float_type, metadata_tensors
+from copycat_tf.oracle import MAX_FIXED_BATCH, Answers, Oracle
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +35,6 @@ log = logging.getLogger(__name__)
 HTTP_OUTPUT_KINDS = (*OUTPUT_KINDS, "labels")
 PROBE_IMAGES = 2
 DEFAULT_MAX_BATCH = 64
-_MAX_CLASSES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -213,7 +157,7 @@ class HttpOracle(Oracle):
         self.price_per_1k = None if price_per_1k is None else non_negative("price_per_1k", price_per_1k)
         if output_kind is not None and output_kind not in HTTP_OUTPUT_KINDS:
             raise CopycatError(f"output kind must be one of {HTTP_OUTPUT_KINDS}; received {output_kind!r}")
-        self.class_names = _check_class_names(class_names, num_classes)
+        self.class_names = check_class_names(class_names, num_classes)
         self._class_index = {name: i for i, name in enumerate(self.class_names or ())}
         self._codec = V2Codec if self.endpoint.protocol == "v2" else TFServingCodec
         self._executor: ThreadPoolExecutor | None = None
@@ -458,8 +402,12 @@ class HttpOracle(Oracle):
     def _build_contract(self, metadata, input_name, input_size, channels, layout, dtype,
                         preprocessing, output, num_classes) -> None:
         inputs, outputs = metadata_tensors(metadata, self.endpoint.protocol) if metadata else ([], [])
-        image = self._image_input(inputs, input_name, input_size, channels, layout, dtype)
-        out_name, out_dtype, out_classes = self._choose_output(outputs, output)
+        where = self.endpoint.url
+        image = image_input(inputs, where=where, no_metadata=self._no_metadata, input_name=input_name,
+                            input_size=input_size, channels=channels, layout=layout, dtype=dtype)
+        out_name, out_dtype, out_classes = choose_output(outputs, output, where=where,
+                                                         protocol=self.endpoint.protocol,
+                                                         labels_first=self.output_kind == "labels")
         if self.output_kind is None and out_dtype is not None and not is_float_type(out_dtype):
             self.output_kind = "labels"  # an integer or string output: one class per image
         given = len(self.class_names) if self.class_names else num_classes
@@ -477,104 +425,6 @@ class HttpOracle(Oracle):
                                  tuple(o["name"] for o in outputs if o["name"] != out_name))
         if k is None or self.output_kind is None:
             self._probe(k)
-
-    def _image_input(self, inputs, input_name, input_size, channels, layout, dtype) -> ImageInput:
-        if layout is not None and layout not in LAYOUTS:
-            raise CopycatError(f"layout must be one of {LAYOUTS}; received {layout!r}")
-        if channels is not None and channels not in (1, 3):
-            raise CopycatError(f"channels must be 1 or 3; received {channels!r}")
-        if inputs:
-            if len(inputs) != 1 and input_name is None:
-                names = ", ".join(i["name"] for i in inputs)
-                raise CopycatError(f"{self.endpoint.url} takes {len(inputs)} inputs ({names}); "
-                                   "copycat-tf sends one image tensor")
-            chosen = [i for i in inputs if input_name in (None, i["name"])]
-            if not chosen:
-                raise CopycatError(f"{self.endpoint.url} has no input {input_name!r}; its inputs are "
-                                   + ", ".join(i["name"] for i in inputs))
-            meta = chosen[0]
-            name, shape = meta["name"], meta["shape"]
-            declared = meta["dtype"]
-            if dtype is not None and declared is not None and dtype != declared:
-                raise CopycatError(f"input {name!r} takes {declared}; dtype={dtype!r} contradicts it")
-            dtype = declared or dtype
-            if shape is None:
-                shape = [None, None, None, None]
-            if len(shape) != 4:
-                raise CopycatError(
-                    f"input {name!r} has shape {shape}; copycat-tf sends batches of images "
-                    "(N, H, W, C) or (N, C, H, W): serve the model with a batch axis (Triton: max_batch_size > 0)"
-                )
-        else:
-            name = input_name or "input"
-            dtype = dtype or "float32"
-            c = channels or 3
-            if input_size is None:
-                raise CopycatError(
-                    f"{self.endpoint.url} publishes no model metadata ({self._no_metadata}: a wrong "
-                    "model name, or a server or gateway without a metadata endpoint), so the input "
-                    "shape is unknown; check the URL, or pass input_size=(HEIGHT, WIDTH) "
-                    "(--input-size), and channels, layout and dtype if not 3, NHWC and float32"
-                )
-            shape = [None, None, None, c] if (layout or "NHWC") == "NHWC" else [None, c, None, None]
-            layout = layout or "NHWC"
-        if dtype not in SENDABLE:
-            raise CopycatError(f"input {name!r} takes {dtype} values; copycat-tf sends one of {SENDABLE}")
-        shape = list(shape)
-        if layout is None:
-            layout = _detect_layout(shape, channels)
-        channel_axis = 3 if layout == "NHWC" else 1
-        if shape[channel_axis] is None:
-            shape[channel_axis] = channels or 3
-        elif shape[channel_axis] not in (1, 3):
-            raise CopycatError(f"input {name!r} of shape {shape} in {layout} has {shape[channel_axis]} "
-                               "channels; images have 1 or 3 (set layout if it is the other one)")
-        if channels is not None and shape[channel_axis] != channels:
-            raise CopycatError(f"input {name!r} has {shape[channel_axis]} channels; channels={channels} contradicts it")
-        axes = (1, 2) if layout == "NHWC" else (2, 3)
-        if input_size is not None:
-            for axis, size in zip(axes, input_size):
-                if shape[axis] not in (None, size):
-                    raise CopycatError(f"input {name!r} is fixed at {shape}; cannot use input size {tuple(input_size)}")
-                shape[axis] = int(size)
-        if any(shape[axis] is None for axis in axes):
-            raise CopycatError(f"input {name!r} of shape {shape} has a dynamic image size; pass "
-                               "input_size=(HEIGHT, WIDTH) (--input-size)")
-        height, width = (shape[axis] for axis in axes)
-        if height * width > MAX_INPUT_PIXELS:
-            raise CopycatError(f"input {name!r} declares {height}x{width} images, over the "
-                               f"{MAX_INPUT_PIXELS} pixel limit")
-        if shape[0] is not None and not 1 <= shape[0] <= MAX_FIXED_BATCH:
-            raise CopycatError(f"input {name!r} declares a batch of {shape[0]} images; at most "
-                               f"{MAX_FIXED_BATCH} are sent at once")
-        return ImageInput(name, tuple(shape), dtype, layout)
-
-    def _choose_output(self, outputs, wanted):
-        """(name, dtype or None, classes or None) of the output that holds the classes."""
-        if not outputs:
-            return wanted or ("output" if self.endpoint.protocol == "v2" else "predictions"), None, None
-        if wanted is not None:
-            chosen = [o for o in outputs if o["name"] == wanted]
-            if not chosen:
-                raise CopycatError(f"{self.endpoint.url} has no output {wanted!r}; its outputs are "
-                                   + ", ".join(o["name"] for o in outputs))
-        else:
-            rows = [o for o in outputs if is_float_type(o["dtype"]) and (o["shape"] is None or len(o["shape"]) == 2)]
-            labels = [o for o in outputs if not is_float_type(o["dtype"])
-                      and o["shape"] is not None and len(o["shape"]) in (1, 2)]
-            chosen = labels + rows if self.output_kind == "labels" else rows + labels
-            if not chosen:
-                described = ", ".join(f"{o['name']} {o['dtype']} {o['shape']}" for o in outputs)
-                raise CopycatError(f"{self.endpoint.url} has no output of class rows (N, classes) or "
-                                   f"labels (N,); its outputs are: {described}")
-        meta = chosen[0]
-        shape = meta["shape"]
-        classes = None
-        if is_float_type(meta["dtype"]) and shape is not None and len(shape) == 2 and shape[1] is not None:
-            classes = shape[1]
-            if not 2 <= classes <= _MAX_CLASSES:
-                raise CopycatError(f"output {meta['name']!r} declares {classes} classes; expected 2 to {_MAX_CLASSES}")
-        return meta["name"], meta["dtype"], classes
 
     def _probe(self, k: int | None) -> None:
         """Learn the class count and output kind from two noise images (charged)."""
@@ -613,77 +463,9 @@ class HttpOracle(Oracle):
             k = answer.shape[1]
             if self.output_kind is None:
                 self.output_kind = detect_output_kind(answer)
-        if not 2 <= k <= _MAX_CLASSES:
-            raise CopycatError(f"{self.endpoint.url} answers {k} classes; expected 2 to {_MAX_CLASSES}")
+        if not 2 <= k <= MAX_CLASSES:
+            raise CopycatError(f"{self.endpoint.url} answers {k} classes; expected 2 to {MAX_CLASSES}")
         kind = "probabilities" if self.output_kind == "labels" else self.output_kind
         self.contract = Contract(self.contract.input, ClassOutput(self.contract.output.name, k, kind),
                                  self.contract.preprocessing, self.contract.extra_outputs)
         self._class_rows(answer, batch)
-
-
-# ------------------------------------------------------------------------------ helpers
-
-
-def _detect_layout(shape: list[int | None], channels: int | None) -> str:
-    wanted = (channels,) if channels else (1, 3)
-    nhwc, nchw = shape[3] in wanted, shape[1] in wanted
-    if nchw and not nhwc:
-        return "NCHW"
-    if nhwc and nchw:
-        log.warning("input shape %s is ambiguous; reading it as NHWC (override with layout)", shape)
-    return "NHWC"
-
-
-def _check_class_names(class_names, num_classes) -> tuple[str, ...] | None:
-    check_whole("num_classes", num_classes, minimum=2, optional=True)
-    if class_names is None:
-        return None
-    if isinstance(class_names, str):
-        class_names = [name.strip() for name in class_names.split(",")]
-    names = tuple(str(n) for n in class_names)
-    if len(set(names)) != len(names):
-        raise CopycatError("class names must be distinct")
-    if not 2 <= len(names) <= _MAX_CLASSES:
-        raise CopycatError(f"give 2 to {_MAX_CLASSES} class names; received {len(names)}")
-    if num_classes is not None and num_classes != len(names):
-        raise CopycatError(f"num_classes={num_classes} but {len(names)} class names were given")
-    return names
-
-
-# ------------------------------------------------------------------------------ factory
-
-
-def is_url(target: str | object) -> bool:
-    """True when ``target`` names a remote model (``http://`` or ``https://``)."""
-    return isinstance(target, str) and re.match(r"https?://", target, re.IGNORECASE) is not None
-
-
-def open_oracle(target, **options) -> Oracle:
-    """The oracle for ``target``: :class:`HttpOracle` for an http(s) URL, else
-    :class:`~copycat_tf.oracle.OnnxOracle` for an ONNX file.
-
-    Options that apply to the other kind of target only raise a :class:`CopycatError`.
-
-    >>> open_oracle("ftp://example.com/model")
-    Traceback (most recent call last):
-    ...
-    copycat_tf.errors.CopycatError: target ftp://example.com/model: only http:// and https:// URLs are supported
-    """
-    import inspect
-
-    from copycat_tf.oracle import OnnxOracle
-
-    text = str(target)
-    if is_url(text):
-        cls = HttpOracle
-    elif re.match(r"[a-z][a-z0-9+.-]*://", text, re.IGNORECASE):
-        raise CopycatError(f"target {shown_url(text)}: only http:// and https:// URLs are supported")
-    else:
-        cls = OnnxOracle
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    given = {name: value for name, value in options.items() if value is not None}
-    foreign = sorted(set(given) - accepted)
-    if foreign:
-        kind = "a URL" if cls is HttpOracle else "an ONNX file"
-        raise CopycatError(f"{', '.join(foreign)} cannot be used with {kind} as the target")
-    return cls(target, **given)
