@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--target", type=Path, help="an ONNX file instead of the generated small_cnn")
     options = parser.parse_args()
+    if options.images % options.batch or options.images // options.batch < max(CONCURRENCY):
+        parser.error(f"--images must be a multiple of --batch, for at least {max(CONCURRENCY)} requests")
     in_private_namespace()
     if shutil.which("hey") is None:
         sys.exit("benchmarks/http.py needs hey (apt-get install hey) for the server's limit")
