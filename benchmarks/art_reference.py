@@ -46,9 +46,9 @@ def art_attacks(target: Path, name: str, budget: int, queries, arch: str, epochs
 
 def _run(kind, label, target, name, budget, queries, arch, epochs, seed) -> dict:
     import numpy as np
+    from _common import art_thief
     from art.attacks.extraction import CopycatCNN, KnockoffNets
     from art.estimators.classification import BlackBoxClassifier
-    from _common import art_thief
 
     from copycat_tf.datasets import load_labelled
     from copycat_tf.evaluation import evaluate

@@ -75,8 +75,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    from copycat_tf.datasets import load_labelled
     from copycat_tf.audit.detection import replay_prada
+    from copycat_tf.datasets import load_labelled
 
     train = load_labelled("fashion-mnist:train")
     images = train.images.astype(np.float32) / 255.0

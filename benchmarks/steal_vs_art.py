@@ -56,9 +56,8 @@ ORACLE_BATCH = 64  # copycat-tf's default images per oracle call
 
 def make_target(path: str) -> None:
     """The demo's target architecture (small_cnn), random weights, exported by the project."""
-    from copycat_tf.models import build
-
     from copycat_tf.export import export_onnx, native_contract
+    from copycat_tf.models import build
 
     model = build("small_cnn", (SIZE, SIZE, CHANNELS), CLASSES)
     export_onnx(model, path, native_contract((SIZE, SIZE, CHANNELS), CLASSES))
@@ -74,7 +73,6 @@ def art_worker(target: str, budget: int, out: str) -> None:
     from art.estimators.classification import BlackBoxClassifier
 
     from copycat_tf.models import default_training
-
     from copycat_tf.queries import open_query_source
 
     imported = time.perf_counter()

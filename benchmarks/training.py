@@ -57,10 +57,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import keras
-    from copycat_tf.models import build
 
-    from copycat_tf.training import copycat as training
+    from copycat_tf.models import build
     from copycat_tf.training import TrainConfig, train_copycat
+    from copycat_tf.training import copycat as training
     from copycat_tf.training.data import validation_mask
 
     logging.getLogger("copycat_tf").setLevel(logging.WARNING)

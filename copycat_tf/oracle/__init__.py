@@ -4,7 +4,9 @@
 labels and optionally probabilities out, every query counted against an optional budget.
 :class:`OnnxOracle` (``onnx_oracle.py``) is the first implementation: a target ONNX file
 reached only through ``onnxruntime.InferenceSession``, inputs in, outputs out; no weights,
-no gradients. ``onnx_file.py`` reads untrusted ONNX files safely.
+no gradients. ``onnx_file.py`` reads untrusted ONNX files safely. :class:`HttpOracle`
+(``http/``) is the second: a model behind an HTTP inference API (Open Inference Protocol v2,
+TF Serving REST). :func:`open_oracle` (``factory.py``) opens either from a path or a URL.
 
 Usage::
 
@@ -15,8 +17,10 @@ Usage::
 """
 
 from copycat_tf.oracle.base import MAX_BATCH_PIXELS, MAX_FIXED_BATCH, MAX_INPUT_PIXELS, Answers, Oracle
+from copycat_tf.oracle.factory import is_url, open_oracle
+from copycat_tf.oracle.http import HttpOracle
 from copycat_tf.oracle.onnx_file import ModelInfo, load_checked_model
 from copycat_tf.oracle.onnx_oracle import OnnxOracle
 
-__all__ = ["MAX_BATCH_PIXELS", "MAX_FIXED_BATCH", "MAX_INPUT_PIXELS", "Answers", "ModelInfo", "OnnxOracle",
-           "Oracle", "load_checked_model"]
+__all__ = ["MAX_BATCH_PIXELS", "MAX_FIXED_BATCH", "MAX_INPUT_PIXELS", "Answers", "HttpOracle", "ModelInfo",
+           "OnnxOracle", "Oracle", "is_url", "load_checked_model", "open_oracle"]
