@@ -362,10 +362,10 @@ def test_a_cap_holds_for_retries_too(server, proxy):
 def test_the_write_ahead_hook_hears_of_every_attempt_before_it_is_sent(server, proxy):
     spent = Spent(server)
     calls = []  # (images announced, images the server had run at that moment)
-    oracle = HttpOracle(url(proxy), output_kind="probabilities", on_charge=lambda n: calls.append((n, spent())),
-                        **FAST)
+    oracle = HttpOracle(url(proxy), output_kind="probabilities", **FAST)
     proxy.faults(next=["503", "drop-after", "429:0"])
-    oracle.query(pictures(8))
+    with oracle.charging_to(lambda n: calls.append((n, spent()))):
+        oracle.query(pictures(8))
     # 503: announced, then taken back; drop-after: charged (the server ran it); 429: taken back.
     assert [n for n, _ in calls] == [8, -8, 8, 8, -8, 8]
     assert [seen for n, seen in calls if n > 0] == [0, 0, 8, 8]

@@ -137,7 +137,14 @@ def _run(writer: _Writer, oracle: Oracle, source: QuerySource, budget: int, soft
          batch_size: int, workers: int | None, progress) -> None:
     left = oracle.queries_left
     limit = budget if left is None else min(budget, writer.labeled + left)
-    if writer.labeled >= budget:
+    # A metered oracle (a paid API) never spends past the budget, even over interruptions
+    # whose answers were lost: the run may then end with fewer records than asked for.
+    spend_limit = budget if oracle.metered else None
+
+    def spent_up() -> bool:
+        return spend_limit is not None and writer.queries_spent >= spend_limit
+
+    if writer.labeled >= budget or spent_up():
         log.info("%s already holds %d records (budget %d)", writer.directory, writer.labeled, budget)
         if not writer.manifest["complete"]:
             writer.commit(complete=True, exhausted=writer.manifest["exhausted"])
@@ -150,10 +157,15 @@ def _run(writer: _Writer, oracle: Oracle, source: QuerySource, budget: int, soft
     report()
     stream = source.queries(writer.next_item, workers=workers, window=2 * batch_size + 16)
     exhausted = False
-    # The oracle refuses anything past the limit, whatever happens in this loop.
-    with oracle.capped(limit - writer.labeled), contextlib.closing(stream):
-        while writer.labeled < limit and not exhausted:
-            want = min(batch_size, writer.shard_room, limit - writer.labeled)
+    cap = limit - writer.labeled if spend_limit is None else min(limit - writer.labeled,
+                                                                  spend_limit - writer.queries_spent)
+    # The oracle refuses anything past the cap, whatever happens in this loop, and every
+    # image is in queries.log before it is sent (write-ahead): a kill while answers are on
+    # their way still counts them.
+    with oracle.capped(cap), oracle.charging_to(writer.spent), contextlib.closing(stream):
+        while writer.labeled < limit and not exhausted and not spent_up():
+            want = min(batch_size, writer.shard_room, limit - writer.labeled,
+                       *([] if spend_limit is None else [spend_limit - writer.queries_spent]))
             batch = []
             for query in stream:
                 writer.next_item = query.position + 1
@@ -166,9 +178,6 @@ def _run(writer: _Writer, oracle: Oracle, source: QuerySource, budget: int, soft
             else:
                 exhausted = True
             if batch:
-                # Logged before it is sent (write-ahead): a kill while the answer is on its way
-                # still counts the queries, so a rerun never spends past the budget unawares.
-                writer.spent(len(batch))
                 answers = oracle.query(np.stack([q.image for q in batch]), soft=soft)
                 writer.add(batch, answers.labels, answers.probabilities)
                 if writer.shard_room == 0:
@@ -176,7 +185,10 @@ def _run(writer: _Writer, oracle: Oracle, source: QuerySource, budget: int, soft
                 report()
     if exhausted:
         log.info("query sources used up after %d records", writer.labeled)
+    elif spent_up() and writer.labeled < budget:
+        log.warning("the budget of %d queries is spent at %d records (queries whose answers an "
+                    "interruption lost count too)", budget, writer.labeled)
     elif writer.labeled < budget:
         log.warning("the oracle's query budget ran out at %d of %d records", writer.labeled, budget)
-    writer.commit(complete=exhausted or writer.labeled >= budget, exhausted=exhausted)
+    writer.commit(complete=exhausted or writer.labeled >= budget or spent_up(), exhausted=exhausted)
     report()

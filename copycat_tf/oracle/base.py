@@ -8,7 +8,7 @@ queries (when sent, as a paid API charges them) and enforces the budget.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -65,11 +65,43 @@ class Oracle(ABC):
         self.budget = budget
         self.queries_spent = 0
         self._cap: int | None = None  # a total set by capped(), below the budget
+        self._on_charge: Callable[[int], None] | None = None  # set by charging_to()
 
 
     @property
     def queries_left(self) -> int | None:
         return None if self.budget is None else self.budget - self.queries_spent
+
+    #: Every query costs money or quota (a remote API). A labeling run then never spends past
+    #: its budget, even over interruptions, though that may leave it fewer records than asked.
+    metered = False
+
+    @contextmanager
+    def charging_to(self, record: Callable[[int], None]) -> Iterator[Oracle]:
+        """Within the block, call ``record(n)`` just before ``n`` images are charged (sent),
+        and ``record(-n)`` if a charge is withdrawn (the server said it did not run them):
+        a write-ahead log of spending that survives a kill while answers are on their way.
+
+        Usage::
+
+            with oracle.charging_to(queries_log.append):
+                oracle.query(images)
+        """
+        saved, self._on_charge = self._on_charge, record
+        try:
+            yield self
+        finally:
+            self._on_charge = saved
+
+    def _charge(self, n: int) -> None:
+        """Count ``n`` images as sent (an implementation that charges per request, retries
+        included, overrides this and reports through :meth:`_announce`)."""
+        self._announce(n)
+        self.queries_spent += n
+
+    def _announce(self, n: int) -> None:
+        if self._on_charge is not None:
+            self._on_charge(n)
 
     @contextmanager
     def capped(self, limit: int) -> Iterator[Oracle]:
@@ -113,7 +145,7 @@ class Oracle(ABC):
             return Answers(np.zeros(0, np.int64), np.zeros((0, self.contract.num_classes), np.float32) if soft else None)
         model_input = self.contract.to_model_input(images)
         # Counted when sent, not when answered: a paid API charges a request that then fails.
-        self.queries_spent += n
+        self._charge(n)
         raw = self._infer(model_input)
         if raw.shape != (n, self.contract.num_classes):
             raise CopycatError(

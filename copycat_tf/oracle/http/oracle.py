@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
@@ -97,9 +97,6 @@ class HttpOracle(Oracle):
             to read answers that name the class.
         contract: a whole :class:`~copycat_tf.contract.Contract` (e.g. a fake dataset's):
             no metadata is read and nothing is probed.
-        on_charge: write-ahead hook, called with ``+images`` before each attempt is sent
-            (retries and probes included) and ``-images`` when one turns out not charged;
-            settable later as ``oracle.transport.on_charge``.
 
     Attributes:
         endpoint: the parsed :class:`Endpoint`.
@@ -138,7 +135,6 @@ class HttpOracle(Oracle):
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
         contract: Contract | None = None,
-        on_charge: Callable[[int], None] | None = None,
     ):
         super().__init__(budget)
         self.endpoint = Endpoint.parse(url, protocol)
@@ -152,7 +148,9 @@ class HttpOracle(Oracle):
             self.endpoint, parse_headers(headers), concurrency=self.concurrency, timeout=float(timeout),
             max_retry_time=non_negative("max_retry_time", max_retry_time),
             backoff=non_negative("backoff", backoff), rate=parse_rate(rate), insecure=bool(insecure),
-            ca_certs=ca_certs, max_response_bytes=int(max_response_bytes), on_charge=on_charge,
+            ca_certs=ca_certs, max_response_bytes=int(max_response_bytes),
+            # Every attempt (retries and probes too) reaches charging_to()'s write-ahead log.
+            on_charge=self._announce,
         )
         self.price_per_1k = None if price_per_1k is None else non_negative("price_per_1k", price_per_1k)
         if output_kind is not None and output_kind not in HTTP_OUTPUT_KINDS:
@@ -254,6 +252,11 @@ class HttpOracle(Oracle):
         self.close()
 
     # ---------------------------------------------------------------------- querying
+
+    metered = True
+
+    def _charge(self, n: int) -> None:
+        pass  # the transport charges each attempt as it goes out (see the module's rule)
 
     def query(self, images: np.ndarray, *, soft: bool = False) -> Answers:
         """Send ``images``; as :meth:`Oracle.query`, but every attempt is charged by the
