@@ -8,7 +8,7 @@ from tqdm import tqdm
 from copycat_tf.cli.options import oracle_kwargs, oracle_options, overwrite_option
 from copycat_tf.datasets import load_labelled
 from copycat_tf.evaluation import evaluate
-from copycat_tf.oracle import OnnxOracle
+from copycat_tf.oracle import OnnxOracle, open_oracle
 from copycat_tf.report import headline, summary, write_report
 
 
@@ -56,9 +56,9 @@ def evaluate_command(target, copycat, test_data, out, limit, batch_size, queries
                    "sources in every other command)", err=True)
         queries_spent = queries_spent if queries_spent is not None else old_queries_spent
     target_kwargs = oracle_kwargs(options)
-    target_oracle = OnnxOracle(target, **target_kwargs)
+    target_oracle = open_oracle(target, **target_kwargs)
     # The contract overrides describe TARGET only; the execution providers are the machine's.
-    copycat_oracle = OnnxOracle(copycat, providers=target_kwargs["providers"])
+    copycat_oracle = OnnxOracle(copycat, providers=target_kwargs.get("providers"))
     test = load_labelled(test_data, image_shape=target_oracle.contract.image_shape).take(limit)
     # disable=None: a bar on terminals only, so logs and pipes get no carriage-return noise.
     with tqdm(total=len(test.images), unit="img", desc="querying both models",

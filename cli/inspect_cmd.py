@@ -1,11 +1,11 @@
-"""`copycat-tf inspect`: check an ONNX model and show its input/output contract."""
+"""`copycat-tf inspect`: check an ONNX model, or a model behind an inference API, and show its contract."""
 
 import json
 
 import click
 
 from copycat_tf.cli.options import oracle_kwargs, oracle_options
-from copycat_tf.oracle import OnnxOracle
+from copycat_tf.oracle import is_url, open_oracle
 
 #: Image size a model with dynamic height and width is read at, to show its contract.
 INSPECT_SIZE = (64, 64)
@@ -29,9 +29,13 @@ def inspect_command(model, as_json, **options):
       copycat-tf inspect target.onnx
       copycat-tf inspect vendor.onnx --layout NCHW --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4
       copycat-tf inspect target.onnx --json | jq .num_classes
+      copycat-tf inspect http://127.0.0.1:8080/v2/models/fer --header "Authorization: Bearer $TOKEN"
     """
     kwargs = oracle_kwargs(options)
-    info = OnnxOracle(model, probe_size=INSPECT_SIZE, **kwargs).info()
+    if is_url(model):
+        _inspect_endpoint(open_oracle(model, **kwargs), as_json)
+        return
+    info = open_oracle(model, probe_size=INSPECT_SIZE, **kwargs).info()
     if as_json:
         click.echo(json.dumps(info.to_dict(), indent=2, sort_keys=True))
         return
@@ -41,7 +45,23 @@ def inspect_command(model, as_json, **options):
     click.echo(f"format  ONNX IR {info.ir_version}, opset {opsets}, producer {info.producer}")
     click.echo(f"params  {info.parameters:,}")
     click.echo(info.contract.describe())
-    if info.dynamic_size and kwargs["input_size"] is None:
+    if info.dynamic_size and "input_size" not in kwargs:
         height, width = INSPECT_SIZE
         click.echo(f"size    dynamic height and width (read here at {height}x{width}); `label`, `steal` "
                    "and `audit` need --input-size HEIGHT,WIDTH")
+
+
+def _inspect_endpoint(oracle, as_json: bool) -> None:
+    """A model behind an inference API: endpoint, protocol, contract (no header value)."""
+    info = oracle.info()
+    if as_json:
+        click.echo(json.dumps(info, indent=2, sort_keys=True))
+        return
+    click.echo(f"url     {info['url']}")
+    click.echo(f"api     {info['protocol']}, model {info['model']}"
+               + (f" version {info['version']}" if info["version"] else "")
+               + ("" if info["metadata"] else " (no metadata endpoint: contract from options and a probe)"))
+    click.echo(f"id      {info['identity']}")
+    click.echo(oracle.contract.describe())
+    if info["probe_queries"]:
+        click.echo(f"probe   {info['probe_queries']} images sent to learn the output (charged)")

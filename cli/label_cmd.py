@@ -12,7 +12,7 @@ from copycat_tf.cli.options import (
 from copycat_tf.cli.progress import LabelProgressBar
 from copycat_tf.errors import CopycatError
 from copycat_tf.fakeset import DEFAULT_SHARD_SIZE, LABEL_MODES, label
-from copycat_tf.oracle import OnnxOracle
+from copycat_tf.oracle import open_oracle
 from copycat_tf.pipeline import STEAL_BUDGET
 
 
@@ -61,7 +61,7 @@ def label_command(target, queries, budget, out_dir, labels, seed, batch_size, re
     """
     if cost_per_1k is not None and cost_per_1k < 0:
         raise CopycatError(f"--cost-per-1k must be >= 0; received {cost_per_1k}")
-    oracle = OnnxOracle(target, **oracle_kwargs(options))
+    oracle = open_oracle(target, **oracle_kwargs(options))
     with LabelProgressBar() as bar:
         fakeset = label(oracle, list(queries), budget, out_dir, labels=labels, seed=seed,
                         resize=resize, batch_size=batch_size, shard_size=shard_size,

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import click
 
-from copycat_tf.contract import CHANNEL_ORDERS, LAYOUTS, OUTPUT_KINDS
+from copycat_tf.contract import CHANNEL_ORDERS, LAYOUTS
 from copycat_tf.fakeset import LABEL_MODES
 from copycat_tf.models import ARCHITECTURES
+from copycat_tf.oracle.http import HTTP_OUTPUT_KINDS, PROTOCOLS
 from copycat_tf.queries import RESIZE_POLICIES
 from copycat_tf.strategies import DEFAULT_BALANCE, DEFAULT_STRATEGY, STRATEGIES
 from copycat_tf.training import BALANCE_MODES, TrainConfig
@@ -76,13 +77,31 @@ def oracle_options(command):
                      help="Input layout; default detected from the channel axis."),
         click.option("--output", "output_name", metavar="NAME",
                      help="Output holding the class rows, when the model has several."),
-        click.option("--output-kind", type=click.Choice(OUTPUT_KINDS),
-                     help="What the output holds; default probed with a few noise images."),
+        click.option("--output-kind", type=click.Choice(HTTP_OUTPUT_KINDS),
+                     help="What the output holds; default probed with a few noise images "
+                          "(labels: a remote API answering one class per image)."),
         click.option("--input-size", callback=_size, metavar="H,W",
                      help="Image size for models whose input size is dynamic."),
         click.option("--provider", "providers", multiple=True, metavar="NAME",
                      help="onnxruntime execution provider, repeatable in priority order "
-                          "(default CPUExecutionProvider)."),
+                          "(default CPUExecutionProvider). ONNX files only."),
+        # A TARGET that is an http(s) URL: a model behind an inference API.
+        click.option("--protocol", type=click.Choice(PROTOCOLS),
+                     help="URL targets: the inference protocol (default read from the URL's path: "
+                          "/v2/models/NAME is v2, /v1/models/NAME is tfserving)."),
+        click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'",
+                     help="URL targets: a request header, repeatable (e.g. 'Authorization: Bearer "
+                          "...'); values are never written to disk or logs."),
+        click.option("--rate", metavar="N/s",
+                     help="URL targets: at most N requests per second (or N/min), retries included."),
+        click.option("--concurrency", type=click.IntRange(min=1), metavar="N",
+                     help="URL targets: requests in flight at once (default 1)."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+                     help="URL targets: seconds per request attempt (default 30)."),
+        click.option("--insecure", is_flag=True, default=None,
+                     help="URL targets: do not verify TLS certificates (verified by default)."),
+        click.option("--class-names", metavar="A,B,...",
+                     help="URL targets answering class names: the names in class-index order."),
     ])(command)
 
 
@@ -95,14 +114,23 @@ def oracle_kwargs(options: dict) -> dict:
     overrides = {name: options.pop(key) for name, key in
                  (("mean", "mean"), ("std", "std"), ("channel_order", "channel_order"))}
     overrides = {name: value for name, value in overrides.items() if value is not None}
-    return {
+    kwargs = {
         "preprocessing": overrides or None,
         "layout": options.pop("layout"),
         "output": options.pop("output_name"),
         "output_kind": options.pop("output_kind"),
         "input_size": options.pop("input_size"),
         "providers": list(options.pop("providers")) or None,
+        "protocol": options.pop("protocol"),
+        "headers": list(options.pop("headers")) or None,
+        "rate": options.pop("rate"),
+        "concurrency": options.pop("concurrency"),
+        "timeout": options.pop("timeout"),
+        "insecure": options.pop("insecure"),
+        "class_names": options.pop("class_names"),
     }
+    # Only what was given: open_oracle() refuses an option that does not fit the target.
+    return {name: value for name, value in kwargs.items() if value is not None}
 
 
 def arch_option(text: str = ARCH_HELP):

@@ -32,7 +32,8 @@ from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError
 from copycat_tf.evaluation import evaluate
 from copycat_tf.files import OutputFolder, read_state, write_json
-from copycat_tf.oracle import OnnxOracle
+from copycat_tf.oracle import OnnxOracle, is_url, open_oracle
+from copycat_tf.oracle.http.endpoint import shown_url
 from copycat_tf.report import headline, write_report
 from copycat_tf.strategies import DEFAULT_BALANCE, DEFAULT_STRATEGY, STRATEGIES, collect, last_scout
 from copycat_tf.training import TrainConfig, train_copycat, train_target
@@ -125,9 +126,9 @@ def steal(
         raise CopycatError(f"strategy must be one of {', '.join(STRATEGIES)}; received {strategy!r}")
     train_config = _checked_config(train_config, strategy, labels, seed)
     out_dir = Path(out_dir)
-    oracle = OnnxOracle(target, **(oracle_options or {}))
+    oracle = open_oracle(target, **(oracle_options or {}))
     run = {"format": RUN_FORMAT, "format_version": RUN_VERSION, "tool_version": __version__,
-           "target": {"file": Path(target).name, "sha256": oracle.identity},
+           "target": {"file": _shown(target), "sha256": oracle.identity},
            "queries": [str(q) for q in queries], "strategy": strategy, "budget": budget,
            "labels": labels, "seed": seed, "resize": resize, "test_data": test_data,
            "copycat": train_config.to_dict()}
@@ -157,12 +158,17 @@ def steal(
 
     log.info("stage 3/3: evaluating target and copycat on %s", test_data)
     test = load_labelled(test_data, image_shape=oracle.contract.image_shape)
-    copycat_oracle = OnnxOracle(copycat.onnx_path, providers=oracle.providers)
+    copycat_oracle = OnnxOracle(copycat.onnx_path, providers=getattr(oracle, "providers", None))
     # The attack's cost is the fake dataset's count; test queries are not charged to it.
     evaluation = evaluate(oracle, copycat_oracle, test, queries=fakeset.queries_spent,
                           progress=evaluation_progress)
     files = write_report(evaluation, out_dir / "report", provenance=run)
     return StealResult(fakeset, copycat, evaluation, files, headline(evaluation), run)
+
+
+def _shown(target) -> str:
+    """How a run record names its target: a file's name, or a URL without its query string."""
+    return shown_url(str(target)) if is_url(target) else Path(target).name
 
 
 def _checked_config(train_config: TrainConfig | None, strategy: str, labels: str, seed: int) -> TrainConfig:

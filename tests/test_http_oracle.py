@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 import pytest
+from cli_runner import run_cli
 from http_serving import FaultProxy, KServeServer
 from onnx_factory import make_linear_classifier
 
@@ -523,3 +524,33 @@ def hashes_of(fakeset: FakeSet) -> set[str]:
         for row in contract.to_model_input(shard["images"]):
             found.add(hashlib.sha256(row.tobytes()).hexdigest()[:16])
     return found
+
+
+# ------------------------------------------------------------------- through the CLI
+
+
+@pytest.mark.slow
+def test_inspect_and_steal_a_url_through_the_cli_keep_the_token_secret(server, proxy, tmp_path):
+    spent = Spent(server)
+    token = "Bearer cli-token-5f0c9a77"
+    target = url(proxy)
+    inspected = run_cli("inspect", target, "--header", f"Authorization: {token}", "--json")
+    assert inspected.returncode == 0, inspected.stderr
+    info = json.loads(inspected.stdout)
+    assert info["num_classes"] == 4 and info["headers"] == ["Authorization"]
+    probes = info["probe_queries"]
+    out = tmp_path / "steal"
+    result = run_cli("steal", target, "--queries", "noise:uniform", "--budget", 96, "--strategy", "paper",
+                     "--epochs", 1, "--header", f"Authorization: {token}", "--concurrency", 2, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].startswith("copycat agrees with the target on ")
+    fakeset = FakeSet.open(out / "fakeset")
+    assert fakeset.queries_spent == fakeset.count == 96
+    assert spent() == 96 + 2 * probes  # the server ran exactly what was charged
+    assert json.loads((out / "steal.json").read_text())["target"]["file"] == target
+    for path in [p for p in out.rglob("*") if p.is_file()]:
+        assert token.split()[1].encode() not in path.read_bytes(), path
+    assert token.split()[1] not in result.stdout + result.stderr + inspected.stdout + inspected.stderr
+    mixed = run_cli("label", target, "--queries", "noise:uniform", "--provider", "CPUExecutionProvider",
+                    "--out", tmp_path / "x")
+    mixed.assert_clean_error("providers cannot be used with a URL")

@@ -58,7 +58,8 @@ from copycat_tf.errors import CopycatError, check_whole
 from copycat_tf.evaluation import agreement, evaluate
 from copycat_tf.fakeset import derive, label
 from copycat_tf.files import UnreadableJson, atomic_write, file_sha256, read_json, write_json
-from copycat_tf.oracle import OnnxOracle
+from copycat_tf.oracle import OnnxOracle, is_url, open_oracle
+from copycat_tf.oracle.http.endpoint import shown_url
 from copycat_tf.queries import open_query_source
 from copycat_tf.strategies import DEFAULT_BALANCE, STRATEGIES, collect
 from copycat_tf.training import TrainConfig, train_copycat
@@ -202,7 +203,7 @@ def audit(
     if train_config.seed != seed:
         raise CopycatError(f"conflicting settings: train_config.seed={train_config.seed!r} but seed={seed!r}; "
                            "give the same value to both")
-    oracle = OnnxOracle(target, **(oracle_options or {}))
+    oracle = open_oracle(target, **(oracle_options or {}))
     test = None
     if test_data is not None:  # loaded first: a wrong spec should fail before any query is bought
 
@@ -261,7 +262,7 @@ def audit(
     report = {
         "format": "copycat-tf.audit",
         "tool_version": __version__,
-        "target": Path(target).name,
+        "target": shown_url(str(target)) if is_url(target) else Path(target).name,
         "sha256": oracle.identity,
         "contract": oracle.contract.to_dict(),
         "model": {"producer": info.producer, "parameters": info.parameters, "metadata": dict(info.metadata)},
@@ -355,7 +356,7 @@ def _cell(oracle, copycat, derived, fakeset, defence, n: int, test, eval_set, ou
     if cached is not None and cached.get("key") == key:
         scores = cached["scores"]
     else:
-        copycat_oracle = OnnxOracle(copycat.onnx_path, providers=oracle.providers)
+        copycat_oracle = OnnxOracle(copycat.onnx_path, providers=getattr(oracle, "providers", None))
         scores = _score(oracle, copycat_oracle, test, eval_set, n)
         scores["top1_kept"] = _top1_kept(fakeset, derived, n)
         if isinstance(defence, Watermark):

@@ -215,11 +215,20 @@ class TokenBucket:
 
 
 def shown_url(url: str) -> str:
-    """A URL without what may hold secrets (user info, query string), for error messages."""
+    """A URL without what may hold secrets (user info, query string), for messages and records.
+
+    Example:
+
+    >>> shown_url("https://user:pw@api.example.com:8443/v2/models/fer?key=abc")
+    'https://api.example.com:8443/v2/models/fer'
+    """
     try:
         parts = urlsplit(str(url))
         host = parts.hostname or ""
-        return f"{parts.scheme}://{host}{parts.path}" if parts.scheme else str(url)[:200].split("?")[0]
+        if ":" in host:  # an IPv6 literal keeps its brackets
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else str(url)[:200].split("?")[0]
     except ValueError:
         return "(unparseable URL)"
 
