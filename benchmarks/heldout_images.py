@@ -187,11 +187,15 @@ def build(out: Path, source: Path) -> dict:
     pool = pool_hashes()
     records = []
 
-    def save(kind: str, name: str, image: Image.Image, archive: str, member: str, box):
+    def open_photo(archive: str, member: str) -> Image.Image:
+        image = Image.open(io.BytesIO(archives.read(archive, member))).convert("RGB")
         digest = average_hash(image)
         near = [p for p, h in pool if bin(h ^ digest).count("1") <= 4]
         if near:
             raise SystemExit(f"{archive}:{member} looks like pool photo {near[0]}; leave it out")
+        return image
+
+    def save(kind: str, name: str, image: Image.Image, archive: str, member: str, box):
         path = out / kind / name
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path)
@@ -202,14 +206,14 @@ def build(out: Path, source: Path) -> dict:
                         "box": list(box) if box else None})
 
     for archive, member in NATURAL:
-        image = Image.open(io.BytesIO(archives.read(archive, member))).convert("RGB")
+        image = open_photo(archive, member)
         crop, box = centre_square(image, NATURAL_SIDE)
         tag = archive.split("_")[0].split("-")[0]  # ai, lomiri, facedetect
         name = f"{tag}-{Path(member).parent.name}-{Path(member).stem}.png"
         save("natural", name, crop, archive, member, box)
     for index, (archive, prefix, name, left, top, side) in enumerate(FACES):
         member = prefix + name
-        image = Image.open(io.BytesIO(archives.read(archive, member))).convert("RGB")
+        image = open_photo(archive, member)
         crop = image.crop((left, top, left + side, top + side)).resize((FACE_SIDE, FACE_SIDE), Image.Resampling.LANCZOS)
         save("faces", f"photo-{index:02d}-{Path(name).stem}.png", crop, archive, member, (left, top, side, side))
     from skimage import data
