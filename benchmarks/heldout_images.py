@@ -190,7 +190,7 @@ def build(out: Path, source: Path) -> dict:
     def open_photo(archive: str, member: str) -> Image.Image:
         image = Image.open(io.BytesIO(archives.read(archive, member))).convert("RGB")
         digest = average_hash(image)
-        near = [p for p, h in pool if bin(h ^ digest).count("1") <= 4]
+        near = [p for p, h in pool if (h ^ digest).bit_count() <= 4]
         if near:
             raise SystemExit(f"{archive}:{member} looks like pool photo {near[0]}; leave it out")
         return image

@@ -55,7 +55,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-#: fer's own order (fer/classes.py: angry, disgust, fear, happy, sad, surprise, neutral).
+#: fer's own order (fer/fer.py, FER._get_labels).
 FER2013 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 #: Conversion is exact up to float reordering; a larger gap means a broken conversion.
 PARITY_TOLERANCE = 1e-4
@@ -240,7 +240,13 @@ def to_onnx(model, target: Target):
     import tensorflow as tf
     import tf2onnx
 
-    from copycat_tf.contract import METADATA_KEY, ClassOutput, Contract, ImageInput, Preprocessing
+    from copycat_tf.contract import (
+        METADATA_KEY,
+        ClassOutput,
+        Contract,
+        ImageInput,
+        Preprocessing,
+    )
 
     shape = (None, target.size, target.size, target.channels)
     if tuple(model.input_shape) != shape or model.output_shape != (None, len(target.classes)):
