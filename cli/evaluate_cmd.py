@@ -5,6 +5,7 @@ import sys
 import click
 from tqdm import tqdm
 
+from copycat_tf.cli import progress
 from copycat_tf.cli.options import oracle_kwargs, oracle_options, overwrite_option
 from copycat_tf.datasets import load_labelled
 from copycat_tf.evaluation import evaluate
@@ -62,7 +63,7 @@ def evaluate_command(target, copycat, test_data, out, limit, batch_size, queries
     test = load_labelled(test_data, image_shape=target_oracle.contract.image_shape).take(limit)
     # disable=None: a bar on terminals only, so logs and pipes get no carriage-return noise.
     with tqdm(total=len(test.images), unit="img", desc="querying both models",
-              file=sys.stderr, leave=False, disable=None) as bar:
+              file=sys.stderr, leave=False, disable=True if progress.QUIET else None) as bar:
         evaluation = evaluate(
             target_oracle, copycat_oracle, test, batch_size=batch_size, queries=queries_spent,
             progress=lambda done, total: bar.update(done - bar.n),

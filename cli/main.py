@@ -15,6 +15,7 @@ import sys
 import click
 
 from copycat_tf._version import __version__
+from copycat_tf.cli import progress
 from copycat_tf.errors import CopycatError
 
 # Commands import on use, so `--help` and `inspect` start without loading TensorFlow.
@@ -88,8 +89,9 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="copycat-tf")
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
-@click.option("-v", "--verbose", is_flag=True, help="Log what each stage is doing.")
-def cli(debug: bool, verbose: bool):
+@click.option("-v", "--verbose", is_flag=True, help="Log every step, every training epoch included.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings, errors and the results: no progress bars.")
+def cli(debug: bool, verbose: bool, quiet: bool):
     """Measure how easily an image classifier can be copied through its predictions alone.
 
     The Copycat CNN attack (Correia-Silva et al., IJCNN 2018): query a black-box target
@@ -106,8 +108,10 @@ def cli(debug: bool, verbose: bool):
     _debug = debug
     if not verbose and "tensorflow" not in sys.modules:
         sys.meta_path.insert(0, _QuietTensorFlowImport())
+    if quiet:
+        progress.QUIET = True
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
         format="copycat-tf: %(message)s",
         stream=sys.stderr,
     )

@@ -7,6 +7,9 @@ import contextlib
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+#: ``copycat-tf -q``: no bars at all (else a bar shows on terminals only).
+QUIET = False
+
 
 class LabelProgressBar:
     """A tqdm bar on stderr for labeling, opened at the first report so a resumed run starts
@@ -37,7 +40,7 @@ class LabelProgressBar:
     def __call__(self, progress):
         if self.bar is None:
             self.bar = tqdm(total=progress.budget, initial=progress.labeled, unit="img",
-                            desc=self.desc, dynamic_ncols=True, disable=None)
+                            desc=self.desc, dynamic_ncols=True, disable=True if QUIET else None)
         self.bar.update(progress.labeled - self.bar.n)
         self.bar.set_postfix(rejected=progress.rejected, refresh=False)
 
