@@ -24,7 +24,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 # Non-root by default; `docker run --user UID:GID` works too: HOME (Keras, Matplotlib and
 # TensorFlow caches) is a folder any user may write, and /runs is writable by anyone.
-RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /tmp copycat \
+RUN useradd --uid 10001 --user-group --no-create-home --home-dir /tmp --shell /usr/sbin/nologin copycat \
     && mkdir -p /runs && chmod 1777 /runs
 
 FROM runtime AS build
