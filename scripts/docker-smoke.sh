@@ -29,6 +29,7 @@ SEED=7
 
 passed=0
 started_dockerd=
+made_policy=
 work=$(mktemp -d "${TMPDIR:-/tmp}/copycat-docker-smoke.XXXXXX")
 
 say() { echo "docker-smoke: $*"; }
@@ -45,6 +46,7 @@ cleanup() {
         # dockerd stops the containerd it started, then exits.
         for _ in $(seq 60); do kill -0 "$started_dockerd" 2>/dev/null || break; sleep 0.5; done
     fi
+    [ -z "$made_policy" ] || rm -f "$made_policy"
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -53,15 +55,13 @@ trap cleanup EXIT
 if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
     say "installing docker.io and debootstrap"
     # Keep the package's init script from starting a default engine (bridge, iptables).
-    policy=
     if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-        policy=/usr/sbin/policy-rc.d
+        made_policy=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' >"$made_policy" && chmod +x "$made_policy"
     fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io debootstrap \
         >"$work/apt.log" 2>&1 || { tail -20 "$work/apt.log" >&2; fail "apt-get install docker.io debootstrap"; }
-    [ -z "$policy" ] || rm -f "$policy"
 fi
 
 # The engine: use a running one, else start one without a bridge, stopped on exit.
@@ -74,7 +74,7 @@ if ! docker info >/dev/null 2>&1; then
         kill -0 "$started_dockerd" 2>/dev/null || { tail -20 "$work/dockerd.log" >&2; fail "dockerd exited"; }
         sleep 0.5
     done
-    docker info >/dev/null 2>&1 || fail "dockerd did not answer within 60 s (log: $work/dockerd.log)"
+    docker info >/dev/null 2>&1 || { tail -20 "$work/dockerd.log" >&2; fail "dockerd did not answer within 60 s"; }
 fi
 
 # A client that builds with BuildKit (secret and cache mounts): any client with the buildx
