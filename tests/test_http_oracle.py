@@ -40,6 +40,9 @@ FAST = {"backoff": 0.01}  # retries in tests need not wait half a second
 # ------------------------------------------------------------------------------ fixtures
 
 
+# Every case here but the URL checks talks to a real KServe server in its own network namespace.
+pytestmark = pytest.mark.server
+
 @pytest.fixture(scope="module")
 def targets(tmp_path_factory):
     folder = tmp_path_factory.mktemp("http-targets")
