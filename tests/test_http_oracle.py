@@ -557,3 +557,11 @@ def test_inspect_and_steal_a_url_through_the_cli_keep_the_token_secret(server, p
     mixed = run_cli("label", target, "--queries", "noise:uniform", "--provider", "CPUExecutionProvider",
                     "--out", tmp_path / "x")
     mixed.assert_clean_error("providers cannot be used with a URL")
+
+
+def test_preprocessing_overrides_replace_only_their_own_field_over_http(server, proxy):
+    defaults = HttpOracle(url(proxy), output_kind="probabilities", num_classes=4).contract.preprocessing
+    raw = HttpOracle(url(proxy), output_kind="probabilities", num_classes=4,
+                     preprocessing={"std": (1.0,)}).contract.preprocessing
+    assert (defaults.mean, defaults.std) == ((0.0,), (255.0,))
+    assert (raw.mean, raw.std, raw.channel_order) == ((0.0,), (1.0,), "rgb")

@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -87,7 +87,8 @@ class HttpOracle(Oracle):
         channels: image channels (1 or 3) when the metadata does not say; default 3.
         layout: ``"NHWC"`` or ``"NCHW"``; default detected from the shape, else NHWC.
         dtype: the input's dtype when the metadata does not say; default ``"float32"``.
-        preprocessing: pixel preprocessing; default ``[0, 1]`` scaling for float inputs.
+        preprocessing: pixel preprocessing, or a dict overriding some of its fields (``mean``,
+            ``std``, ``channel_order``); default ``[0, 1]`` scaling for float inputs.
         output: which output holds the classes, when there are several.
         output_kind: ``"probabilities"``, ``"logits"``, ``"scores"`` or ``"labels"``
             (one class index or name per image; rows of scores are cut to their top
@@ -129,7 +130,7 @@ class HttpOracle(Oracle):
         channels: int | None = None,
         layout: str | None = None,
         dtype: str | None = None,
-        preprocessing: Preprocessing | None = None,
+        preprocessing: Preprocessing | dict | None = None,
         output: str | None = None,
         output_kind: str | None = None,
         num_classes: int | None = None,
@@ -418,8 +419,10 @@ class HttpOracle(Oracle):
             raise CopycatError(f"output {out_name!r} has {out_classes} classes; {given} were given "
                                "(num_classes or class_names)")
         k = out_classes or given
-        if preprocessing is None:
-            preprocessing = Preprocessing.default_for(image.dtype)
+        if not isinstance(preprocessing, Preprocessing):
+            # A dict overrides some fields (as for ONNX files); the others keep the input
+            # type's default: no metadata endpoint describes preprocessing.
+            preprocessing = replace(Preprocessing.default_for(image.dtype), **dict(preprocessing or {}))
         self._fixed_batch = image.batch_size
         # v2 may name the output to fetch (only it is sent back); without metadata the name is a guess.
         self._output_named = self.endpoint.protocol == "v2" and (bool(outputs) or output is not None)
