@@ -12,6 +12,9 @@ def print_steal_result(result) -> None:
     fakeset, copycat = result.fakeset, result.copycat
     click.echo(f"fake set  {fakeset.directory} ({fakeset.count:,} records, "
                f"{fakeset.queries_spent:,} queries spent)")
+    price = result.run.get("price_per_1k")
+    if price is not None:
+        click.echo(f"cost      {fakeset.queries_spent * price / 1000:,.2f} at {price:g} per 1,000 queries")
     click.echo(f"copycat   {copycat.onnx_path}"
                + (" (already trained)" if copycat.already_trained else ""))
     if result.evaluation is not None:

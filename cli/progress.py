@@ -45,7 +45,10 @@ class LabelProgressBar:
             self.bar = tqdm(total=progress.budget, initial=progress.labeled, unit="img", smoothing=0,
                             desc=self.desc, dynamic_ncols=True, disable=True if QUIET else None)
         self.bar.update(progress.labeled - self.bar.n)
-        self.bar.set_postfix(rejected=progress.rejected, refresh=False)
+        extra = {"retries": progress.retries} if progress.retries else {}
+        if progress.cost is not None:
+            extra["spent"] = f"{progress.cost:,.2f}"
+        self.bar.set_postfix(rejected=progress.rejected, **extra, refresh=False)
 
     def close(self):
         if self.bar is not None:

@@ -22,10 +22,12 @@ from copycat_tf.pipeline import STEAL_BUDGET, steal
 @click.option("--test-data", metavar="SPEC",
               help="Labelled test data for the side-by-side report: fashion-mnist:test, "
                    "digits:test, mnist:test, a .npz with x/y, or a folder of class subfolders.")
+@click.option("--price-per-1k", type=click.FloatRange(min=0), metavar="PRICE",
+              help="Price of 1,000 queries: the progress bar and the result say what was spent.")
 @run_options(budget=STEAL_BUDGET)
 @oracle_options
-def steal_command(target, queries, out_dir, test_data, budget, strategy, arch, epochs, labels, balance,
-                  seed, deterministic, overwrite, **options):
+def steal_command(target, queries, out_dir, test_data, price_per_1k, budget, strategy, arch, epochs, labels,
+                  balance, seed, deterministic, overwrite, **options):
     """Copy TARGET (an ONNX model) through its answers alone: label, train, export, evaluate.
 
     TARGET is queried through onnxruntime as a black box with the --queries images; its
@@ -46,7 +48,7 @@ def steal_command(target, queries, out_dir, test_data, budget, strategy, arch, e
     """
     with LabelProgressBar() as bar:
         result = steal(target, list(queries), out_dir, budget=budget, test_data=test_data,
-                       strategy=strategy, labels=labels, seed=seed, overwrite=overwrite,
+                       strategy=strategy, labels=labels, seed=seed, overwrite=overwrite, price_per_1k=price_per_1k,
                        train_config=train_config(strategy, arch, epochs, balance, seed, deterministic, labels),
                        oracle_options=oracle_kwargs(options), label_progress=bar)
     print_steal_result(result)

@@ -84,6 +84,7 @@ def steal(
     resize: str = "resize",
     batch_size: int = 64,
     overwrite: bool = False,
+    price_per_1k: float | None = None,
     oracle_options: dict | None = None,
     label_progress: Callable | None = None,
     evaluation_progress: Callable[[int, int], None] | None = None,
@@ -112,6 +113,7 @@ def steal(
         resize: how query images are fitted: ``resize``, ``center-crop`` or ``pad``.
         batch_size: images per oracle call.
         overwrite: delete an earlier run's files in ``out_dir`` (only those) and start again.
+        price_per_1k: price of 1,000 queries: the progress and the result say what was spent.
         oracle_options: :class:`~copycat_tf.oracle.OnnxOracle` keyword arguments (contract
             overrides, providers).
         label_progress: passed to :func:`~copycat_tf.fakeset.label`.
@@ -126,11 +128,14 @@ def steal(
         raise CopycatError(f"strategy must be one of {', '.join(STRATEGIES)}; received {strategy!r}")
     train_config = _checked_config(train_config, strategy, labels, seed)
     out_dir = Path(out_dir)
+    if price_per_1k is not None and not (isinstance(price_per_1k, (int, float)) and 0 <= price_per_1k < float("inf")):
+        raise CopycatError(f"price-per-1k must be a number >= 0; received {price_per_1k!r}")
     oracle = open_oracle(target, **(oracle_options or {}))
+    oracle.price_per_1k = price_per_1k
     run = {"format": RUN_FORMAT, "format_version": RUN_VERSION, "tool_version": __version__,
            "target": {"file": _shown(target), "sha256": oracle.identity},
            "queries": [str(q) for q in queries], "strategy": strategy, "budget": budget,
-           "labels": labels, "seed": seed, "resize": resize, "test_data": test_data,
+           "labels": labels, "seed": seed, "resize": resize, "test_data": test_data, "price_per_1k": price_per_1k,
            "copycat": train_config.to_dict()}
     _claim_run_folder(out_dir, run, overwrite)
 

@@ -30,7 +30,7 @@ def test_output_folder_claims_new_empty_and_own_folders_and_refuses_foreign_ones
 
 
 def _steal(target, out, **options):
-    return steal(target, ["noise:uniform"], out, strategy="paper", seed=0,
+    return steal(target, ["noise:uniform"], out, strategy="paper", seed=0, price_per_1k=2.5,
                  train_config=TrainConfig(epochs=1, seed=0), **{"budget": 64, **options})
 
 
@@ -44,8 +44,11 @@ def test_steal_resumes_only_its_own_run_and_overwrite_starts_again(tmp_path):
         _steal(target, busy)
 
     out = tmp_path / "run"
-    first = _steal(target, out)
+    reports = []
+    first = _steal(target, out, label_progress=reports.append)
     assert first.run["budget"] == 64 and first.run["target"]["sha256"] == first.fakeset.oracle_sha256
+    assert reports[-1].queries_spent == 64 and reports[-1].cost == pytest.approx(64 * 2.5 / 1000)
+    assert reports[-1].retries == 0 and first.run["price_per_1k"] == 2.5
     assert _steal(target, out).copycat.already_trained  # same arguments: resumed, nothing redone
     with pytest.raises(CopycatError, match="other arguments .*budget 64 vs now 96.*--overwrite"):
         _steal(target, out, budget=96)

@@ -6,6 +6,8 @@ import pytest
 from cli_runner import run_cli
 from onnx_factory import make_linear_classifier
 
+import copycat_tf
+
 
 @pytest.fixture(scope="module")
 def stolen(digits_target, digits_queries, tmp_path_factory):
@@ -31,7 +33,13 @@ def test_steal_writes_every_stage_and_ends_with_the_headline(stolen, digits_targ
     manifest = json.loads((out / "fakeset" / "manifest.json").read_text())
     assert manifest["count"] == 700 and manifest["complete"]
     assert (out / "copycat" / "copycat.onnx").is_file()
-    assert (out / "report" / "report.md").is_file()
+    provenance = report["provenance"]  # how the copy was made, to reproduce and audit it
+    assert provenance["target"]["sha256"] == digits_target.card["sha256"]
+    assert (provenance["strategy"], provenance["budget"], provenance["seed"]) == ("balanced", 700, 0)
+    assert provenance["queries"][1] == "noise:uniform:0.2" and provenance["copycat"]["arch"] == "small_cnn"
+    assert provenance["tool_version"] == copycat_tf.__version__
+    markdown = (out / "report" / "report.md").read_text()
+    assert "## Provenance" in markdown and digits_target.card["sha256"] in markdown
 
 
 def test_copycat_is_a_drop_in_replacement(stolen, digits_target):

@@ -268,6 +268,7 @@ def audit(
         "model": {"producer": info.producer, "parameters": info.parameters, "metadata": dict(info.metadata)},
         "queries": [str(q) for q in queries],
         "strategy": strategy,
+        "seed": seed,
         "arch": train_config.arch,
         "test_data": test_data,
         "metric": "performance_ratio" if test is not None and test.labels is not None else "agreement",

@@ -35,12 +35,16 @@ class LabelProgress:
         budget: records asked for.
         rejected: inputs rejected so far.
         queries_spent: images sent to the oracle, all runs together.
+        retries: requests the oracle sent again after failures (this run).
+        cost: what the oracle's queries cost at its price (this run), or ``None``.
     """
 
     labeled: int
     budget: int
     rejected: int
     queries_spent: int
+    retries: int = 0
+    cost: float | None = None
 
 
 def label(
@@ -152,7 +156,8 @@ def _run(writer: _Writer, oracle: Oracle, source: QuerySource, budget: int, soft
 
     def report():
         if progress is not None:
-            progress(LabelProgress(writer.labeled, budget, writer.rejected, writer.queries_spent))
+            progress(LabelProgress(writer.labeled, budget, writer.rejected, writer.queries_spent,
+                                   oracle.retries, oracle.cost))
 
     report()
     stream = source.queries(writer.next_item, workers=workers, window=2 * batch_size + 16)

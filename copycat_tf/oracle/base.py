@@ -72,6 +72,19 @@ class Oracle(ABC):
     def queries_left(self) -> int | None:
         return None if self.budget is None else self.budget - self.queries_spent
 
+    #: Price of 1,000 queries, to state what the queries cost (``None``: not given).
+    price_per_1k: float | None = None
+
+    @property
+    def retries(self) -> int:
+        """Requests sent again after a failure (a remote API's; a local model has none)."""
+        return 0
+
+    @property
+    def cost(self) -> float | None:
+        """What ``queries_spent`` cost at ``price_per_1k``, or ``None`` without a price."""
+        return None if self.price_per_1k is None else self.queries_spent * self.price_per_1k / 1000
+
     #: Every query costs money or quota (a remote API). A labeling run then never spends past
     #: its budget, even over interruptions, though that may leave it fewer records than asked.
     metered = False
