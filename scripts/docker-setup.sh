@@ -5,8 +5,23 @@
 # python:3.11-slim-bookworm when present, else a Debian bookworm made here with debootstrap
 # from the mirror apt already uses (its tarball cached in $CACHE).
 #
-# The caller defines: say, fail, $work (a scratch folder), $CACHE, $REGISTRY_BASE, $LOCAL_BASE,
-# and started_dockerd= (empty).
+# The caller defines: say, fail, $work (a scratch folder), $CACHE, $REGISTRY_BASE, $LOCAL_BASE.
+# It sets its EXIT trap to call docker_cleanup (stops only what was started here, removes
+# $work).
+
+started_dockerd=
+made_policy=
+
+docker_cleanup() {
+    if [ -n "$started_dockerd" ]; then
+        kill "$started_dockerd" 2>/dev/null || true
+        # dockerd stops the containerd it started, then exits.
+        for _ in $(seq 60); do kill -0 "$started_dockerd" 2>/dev/null || break; sleep 0.5; done
+    fi
+    [ -z "$made_policy" ] || rm -f "$made_policy"
+    rm -rf "$work"
+}
+trap docker_cleanup EXIT
 
 # Tools: Debian's docker.io (dockerd, and a docker client with BuildKit built in) and debootstrap.
 if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then

@@ -28,8 +28,6 @@ CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 SEED=7
 
 passed=0
-started_dockerd=
-made_policy=
 work=$(mktemp -d "${TMPDIR:-/tmp}/copycat-docker-smoke.XXXXXX")
 
 say() { echo "docker-smoke: $*"; }
@@ -39,17 +37,6 @@ fail() {
     echo "docker-smoke: $passed passed, 1 failed"
     exit 1
 }
-
-cleanup() {
-    if [ -n "$started_dockerd" ]; then
-        kill "$started_dockerd" 2>/dev/null || true
-        # dockerd stops the containerd it started, then exits.
-        for _ in $(seq 60); do kill -0 "$started_dockerd" 2>/dev/null || break; sleep 0.5; done
-    fi
-    [ -z "$made_policy" ] || rm -f "$made_policy"
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
 # The tools, the engine, a BuildKit client and the base image ($base).
 # shellcheck source=scripts/docker-setup.sh

@@ -23,23 +23,12 @@ CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 #: slow are left to CI's run of the whole suite on the host.
 TEST_SELECTION="not slow and not server"
 
-started_dockerd=
-made_policy=
 work=$(mktemp -d "${TMPDIR:-/tmp}/copycat-fresh.XXXXXX")
 say() { echo "fresh-machine: $*"; }
 fail() {
     echo "fresh-machine: FAILED: $*" >&2
     exit 1
 }
-cleanup() {
-    if [ -n "$started_dockerd" ]; then
-        kill "$started_dockerd" 2>/dev/null || true
-        for _ in $(seq 60); do kill -0 "$started_dockerd" 2>/dev/null || break; sleep 0.5; done
-    fi
-    [ -z "$made_policy" ] || rm -f "$made_policy"
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
 # shellcheck source=scripts/docker-setup.sh
 source scripts/docker-setup.sh
