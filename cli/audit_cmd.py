@@ -14,7 +14,9 @@ from copycat_tf.cli.options import (
     QUERIES_HELP,
     arch_option,
     deterministic_option,
+    engine_options,
     epochs_option,
+    labeling_engine,
     oracle_kwargs,
     oracle_options,
     seed_option,
@@ -50,6 +52,7 @@ from copycat_tf.report import percent
 @epochs_option
 @seed_option
 @deterministic_option
+@engine_options
 @oracle_options
 def audit_command(target, queries, out_dir, budgets, defences, test_data, price_per_1k, eval_queries,
                   strategy, arch, epochs, seed, deterministic, **options):
@@ -77,12 +80,12 @@ def audit_command(target, queries, out_dir, budgets, defences, test_data, price_
     defences = [d.name for d in parse_defences(defences)]
     if price_per_1k is not None and price_per_1k < 0:
         raise CopycatError(f"--price-per-1k must be >= 0; received {price_per_1k}")
-    with StageBars() as bars:
+    with labeling_engine(options) as engine, StageBars() as bars:
         result = audit(
             target, list(queries), out_dir, budgets=budgets, defences=defences, test_data=test_data,
             strategy=strategy, seed=seed, price_per_1k=price_per_1k, eval_queries=eval_queries,
             train_config=train_config(strategy, arch, epochs, None, seed, deterministic),
-            oracle_options=oracle_kwargs(options), progress=bars, on_stage=bars.stage,
+            oracle_options=oracle_kwargs(options), progress=bars, on_stage=bars.stage, engine=engine,
         )
     _print(result)
 

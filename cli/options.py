@@ -10,6 +10,7 @@ import click
 
 from copycat_tf.contract import CHANNEL_ORDERS, LAYOUTS, OUTPUT_KINDS
 from copycat_tf.fakeset import LABEL_MODES
+from copycat_tf.fakeset.ray_engine import ENGINES, INSTALL_HINT, RayEngine, open_engine
 from copycat_tf.models import ARCHITECTURES
 from copycat_tf.queries import RESIZE_POLICIES
 from copycat_tf.strategies import DEFAULT_BALANCE, DEFAULT_STRATEGY, STRATEGIES
@@ -103,6 +104,29 @@ def oracle_kwargs(options: dict) -> dict:
         "input_size": options.pop("input_size"),
         "providers": list(options.pop("providers")) or None,
     }
+
+
+def engine_options(command):
+    """Add ``--engine`` and ``--ray-address``: where labeling runs."""
+    return _stack([
+        click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+                     help=f"Where labeling runs: in this process, or on a Ray cluster ({INSTALL_HINT}). "
+                          "Both write the same fake dataset; a run started on one resumes on the other."),
+        click.option("--ray-address", metavar="auto|HOST:PORT",
+                     help="The cluster for --engine ray: auto (the one `ray start` made on this machine) "
+                          "or its head node's HOST:PORT. Default: RAY_ADDRESS, else Ray started in this "
+                          "process."),
+    ])(command)
+
+
+def labeling_engine(options: dict):
+    """Pop the --engine/--ray-address values: a context manager giving ``"local"`` or a RayEngine."""
+    engine, address = options.pop("engine"), options.pop("ray_address")
+    if engine == "local":
+        if address is not None:
+            raise click.UsageError("--ray-address needs --engine ray", ctx=click.get_current_context())
+        return open_engine("local")
+    return RayEngine(address)
 
 
 def arch_option(text: str = ARCH_HELP):

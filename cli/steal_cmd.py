@@ -4,6 +4,8 @@ import click
 
 from copycat_tf.cli.options import (
     QUERIES_HELP,
+    engine_options,
+    labeling_engine,
     oracle_kwargs,
     oracle_options,
     run_options,
@@ -23,6 +25,7 @@ from copycat_tf.pipeline import STEAL_BUDGET, steal
               help="Labelled test data for the side-by-side report: fashion-mnist:test, "
                    "digits:test, mnist:test, a .npz with x/y, or a folder of class subfolders.")
 @run_options(budget=STEAL_BUDGET)
+@engine_options
 @oracle_options
 def steal_command(target, queries, out_dir, test_data, budget, strategy, arch, epochs, labels, balance,
                   seed, deterministic, overwrite, **options):
@@ -44,9 +47,9 @@ def steal_command(target, queries, out_dir, test_data, budget, strategy, arch, e
       copycat-tf steal vendor.onnx --queries ./imagenet --queries ./pd:0.1 --arch vgg16 \\
           --layout NCHW --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4 --out runs/vendor
     """
-    with LabelProgressBar() as bar:
+    with labeling_engine(options) as engine, LabelProgressBar() as bar:
         result = steal(target, list(queries), out_dir, budget=budget, test_data=test_data,
                        strategy=strategy, labels=labels, seed=seed, overwrite=overwrite,
                        train_config=train_config(strategy, arch, epochs, balance, seed, deterministic, labels),
-                       oracle_options=oracle_kwargs(options), label_progress=bar)
+                       oracle_options=oracle_kwargs(options), label_progress=bar, engine=engine)
     print_steal_result(result)

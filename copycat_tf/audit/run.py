@@ -48,6 +48,7 @@ from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError, check_whole
 from copycat_tf.evaluation import agreement, evaluate
 from copycat_tf.fakeset import derive, label
+from copycat_tf.fakeset.ray_engine import RayEngine, open_engine
 from copycat_tf.files import UnreadableJson, file_sha256, read_json, write_json
 from copycat_tf.oracle import OnnxOracle
 from copycat_tf.queries import open_query_source
@@ -130,6 +131,7 @@ def audit(
     progress: Callable | None = None,
     on_stage: Callable[[int, int, str], None] | None = None,
     fit_verbose: int = 0,
+    engine: str | RayEngine = "local",
 ) -> AuditResult:
     """Measure how well ``target`` can be copied at each budget behind each output policy.
 
@@ -154,6 +156,8 @@ def audit(
         progress: called with a :class:`~copycat_tf.fakeset.LabelProgress` while buying.
         on_stage: called as ``on_stage(k, n, what)`` when stage ``k`` of ``n`` starts.
         fit_verbose: Keras ``fit`` verbosity.
+        engine: where labeling runs (the attack's queries and the agreement set):
+            ``"local"``, ``"ray"`` or a :class:`~copycat_tf.fakeset.ray_engine.RayEngine`.
 
     Returns:
         An :class:`AuditResult`.
@@ -189,22 +193,23 @@ def audit(
     largest = budgets[-1]
     stage(f"buying {largest:,} queries once from {', '.join(map(str, queries))} "
           f"({strategy} strategy, full probabilities kept)")
-    fakeset = collect(oracle, list(map(str, queries)), largest, out_dir / "fakeset", strategy=strategy,
-                      labels="soft", seed=seed, resize=resize, batch_size=batch_size,
-                      arch=train_config.arch, progress=progress)
-    if not fakeset.complete:
-        raise CopycatError(f"the fake dataset in {fakeset.directory} holds {fakeset.count} of {largest} "
-                           "records; rerun to finish labeling")
-    if fakeset.count < largest:
-        raise CopycatError(
-            f"the query sources ran out after {fakeset.count:,} images, short of the largest budget "
-            f"{largest:,}; lower --budgets or give more --queries"
-        )
+    with open_engine(engine) as engine:  # one Ray engine for both purchases
+        fakeset = collect(oracle, list(map(str, queries)), largest, out_dir / "fakeset", strategy=strategy,
+                          labels="soft", seed=seed, resize=resize, batch_size=batch_size,
+                          arch=train_config.arch, progress=progress, engine=engine)
+        if not fakeset.complete:
+            raise CopycatError(f"the fake dataset in {fakeset.directory} holds {fakeset.count} of {largest} "
+                               "records; rerun to finish labeling")
+        if fakeset.count < largest:
+            raise CopycatError(
+                f"the query sources ran out after {fakeset.count:,} images, short of the largest budget "
+                f"{largest:,}; lower --budgets or give more --queries"
+            )
 
-    eval_set = None
-    if test is None:
-        eval_set = _buy_eval_set(oracle, queries, fakeset, out_dir, eval_queries, seed, resize,
-                                 batch_size, progress, stage)
+        eval_set = None
+        if test is None:
+            eval_set = _buy_eval_set(oracle, queries, fakeset, out_dir, eval_queries, seed, resize,
+                                     batch_size, progress, stage, engine)
 
     results = []
     for n, defence in cells:
@@ -265,7 +270,7 @@ def _cost(queries: int, price_per_1k: float | None) -> float | None:
 
 
 def _buy_eval_set(oracle, queries, fakeset, out_dir: Path, count: int, seed: int, resize: str,
-                  batch_size: int, progress, stage):
+                  batch_size: int, progress, stage, engine):
     """Fresh query images labelled by the target: the stream positions after the attack's."""
 
     start = int(fakeset.manifest["next_item"])
@@ -273,7 +278,7 @@ def _buy_eval_set(oracle, queries, fakeset, out_dir: Path, count: int, seed: int
     source = open_query_source(list(map(str, queries)), oracle.contract.image_shape, seed=seed, resize=resize)
     view = source.select("audit-eval", np.arange(start, start + _EVAL_SPAN * count + 64))
     eval_set = label(oracle, view, count, out_dir / "eval" / f"from-{start}", labels="hard",
-                     batch_size=batch_size, progress=progress)
+                     batch_size=batch_size, progress=progress, engine=engine)
     if eval_set.count == 0:
         raise CopycatError(
             "no query images are left after the attack's to measure agreement on; pass --test-data "
