@@ -159,10 +159,10 @@ def collect(
     rounds = rounds or BalancedRounds()
     source = open_query_source(queries, oracle.contract.image_shape, seed=seed, resize=resize,
                                transforms=rounds.transforms)
-    with open_engine(engine) as engine:
+    with open_engine(engine) as opened:  # one Ray engine for every round
         return _BalancedRun(oracle, source, budget, Path(out_dir), rounds, labels=labels, seed=seed,
                             batch_size=batch_size, arch=arch, overwrite=overwrite, progress=progress,
-                            engine=engine).run()
+                            engine=opened).run()
 
 
 def last_scout(out_dir: str | os.PathLike) -> Path | None:

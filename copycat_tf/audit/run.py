@@ -193,10 +193,10 @@ def audit(
     largest = budgets[-1]
     stage(f"buying {largest:,} queries once from {', '.join(map(str, queries))} "
           f"({strategy} strategy, full probabilities kept)")
-    with open_engine(engine) as engine:  # one Ray engine for both purchases
+    with open_engine(engine) as opened:  # one Ray engine for both purchases
         fakeset = collect(oracle, list(map(str, queries)), largest, out_dir / "fakeset", strategy=strategy,
                           labels="soft", seed=seed, resize=resize, batch_size=batch_size,
-                          arch=train_config.arch, progress=progress, engine=engine)
+                          arch=train_config.arch, progress=progress, engine=opened)
         if not fakeset.complete:
             raise CopycatError(f"the fake dataset in {fakeset.directory} holds {fakeset.count} of {largest} "
                                "records; rerun to finish labeling")
@@ -209,7 +209,7 @@ def audit(
         eval_set = None
         if test is None:
             eval_set = _buy_eval_set(oracle, queries, fakeset, out_dir, eval_queries, seed, resize,
-                                     batch_size, progress, stage, engine)
+                                     batch_size, progress, stage, opened)
 
     results = []
     for n, defence in cells:
