@@ -14,6 +14,7 @@ from copycat_tf.cli.options import (
     QUERIES_HELP,
     arch_option,
     deterministic_option,
+    devices_option,
     engine_options,
     epochs_option,
     labeling_engine,
@@ -52,10 +53,11 @@ from copycat_tf.report import percent
 @epochs_option
 @seed_option
 @deterministic_option
+@devices_option
 @engine_options
 @oracle_options
 def audit_command(target, queries, out_dir, budgets, defences, test_data, price_per_1k, eval_queries,
-                  strategy, arch, epochs, seed, deterministic, **options):
+                  strategy, arch, epochs, seed, deterministic, devices, **options):
     """Measure how much of TARGET can be copied, for how many queries, behind which output policy.
 
     The largest budget's queries are bought once, keeping TARGET's full probabilities.
@@ -86,6 +88,7 @@ def audit_command(target, queries, out_dir, budgets, defences, test_data, price_
             strategy=strategy, seed=seed, price_per_1k=price_per_1k, eval_queries=eval_queries,
             train_config=train_config(strategy, arch, epochs, None, seed, deterministic),
             oracle_options=oracle_kwargs(options), progress=bars, on_stage=bars.stage, engine=engine,
+            devices=devices,
         )
     _print(result)
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import click
 
 from copycat_tf.contract import CHANNEL_ORDERS, LAYOUTS, OUTPUT_KINDS
+from copycat_tf.errors import CopycatError
 from copycat_tf.fakeset import LABEL_MODES
 from copycat_tf.fakeset.ray_engine import ENGINES, INSTALL_HINT, RayEngine, open_engine
 from copycat_tf.models import ARCHITECTURES
 from copycat_tf.queries import RESIZE_POLICIES
 from copycat_tf.strategies import DEFAULT_BALANCE, DEFAULT_STRATEGY, STRATEGIES
 from copycat_tf.training import BALANCE_MODES, TrainConfig
+from copycat_tf.training.devices import parse_devices
 
 ARCH_HELP = (f"Architecture: {', '.join(ARCHITECTURES)}. small_cnn is fast on a CPU; vgg16 is the "
              "paper's copycat (slow on a CPU).")
@@ -104,6 +106,19 @@ def oracle_kwargs(options: dict) -> dict:
         "input_size": options.pop("input_size"),
         "providers": list(options.pop("providers")) or None,
     }
+
+
+def _devices(ctx, param, value):
+    try:
+        return parse_devices(value)
+    except CopycatError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+devices_option = click.option(
+    "--devices", callback=_devices, metavar="N|all",
+    help="Train the copycat on N GPUs of this machine, or all of them (tf.distribute.MirroredStrategy; "
+         "the batch is split between them). Default: one device. Several machines: see README, Scaling.")
 
 
 def engine_options(command):

@@ -4,6 +4,7 @@ import click
 
 from copycat_tf.cli.options import (
     QUERIES_HELP,
+    devices_option,
     engine_options,
     labeling_engine,
     oracle_kwargs,
@@ -25,10 +26,11 @@ from copycat_tf.pipeline import STEAL_BUDGET, steal
               help="Labelled test data for the side-by-side report: fashion-mnist:test, "
                    "digits:test, mnist:test, a .npz with x/y, or a folder of class subfolders.")
 @run_options(budget=STEAL_BUDGET)
+@devices_option
 @engine_options
 @oracle_options
 def steal_command(target, queries, out_dir, test_data, budget, strategy, arch, epochs, labels, balance,
-                  seed, deterministic, overwrite, **options):
+                  seed, deterministic, overwrite, devices, **options):
     """Copy TARGET (an ONNX model) through its answers alone: label, train, export, evaluate.
 
     TARGET is queried through onnxruntime as a black box with the --queries images; its
@@ -51,5 +53,6 @@ def steal_command(target, queries, out_dir, test_data, budget, strategy, arch, e
         result = steal(target, list(queries), out_dir, budget=budget, test_data=test_data,
                        strategy=strategy, labels=labels, seed=seed, overwrite=overwrite,
                        train_config=train_config(strategy, arch, epochs, balance, seed, deterministic, labels),
-                       oracle_options=oracle_kwargs(options), label_progress=bar, engine=engine)
+                       oracle_options=oracle_kwargs(options), label_progress=bar, engine=engine,
+                       devices=devices)
     print_steal_result(result)

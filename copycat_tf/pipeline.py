@@ -89,6 +89,7 @@ def steal(
     evaluation_progress: Callable[[int, int], None] | None = None,
     fit_verbose: int = 0,
     engine: str | RayEngine = "local",
+    devices: int | str | None = None,
 ) -> StealResult:
     """Copy the ONNX model ``target`` through its answers to ``queries``.
 
@@ -121,6 +122,8 @@ def steal(
         engine: where labeling runs: ``"local"``, ``"ray"`` or a
             :class:`~copycat_tf.fakeset.ray_engine.RayEngine`; not part of the run's record,
             so a run started on one engine resumes on another.
+        devices: GPUs of this machine to train the copycat on (``"all"``), see
+            :func:`~copycat_tf.training.train_copycat`; not part of the run's record either.
 
     Raises:
         CopycatError: bad arguments, a folder holding someone else's files or a steal run
@@ -148,7 +151,7 @@ def steal(
             "rerun to finish labeling"
         )
     log.info("stage 2/3: training the copycat (%s) on %d records", train_config.arch, fakeset.count)
-    copycat = train_copycat(fakeset, out_dir / "copycat", train_config,
+    copycat = train_copycat(fakeset, out_dir / "copycat", train_config, devices=devices,
                             initial_model=last_scout(fakeset.directory), fit_verbose=fit_verbose)
     if test_data is None:
         agreement = copycat.validation_agreement

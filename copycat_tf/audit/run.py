@@ -132,6 +132,7 @@ def audit(
     on_stage: Callable[[int, int, str], None] | None = None,
     fit_verbose: int = 0,
     engine: str | RayEngine = "local",
+    devices: int | str | None = None,
 ) -> AuditResult:
     """Measure how well ``target`` can be copied at each budget behind each output policy.
 
@@ -158,6 +159,8 @@ def audit(
         fit_verbose: Keras ``fit`` verbosity.
         engine: where labeling runs (the attack's queries and the agreement set):
             ``"local"``, ``"ray"`` or a :class:`~copycat_tf.fakeset.ray_engine.RayEngine`.
+        devices: GPUs of this machine to train each copycat on (``"all"``), see
+            :func:`~copycat_tf.training.train_copycat`.
 
     Returns:
         An :class:`AuditResult`.
@@ -219,7 +222,8 @@ def audit(
         derived = derive(fakeset, out_dir / "fakesets" / cell_name, n, defence.attacker_view,
                          name=f"defence:{defence.name}", labels=labels)
         config = replace(train_config, labels=labels)  # what this defence lets the attacker see
-        copycat = train_copycat(derived, out_dir / "copycats" / cell_name, config, fit_verbose=fit_verbose)
+        copycat = train_copycat(derived, out_dir / "copycats" / cell_name, config, fit_verbose=fit_verbose,
+                                devices=devices)
         results.append(_cell(oracle, copycat, derived, fakeset, defence, n, test, eval_set, out_dir,
                              cell_name, price_per_1k))
 
