@@ -23,12 +23,12 @@ from copycat_tf.errors import CopycatError
 from copycat_tf.export import PARITY_IMAGES, export_onnx
 from copycat_tf.models import build
 from copycat_tf.training.config import TrainConfig, _optimizer
-from copycat_tf.training.devices import training_strategy
 from copycat_tf.training.data import (
     IN_MEMORY_BYTES,
     make_training_data,
     require_probabilities,
 )
+from copycat_tf.training.devices import training_strategy
 from copycat_tf.training.run_state import (
     CopycatResult,
     _load_model,
