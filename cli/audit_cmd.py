@@ -16,7 +16,10 @@ from copycat_tf.cli.options import (
     QUERIES_HELP,
     arch_option,
     deterministic_option,
+    devices_option,
+    engine_options,
     epochs_option,
+    labeling_engine,
     oracle_kwargs,
     oracle_options,
     seed_option,
@@ -77,10 +80,12 @@ def _taus(ctx, param, value):
 @epochs_option
 @seed_option
 @deterministic_option
+@devices_option
+@engine_options
 @oracle_options
 def audit_command(target, queries, out_dir, budgets, defences, misinformation_taus, watermark_rate, benign_data,
                   prada_delta, detect, test_data, price_per_1k, eval_queries, strategy, arch, epochs, seed,
-                  deterministic, **options):
+                  deterministic, devices, **options):
     """Measure how much of TARGET can be copied, for how many queries, behind which output policy.
 
     The largest budget's queries are bought once, keeping TARGET's full probabilities.
@@ -105,14 +110,15 @@ def audit_command(target, queries, out_dir, budgets, defences, misinformation_ta
     defences = defence_names(defences)
     if price_per_1k is not None and price_per_1k < 0:
         raise CopycatError(f"--price-per-1k must be >= 0; received {price_per_1k}")
-    with StageBars() as bars:
+    with labeling_engine(options) as engine, StageBars() as bars:
         result = audit(
             target, list(queries), out_dir, budgets=budgets, defences=defences, test_data=test_data,
             strategy=strategy, seed=seed, price_per_1k=price_per_1k, eval_queries=eval_queries,
             misinformation_taus=misinformation_taus, watermark_rate=watermark_rate, benign_data=benign_data,
             detect=detect, prada_delta=prada_delta,
             train_config=train_config(strategy, arch, epochs, None, seed, deterministic),
-            oracle_options=oracle_kwargs(options), progress=bars, on_stage=bars.stage,
+            oracle_options=oracle_kwargs(options), progress=bars, on_stage=bars.stage, engine=engine,
+            devices=devices,
         )
     _print(result)
 

@@ -4,6 +4,8 @@ import click
 
 from copycat_tf.cli.options import (
     QUERIES_HELP,
+    engine_options,
+    labeling_engine,
     oracle_kwargs,
     oracle_options,
     overwrite_option,
@@ -35,6 +37,7 @@ from copycat_tf.pipeline import STEAL_BUDGET
 @overwrite_option("the fake dataset")
 @click.option("--cost-per-1k", type=float, metavar="PRICE",
               help="Price of 1,000 queries, to report what a paid API would have charged.")
+@engine_options
 @oracle_options
 def label_command(target, queries, budget, out_dir, labels, seed, batch_size, resize, shard_size,
                   overwrite, cost_per_1k, **options):
@@ -58,14 +61,16 @@ def label_command(target, queries, budget, out_dir, labels, seed, batch_size, re
       copycat-tf label target.onnx -q ~/imagenet -q pd_images/:0.2 --out runs/npd_pd
       copycat-tf label target.onnx -q noise:uniform --budget 5000 --labels soft --out runs/noise
       copycat-tf label target.onnx -q list.txt --cost-per-1k 1.50 --out runs/paid
+      copycat-tf label target.onnx -q /data/imagenet --engine ray --ray-address auto --out runs/big
     """
     if cost_per_1k is not None and cost_per_1k < 0:
         raise CopycatError(f"--cost-per-1k must be >= 0; received {cost_per_1k}")
+    engine = labeling_engine(options)
     oracle = open_oracle(target, **oracle_kwargs(options))
-    with LabelProgressBar() as bar:
+    with engine as engine, LabelProgressBar() as bar:
         fakeset = label(oracle, list(queries), budget, out_dir, labels=labels, seed=seed,
                         resize=resize, batch_size=batch_size, shard_size=shard_size,
-                        overwrite=overwrite, progress=bar)
+                        overwrite=overwrite, progress=bar, engine=engine)
     _print_summary(fakeset, cost_per_1k, oracle.class_names)
 
 

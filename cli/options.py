@@ -9,12 +9,15 @@ from __future__ import annotations
 import click
 
 from copycat_tf.contract import CHANNEL_ORDERS, LAYOUTS
+from copycat_tf.errors import CopycatError
 from copycat_tf.fakeset import LABEL_MODES
+from copycat_tf.fakeset.ray_engine import ENGINES, INSTALL_HINT, RayEngine, open_engine
 from copycat_tf.models import ARCHITECTURES
 from copycat_tf.oracle.http import HTTP_OUTPUT_KINDS, PROTOCOLS
 from copycat_tf.queries import RESIZE_POLICIES
 from copycat_tf.strategies import DEFAULT_BALANCE, DEFAULT_STRATEGY, STRATEGIES
 from copycat_tf.training import BALANCE_MODES, TrainConfig
+from copycat_tf.training.devices import parse_devices
 
 ARCH_HELP = (f"Architecture: {', '.join(ARCHITECTURES)}. small_cnn is fast on a CPU; vgg16 is the "
              "paper's copycat (slow on a CPU).")
@@ -131,6 +134,42 @@ def oracle_kwargs(options: dict) -> dict:
     }
     # Only what was given: open_oracle() refuses an option that does not fit the target.
     return {name: value for name, value in kwargs.items() if value is not None}
+
+
+def _devices(ctx, param, value):
+    try:
+        return parse_devices(value)
+    except CopycatError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+devices_option = click.option(
+    "--devices", callback=_devices, metavar="N|all",
+    help="Train the copycat on N GPUs of this machine, or all of them (tf.distribute.MirroredStrategy; "
+         "the batch is split between them). Default: one device. Several machines: see README, Scaling.")
+
+
+def engine_options(command):
+    """Add ``--engine`` and ``--ray-address``: where labeling runs."""
+    return _stack([
+        click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+                     help=f"Where labeling runs: in this process, or on a Ray cluster ({INSTALL_HINT}). "
+                          "Both write the same fake dataset; a run started on one resumes on the other."),
+        click.option("--ray-address", metavar="auto|HOST:PORT",
+                     help="The cluster for --engine ray: auto (the one `ray start` made on this machine) "
+                          "or its head node's HOST:PORT. Default: RAY_ADDRESS, else Ray started in this "
+                          "process."),
+    ])(command)
+
+
+def labeling_engine(options: dict):
+    """Pop the --engine/--ray-address values: a context manager giving ``"local"`` or a RayEngine."""
+    engine, address = options.pop("engine"), options.pop("ray_address")
+    if engine == "local":
+        if address is not None:
+            raise click.UsageError("--ray-address needs --engine ray", ctx=click.get_current_context())
+        return open_engine("local")
+    return RayEngine(address)
 
 
 def arch_option(text: str = ARCH_HELP):

@@ -4,6 +4,9 @@ import click
 
 from copycat_tf.cli.options import (
     QUERIES_HELP,
+    devices_option,
+    engine_options,
+    labeling_engine,
     oracle_kwargs,
     oracle_options,
     run_options,
@@ -25,9 +28,11 @@ from copycat_tf.pipeline import STEAL_BUDGET, steal
 @click.option("--price-per-1k", type=click.FloatRange(min=0), metavar="PRICE",
               help="Price of 1,000 queries: the progress bar and the result say what was spent.")
 @run_options(budget=STEAL_BUDGET)
+@devices_option
+@engine_options
 @oracle_options
 def steal_command(target, queries, out_dir, test_data, price_per_1k, budget, strategy, arch, epochs, labels,
-                  balance, seed, deterministic, overwrite, **options):
+                  balance, seed, deterministic, overwrite, devices, **options):
     """Copy TARGET (an ONNX model) through its answers alone: label, train, export, evaluate.
 
     TARGET is queried through onnxruntime as a black box with the --queries images; its
@@ -46,9 +51,10 @@ def steal_command(target, queries, out_dir, test_data, price_per_1k, budget, str
       copycat-tf steal vendor.onnx --queries ./imagenet --queries ./pd:0.1 --arch vgg16 \\
           --layout NCHW --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4 --out runs/vendor
     """
-    with LabelProgressBar() as bar:
+    with labeling_engine(options) as engine, LabelProgressBar() as bar:
         result = steal(target, list(queries), out_dir, budget=budget, test_data=test_data,
                        strategy=strategy, labels=labels, seed=seed, overwrite=overwrite, price_per_1k=price_per_1k,
                        train_config=train_config(strategy, arch, epochs, balance, seed, deterministic, labels),
-                       oracle_options=oracle_kwargs(options), label_progress=bar)
+                       oracle_options=oracle_kwargs(options), label_progress=bar, engine=engine,
+                       devices=devices)
     print_steal_result(result)

@@ -31,6 +31,7 @@ from copycat_tf._version import __version__
 from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError
 from copycat_tf.evaluation import evaluate
+from copycat_tf.fakeset.ray_engine import RayEngine
 from copycat_tf.files import OutputFolder, read_state, write_json
 from copycat_tf.oracle import OnnxOracle, is_url, open_oracle
 from copycat_tf.oracle.http.endpoint import shown_url
@@ -89,6 +90,8 @@ def steal(
     label_progress: Callable | None = None,
     evaluation_progress: Callable[[int, int], None] | None = None,
     fit_verbose: int = 0,
+    engine: str | RayEngine = "local",
+    devices: int | str | None = None,
 ) -> StealResult:
     """Copy the ONNX model ``target`` through its answers to ``queries``.
 
@@ -119,6 +122,11 @@ def steal(
         label_progress: passed to :func:`~copycat_tf.fakeset.label`.
         evaluation_progress: passed to :func:`~copycat_tf.evaluation.evaluate`.
         fit_verbose: Keras ``fit`` verbosity.
+        engine: where labeling runs: ``"local"``, ``"ray"`` or a
+            :class:`~copycat_tf.fakeset.ray_engine.RayEngine`; not part of the run's record,
+            so a run started on one engine resumes on another.
+        devices: GPUs of this machine to train the copycat on (``"all"``), see
+            :func:`~copycat_tf.training.train_copycat`; not part of the run's record either.
 
     Raises:
         CopycatError: bad arguments, a folder holding someone else's files or a steal run
@@ -142,14 +150,14 @@ def steal(
     log.info("stage 1/3: buying %d queries from %s (%s strategy)", budget, ", ".join(queries), strategy)
     fakeset = collect(oracle, list(queries), budget, out_dir / "fakeset", strategy=strategy,
                       labels=labels, seed=seed, resize=resize, batch_size=batch_size,
-                      arch=train_config.arch, progress=label_progress)
+                      arch=train_config.arch, progress=label_progress, engine=engine)
     if not fakeset.complete:
         raise CopycatError(
             f"the fake dataset in {fakeset.directory} holds {fakeset.count} of {budget} records; "
             "rerun to finish labeling"
         )
     log.info("stage 2/3: training the copycat (%s) on %d records", train_config.arch, fakeset.count)
-    copycat = train_copycat(fakeset, out_dir / "copycat", train_config,
+    copycat = train_copycat(fakeset, out_dir / "copycat", train_config, devices=devices,
                             initial_model=last_scout(fakeset.directory), fit_verbose=fit_verbose)
     if test_data is None:
         agreement = copycat.validation_agreement

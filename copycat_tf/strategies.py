@@ -43,6 +43,7 @@ import numpy as np
 
 from copycat_tf.errors import CopycatError, check_whole
 from copycat_tf.fakeset import FakeSet, LabelProgress, label
+from copycat_tf.fakeset.ray_engine import RayEngine, open_engine
 from copycat_tf.files import UnreadableJson, read_json, write_json
 from copycat_tf.models import build
 from copycat_tf.oracle import Oracle
@@ -116,6 +117,7 @@ def collect(
     rounds: BalancedRounds | None = None,
     overwrite: bool = False,
     progress: Callable[[LabelProgress], None] | None = None,
+    engine: str | RayEngine = "local",
 ) -> FakeSet:
     """Spend ``budget`` queries on the oracle with ``strategy`` and return the fake dataset.
 
@@ -135,6 +137,8 @@ def collect(
         rounds: :class:`BalancedRounds` knobs (``balanced``).
         overwrite: start over, deleting only this tool's files in ``out_dir``.
         progress: called with a :class:`~copycat_tf.fakeset.LabelProgress` as records come in.
+        engine: where labeling runs: ``"local"``, ``"ray"`` or a
+            :class:`~copycat_tf.fakeset.ray_engine.RayEngine` (one for every round).
 
     Raises:
         CopycatError: an unknown strategy, bad arguments, or a folder holding another run.
@@ -147,16 +151,18 @@ def collect(
             raise CopycatError("rounds belong to the balanced strategy, not to paper")
         if isinstance(queries, QuerySource):
             return label(oracle, queries, budget, out_dir, labels=labels, batch_size=batch_size,
-                         overwrite=overwrite, progress=progress)
+                         overwrite=overwrite, progress=progress, engine=engine)
         return label(oracle, queries, budget, out_dir, labels=labels, seed=seed, resize=resize,
-                     batch_size=batch_size, overwrite=overwrite, progress=progress)
+                     batch_size=batch_size, overwrite=overwrite, progress=progress, engine=engine)
     if isinstance(queries, QuerySource):
         raise CopycatError("the balanced strategy opens its own query source; pass spec strings")
     rounds = rounds or BalancedRounds()
     source = open_query_source(queries, oracle.contract.image_shape, seed=seed, resize=resize,
                                transforms=rounds.transforms)
-    return _BalancedRun(oracle, source, budget, Path(out_dir), rounds, labels=labels, seed=seed,
-                        batch_size=batch_size, arch=arch, overwrite=overwrite, progress=progress).run()
+    with open_engine(engine) as opened:  # one Ray engine for every round
+        return _BalancedRun(oracle, source, budget, Path(out_dir), rounds, labels=labels, seed=seed,
+                            batch_size=batch_size, arch=arch, overwrite=overwrite, progress=progress,
+                            engine=opened).run()
 
 
 def last_scout(out_dir: str | os.PathLike) -> Path | None:
@@ -177,10 +183,11 @@ class _Selection:
 
 class _BalancedRun:
     def __init__(self, oracle, source: QuerySource, budget: int, out_dir: Path, rounds: BalancedRounds,
-                 *, labels, seed, batch_size, arch, overwrite, progress):
+                 *, labels, seed, batch_size, arch, overwrite, progress, engine="local"):
         self.oracle, self.source, self.budget, self.out_dir = oracle, source, budget, out_dir
         self.rounds, self.labels, self.seed = rounds, labels, seed
         self.batch_size, self.arch, self.overwrite, self.progress = batch_size, arch, overwrite, progress
+        self.engine = engine
         self.state_dir = out_dir / ROUNDS_FOLDER
         self.schedule = rounds.schedule(budget)
         if progress is not None:
@@ -215,7 +222,8 @@ class _BalancedRun:
     def _label(self, positions, budget: int, overwrite: bool = False) -> FakeSet:
         view = self.source.select("balanced", positions)
         return label(self.oracle, view, budget, self.out_dir, labels=self.labels,
-                     batch_size=self.batch_size, overwrite=overwrite, progress=self.progress)
+                     batch_size=self.batch_size, overwrite=overwrite, progress=self.progress,
+                     engine=self.engine)
 
     # -- scouts ------------------------------------------------------------------------
 

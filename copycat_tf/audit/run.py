@@ -57,6 +57,7 @@ from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError, check_whole
 from copycat_tf.evaluation import agreement, evaluate
 from copycat_tf.fakeset import derive, label
+from copycat_tf.fakeset.ray_engine import RayEngine, open_engine
 from copycat_tf.files import UnreadableJson, atomic_write, file_sha256, read_json, write_json
 from copycat_tf.oracle import OnnxOracle, is_url, open_oracle
 from copycat_tf.oracle.http.endpoint import shown_url
@@ -147,6 +148,8 @@ def audit(
     progress: Callable | None = None,
     on_stage: Callable[[int, int, str], None] | None = None,
     fit_verbose: int = 0,
+    engine: str | RayEngine = "local",
+    devices: int | str | None = None,
 ) -> AuditResult:
     """Measure how well ``target`` can be copied at each budget behind each output policy.
 
@@ -180,6 +183,10 @@ def audit(
         progress: called with a :class:`~copycat_tf.fakeset.LabelProgress` while buying.
         on_stage: called as ``on_stage(k, n, what)`` when stage ``k`` of ``n`` starts.
         fit_verbose: Keras ``fit`` verbosity.
+        engine: where labeling runs (the attack's queries and the agreement set):
+            ``"local"``, ``"ray"`` or a :class:`~copycat_tf.fakeset.ray_engine.RayEngine`.
+        devices: GPUs of this machine to train each copycat on (``"all"``), see
+            :func:`~copycat_tf.training.train_copycat`.
 
     Returns:
         An :class:`AuditResult`.
@@ -219,22 +226,23 @@ def audit(
     largest = budgets[-1]
     stage(f"buying {largest:,} queries once from {', '.join(map(str, queries))} "
           f"({strategy} strategy, full probabilities kept)")
-    fakeset = collect(oracle, list(map(str, queries)), largest, out_dir / "fakeset", strategy=strategy,
-                      labels="soft", seed=seed, resize=resize, batch_size=batch_size,
-                      arch=train_config.arch, progress=progress)
-    if not fakeset.complete:
-        raise CopycatError(f"the fake dataset in {fakeset.directory} holds {fakeset.count} of {largest} "
-                           "records; rerun to finish labeling")
-    if fakeset.count < largest:
-        raise CopycatError(
-            f"the query sources ran out after {fakeset.count:,} images, short of the largest budget "
-            f"{largest:,}; lower --budgets or give more --queries"
-        )
+    with open_engine(engine) as opened:  # one Ray engine for both purchases
+        fakeset = collect(oracle, list(map(str, queries)), largest, out_dir / "fakeset", strategy=strategy,
+                          labels="soft", seed=seed, resize=resize, batch_size=batch_size,
+                          arch=train_config.arch, progress=progress, engine=opened)
+        if not fakeset.complete:
+            raise CopycatError(f"the fake dataset in {fakeset.directory} holds {fakeset.count} of {largest} "
+                               "records; rerun to finish labeling")
+        if fakeset.count < largest:
+            raise CopycatError(
+                f"the query sources ran out after {fakeset.count:,} images, short of the largest budget "
+                f"{largest:,}; lower --budgets or give more --queries"
+            )
 
-    eval_set = None
-    if test is None:
-        eval_set = _buy_eval_set(oracle, queries, fakeset, out_dir, eval_queries, seed, resize,
-                                 batch_size, progress, stage)
+        eval_set = None
+        if test is None:
+            eval_set = _buy_eval_set(oracle, queries, fakeset, out_dir, eval_queries, seed, resize,
+                                     batch_size, progress, stage, opened)
 
     # The owner's own benign images, asked once: the honest answers label defences would change.
     benign_probabilities = owner_probabilities(oracle, benign.images) if benign is not None else None
@@ -246,7 +254,8 @@ def audit(
         derived = derive(fakeset, out_dir / "fakesets" / cell_name, n, defence.attacker_view,
                          name=f"defence:{defence.derivation}", labels=labels)
         config = replace(train_config, labels=labels)  # what this defence lets the attacker see
-        copycat = train_copycat(derived, out_dir / "copycats" / cell_name, config, fit_verbose=fit_verbose)
+        copycat = train_copycat(derived, out_dir / "copycats" / cell_name, config, fit_verbose=fit_verbose,
+                                devices=devices)
         row = _cell(oracle, copycat, derived, fakeset, defence, n, test, eval_set, out_dir, cell_name, price_per_1k)
         results.append({**row, "defence": names[defence.slug], **owner_price(defence, benign, benign_probabilities)})
 
@@ -309,7 +318,7 @@ def _cost(queries: int, price_per_1k: float | None) -> float | None:
 
 
 def _buy_eval_set(oracle, queries, fakeset, out_dir: Path, count: int, seed: int, resize: str,
-                  batch_size: int, progress, stage):
+                  batch_size: int, progress, stage, engine):
     """Fresh query images labelled by the target: the stream positions after the attack's."""
 
     start = int(fakeset.manifest["next_item"])
@@ -317,7 +326,7 @@ def _buy_eval_set(oracle, queries, fakeset, out_dir: Path, count: int, seed: int
     source = open_query_source(list(map(str, queries)), oracle.contract.image_shape, seed=seed, resize=resize)
     view = source.select("audit-eval", np.arange(start, start + _EVAL_SPAN * count + 64))
     eval_set = label(oracle, view, count, out_dir / "eval" / f"from-{start}", labels="hard",
-                     batch_size=batch_size, progress=progress)
+                     batch_size=batch_size, progress=progress, engine=engine)
     if eval_set.count == 0:
         raise CopycatError(
             "no query images are left after the attack's to measure agreement on; pass --test-data "

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from copycat_tf.errors import CopycatError, check_whole
+from copycat_tf.fakeset.ray_engine import RayEngine, open_engine
 from copycat_tf.fakeset.store import DEFAULT_SHARD_SIZE, LABEL_MODES, REJECTED, FakeSet
 from copycat_tf.fakeset.writer import _Writer
 from copycat_tf.oracle import Oracle
@@ -61,6 +62,7 @@ def label(
     overwrite: bool = False,
     workers: int | None = None,
     progress: Callable[[LabelProgress], None] | None = None,
+    engine: str | RayEngine = "local",
 ) -> FakeSet:
     """Query the oracle with images from ``source`` and store its answers as a fake dataset.
 
@@ -82,6 +84,9 @@ def label(
         overwrite: delete a fake dataset (and only its files) already in ``out_dir``.
         workers: decoding threads (default one per core, at most 8).
         progress: called with a :class:`LabelProgress` at the start and after each batch.
+        engine: ``"local"`` (this process), ``"ray"`` (a Ray instance started here, or the
+            cluster ``RAY_ADDRESS`` names) or a :class:`~copycat_tf.fakeset.ray_engine.RayEngine`;
+            for the same seed and sources every engine writes the same fake dataset.
 
     Returns:
         The :class:`FakeSet`.
@@ -98,6 +103,11 @@ def label(
         check_whole(name, value)
     if labels not in LABEL_MODES:
         raise CopycatError(f"labels must be one of {LABEL_MODES}; received {labels!r}")
+    if engine != "local" and not isinstance(engine, RayEngine):
+        with open_engine(engine) as opened:  # "ray": an engine for this call only
+            return label(oracle, source, budget, out_dir, labels=labels, seed=seed, resize=resize,
+                         batch_size=batch_size, shard_size=shard_size, overwrite=overwrite,
+                         workers=workers, progress=progress, engine=opened)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CopycatError(f"output folder {out_dir} is a file; give a folder for the fake dataset")
@@ -111,7 +121,7 @@ def label(
     config = {**source.config(), "labels": labels, "shard_size": shard_size}
     writer = _Writer.open(out_dir, oracle, config, budget, overwrite)
     try:
-        _run(writer, oracle, source, budget, labels == "soft", batch_size, workers, progress)
+        _run(writer, oracle, source, budget, labels == "soft", batch_size, workers, progress, engine)
     finally:
         writer.close()
     fakeset = FakeSet.open(out_dir)
@@ -138,12 +148,14 @@ def _as_source(source, oracle: Oracle, seed, resize) -> QuerySource:
 
 
 def _run(writer: _Writer, oracle: Oracle, source: QuerySource, budget: int, soft: bool,
-         batch_size: int, workers: int | None, progress) -> None:
+         batch_size: int, workers: int | None, progress, engine) -> None:
     left = oracle.queries_left
     limit = budget if left is None else min(budget, writer.labeled + left)
     # A metered oracle (a paid API) never spends past the budget, even over interruptions
     # whose answers were lost: the run may then end with fewer records than asked for.
     spend_limit = budget if oracle.metered else None
+    if spend_limit is not None:
+        limit = min(limit, writer.labeled + max(0, spend_limit - writer.queries_spent))
 
     def spent_up() -> bool:
         return spend_limit is not None and writer.queries_spent >= spend_limit
@@ -160,17 +172,33 @@ def _run(writer: _Writer, oracle: Oracle, source: QuerySource, budget: int, soft
                                    oracle.retries, oracle.cost))
 
     report()
-    stream = source.queries(writer.next_item, workers=workers, window=2 * batch_size + 16)
-    exhausted = False
-    cap = limit - writer.labeled if spend_limit is None else min(limit - writer.labeled,
-                                                                  spend_limit - writer.queries_spent)
-    # The oracle refuses anything past the cap, whatever happens in this loop, and every
+    # The oracle refuses anything past the limit, whatever happens in this loop, and every
     # image is in queries.log before it is sent (write-ahead): a kill while answers are on
     # their way still counts them.
-    with oracle.capped(cap), oracle.charging_to(writer.spent), contextlib.closing(stream):
-        while writer.labeled < limit and not exhausted and not spent_up():
-            want = min(batch_size, writer.shard_room, limit - writer.labeled,
-                       *([] if spend_limit is None else [spend_limit - writer.queries_spent]))
+    with oracle.capped(limit - writer.labeled), oracle.charging_to(writer.spent):
+        if engine == "local":
+            exhausted = _fill(writer, oracle, source, limit, soft, batch_size, workers, report)
+        else:
+            exhausted = engine.fill(writer, oracle, source, limit, soft, batch_size, report)
+    if exhausted:
+        log.info("query sources used up after %d records", writer.labeled)
+    elif spent_up() and writer.labeled < budget:
+        log.warning("the budget of %d queries is spent at %d records (queries whose answers an "
+                    "interruption lost count too)", budget, writer.labeled)
+    elif writer.labeled < budget:
+        log.warning("the oracle's query budget ran out at %d of %d records", writer.labeled, budget)
+    writer.commit(complete=exhausted or writer.labeled >= budget or spent_up(), exhausted=exhausted)
+    report()
+
+
+def _fill(writer: _Writer, oracle: Oracle, source: QuerySource, limit: int, soft: bool,
+          batch_size: int, workers: int | None, report) -> bool:
+    """The local engine: label until ``limit`` records or the stream runs out (returned)."""
+    stream = source.queries(writer.next_item, workers=workers, window=2 * batch_size + 16)
+    exhausted = False
+    with contextlib.closing(stream):
+        while writer.labeled < limit and not exhausted:
+            want = min(batch_size, writer.shard_room, limit - writer.labeled)
             batch = []
             for query in stream:
                 writer.next_item = query.position + 1
@@ -188,12 +216,4 @@ def _run(writer: _Writer, oracle: Oracle, source: QuerySource, budget: int, soft
                 if writer.shard_room == 0:
                     writer.commit()
                 report()
-    if exhausted:
-        log.info("query sources used up after %d records", writer.labeled)
-    elif spent_up() and writer.labeled < budget:
-        log.warning("the budget of %d queries is spent at %d records (queries whose answers an "
-                    "interruption lost count too)", budget, writer.labeled)
-    elif writer.labeled < budget:
-        log.warning("the oracle's query budget ran out at %d of %d records", writer.labeled, budget)
-    writer.commit(complete=exhausted or writer.labeled >= budget or spent_up(), exhausted=exhausted)
-    report()
+    return exhausted

@@ -10,6 +10,7 @@ contract so it is a drop-in replacement. The run's folder is kept by
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -27,6 +28,7 @@ from copycat_tf.training.data import (
     make_training_data,
     require_probabilities,
 )
+from copycat_tf.training.devices import training_strategy
 from copycat_tf.training.run_state import (
     CopycatResult,
     _load_model,
@@ -50,6 +52,7 @@ def train_copycat(
     callbacks: Sequence = (),
     fit_verbose: int = 0,
     in_memory_bytes: int = IN_MEMORY_BYTES,
+    devices: int | str | None = None,
 ) -> CopycatResult:
     """Train a copycat on a fake dataset, fine-tune it if asked, and export it as ONNX.
 
@@ -65,6 +68,9 @@ def train_copycat(
         callbacks: more Keras callbacks, run after the built-in ones.
         fit_verbose: Keras ``fit`` verbosity (0 silent; epochs are logged either way).
         in_memory_bytes: fake datasets up to this size train from memory, larger stream.
+        devices: train on this many GPUs of this machine (or ``"all"``) under a
+            ``MirroredStrategy`` (:mod:`copycat_tf.training.devices`); ``None``: one device.
+            The global batch stays ``config.batch_size``, and a run resumes on any number.
 
     Returns:
         A :class:`CopycatResult`; ``already_trained`` when ``out_dir`` held this finished run.
@@ -100,11 +106,14 @@ def train_copycat(
         log.info("%s already holds this trained copycat; pass overwrite to train it again", run.out_dir)
         return run.result(already_trained=True)
 
+    strategy = training_strategy(devices)
     model = None
     for stage in stages:
         if not run.stage(stage.name)["finished"]:
-            model = _train_stage(run, stage, model, config, callbacks, fit_verbose, in_memory_bytes)
-    if model is None:  # every stage was done; only the export was missing
+            model = _train_stage(run, stage, model, config, callbacks, fit_verbose, in_memory_bytes, strategy)
+    if model is None or strategy is not None:
+        # Every stage was done and only the export was missing; or the model's weights are
+        # mirrored, and its last checkpoint is the same model on one device to export.
         model = _load_model(run.checkpoint(stages[-1].name))
     return _export(run, model, fakeset, stages)
 
@@ -138,7 +147,8 @@ def _check_fakesets(fakeset, finetune, config: TrainConfig) -> None:
         )
 
 
-def _train_stage(run, stage: _Stage, model, config: TrainConfig, callbacks, fit_verbose, in_memory_bytes):
+def _train_stage(run, stage: _Stage, model, config: TrainConfig, callbacks, fit_verbose, in_memory_bytes,
+                 strategy=None):
     """Train one stage to its epoch count, resuming after its last good epoch."""
     import keras
 
@@ -154,18 +164,20 @@ def _train_stage(run, stage: _Stage, model, config: TrainConfig, callbacks, fit_
 
         tf.config.experimental.enable_op_determinism()
     done = run.stage(stage.name)["epochs_done"]
-    if done:
-        model = _load_model(run.checkpoint(stage.name))
-    else:
-        if model is None and stage.name == "finetune":
-            model = _load_model(run.checkpoint("main"))
-        elif model is None and stage.initial_model is not None:
-            model = _load_model(stage.initial_model)
-        elif model is None:
-            model = build(config.arch, stage.fakeset.image_shape, stage.fakeset.num_classes)
-        # Compiled afresh: a new model needs an optimizer, and fine-tuning starts its own at
-        # its own rate rather than inheriting the first stage's momentum.
-        _compile_copycat(model, config, stage.learning_rate)
+    # Under several devices, weights and optimizer state are made in the strategy's scope.
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        if done:
+            model = _load_model(run.checkpoint(stage.name))
+        else:
+            if model is None and stage.name == "finetune":
+                model = _load_model(run.checkpoint("main"))
+            elif model is None and stage.initial_model is not None:
+                model = _load_model(stage.initial_model)
+            elif model is None:
+                model = build(config.arch, stage.fakeset.image_shape, stage.fakeset.num_classes)
+            # Compiled afresh: a new model needs an optimizer, and fine-tuning starts its own at
+            # its own rate rather than inheriting the first stage's momentum.
+            _compile_copycat(model, config, stage.learning_rate)
     data = make_training_data(
         stage.fakeset, batch_size=config.batch_size, labels=config.labels, balance=config.balance,
         augment=config.augment, validation_fraction=config.validation_fraction, seed=config.seed,
