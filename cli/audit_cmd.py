@@ -19,6 +19,7 @@ from copycat_tf.cli.options import (
     devices_option,
     engine_options,
     epochs_option,
+    eval_data_option,
     labeling_engine,
     oracle_kwargs,
     oracle_options,
@@ -71,10 +72,12 @@ def _taus(ctx, param, value):
               help="Labelled test data for performance ratios: fashion-mnist:test, digits:test, "
                    "mnist:test, a .npz with x/y, or a folder of class subfolders. Without it "
                    "copycats are scored by agreement on --eval-queries fresh query images.")
+@eval_data_option
 @click.option("--price-per-1k", type=float, metavar="PRICE",
               help="Price of 1,000 queries, to state what each copy costs.")
 @click.option("--eval-queries", type=int, default=DEFAULT_EVAL_QUERIES, show_default=True, metavar="N",
-              help="Fresh query images bought to measure agreement when there is no --test-data.")
+              help="Fresh query images bought to measure agreement when there is no --test-data "
+                   "or --eval-data.")
 @strategy_option
 @arch_option()
 @epochs_option
@@ -84,8 +87,8 @@ def _taus(ctx, param, value):
 @engine_options
 @oracle_options
 def audit_command(target, queries, out_dir, budgets, defences, misinformation_taus, watermark_rate, benign_data,
-                  prada_delta, detect, test_data, price_per_1k, eval_queries, strategy, arch, epochs, seed,
-                  deterministic, devices, **options):
+                  prada_delta, detect, test_data, eval_data, price_per_1k, eval_queries, strategy, arch, epochs,
+                  seed, deterministic, devices, **options):
     """Measure how much of TARGET can be copied, for how many queries, behind which output policy.
 
     The largest budget's queries are bought once, keeping TARGET's full probabilities.
@@ -106,13 +109,17 @@ def audit_command(target, queries, out_dir, budgets, defences, misinformation_ta
       copycat-tf audit target.onnx --queries ./imagenet --defences top1,top5,round1 \\
           --strategy paper --epochs 5 --out runs/audit-paper
     """
+    if test_data is not None and eval_data is not None:
+        raise CopycatError("give --test-data or --eval-data, not both: each is the images the copycats "
+                           "are scored on (--eval-data needs no labels)")
     budgets = parse_budgets(budgets)
     defences = defence_names(defences)
     if price_per_1k is not None and price_per_1k < 0:
         raise CopycatError(f"--price-per-1k must be >= 0; received {price_per_1k}")
     with labeling_engine(options) as engine, StageBars() as bars:
         result = audit(
-            target, list(queries), out_dir, budgets=budgets, defences=defences, test_data=test_data,
+            target, list(queries), out_dir, budgets=budgets, defences=defences,
+            test_data=test_data if test_data is not None else eval_data,
             strategy=strategy, seed=seed, price_per_1k=price_per_1k, eval_queries=eval_queries,
             misinformation_taus=misinformation_taus, watermark_rate=watermark_rate, benign_data=benign_data,
             detect=detect, prada_delta=prada_delta,

@@ -6,8 +6,9 @@ import click
 from tqdm import tqdm
 
 from copycat_tf.cli import progress
-from copycat_tf.cli.options import oracle_kwargs, oracle_options, overwrite_option
+from copycat_tf.cli.options import eval_data_option, oracle_kwargs, oracle_options, overwrite_option
 from copycat_tf.datasets import load_labelled
+from copycat_tf.errors import CopycatError
 from copycat_tf.evaluation import evaluate
 from copycat_tf.oracle import OnnxOracle, open_oracle
 from copycat_tf.report import headline, summary, write_report
@@ -16,11 +17,12 @@ from copycat_tf.report import headline, summary, write_report
 @click.command("evaluate")
 @click.argument("target", type=click.Path(dir_okay=False))
 @click.argument("copycat", type=click.Path(dir_okay=False))
-@click.option("--test-data", required=True, metavar="SPEC",
+@click.option("--test-data", metavar="SPEC",
               help="Labelled test images: a named split (fashion-mnist:test, digits:test, "
                    "mnist:test), a .npz file with x (and y) arrays, or a folder of class "
                    "subfolders. Without labels (a flat folder, an .npz without y) only the "
                    "agreement is reported.")
+@eval_data_option
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for report.json, report.md and the PNG plots.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N",
@@ -34,14 +36,15 @@ from copycat_tf.report import headline, summary, write_report
               help="Old spelling of --queries-spent.")
 @overwrite_option("the report")
 @oracle_options
-def evaluate_command(target, copycat, test_data, out, limit, batch_size, queries_spent, old_queries_spent,
+def evaluate_command(target, copycat, test_data, eval_data, out, limit, batch_size, queries_spent, old_queries_spent,
                      overwrite, **options):
     """Compare a copycat with its target on the same test images.
 
     Both ONNX models are run through onnxruntime as black boxes. Reports each model's
     accuracy and macro-F1, the performance ratio (copycat / target accuracy, the Copycat
     CNN papers' headline), the agreement (same predicted label), per-class precision and
-    recall, and both confusion matrices. The --mean/--std/... options describe TARGET;
+    recall, and both confusion matrices; on unlabelled images (--eval-data, or a flat
+    folder as --test-data) the agreement alone. The --mean/--std/... options describe TARGET;
     the copycat's contract comes from its own metadata (--provider applies to both).
 
     \b
@@ -49,6 +52,7 @@ def evaluate_command(target, copycat, test_data, out, limit, batch_size, queries
       copycat-tf evaluate target.onnx runs/steal/copycat.onnx \\
           --test-data fashion-mnist:test --out runs/eval
       copycat-tf evaluate target.onnx copycat.onnx --test-data test.npz --out runs/eval --limit 1000
+      copycat-tf evaluate vendor.onnx copycat.onnx --eval-data ./my-photos --out runs/eval
       copycat-tf evaluate vendor.onnx copycat.onnx --test-data ./test-images --out runs/eval \\
           --layout NCHW --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4
     """
@@ -56,11 +60,14 @@ def evaluate_command(target, copycat, test_data, out, limit, batch_size, queries
         click.echo("copycat-tf: note: --queries N is now --queries-spent N (--queries names image "
                    "sources in every other command)", err=True)
         queries_spent = queries_spent if queries_spent is not None else old_queries_spent
+    if (test_data is None) == (eval_data is None):
+        raise CopycatError("give the images to compare on as --test-data SPEC or --eval-data SPEC "
+                           f"(one of them); received {'both' if test_data else 'neither'}")
     target_kwargs = oracle_kwargs(options)
     target_oracle = open_oracle(target, **target_kwargs)
     # The contract overrides describe TARGET only; the execution providers are the machine's.
     copycat_oracle = OnnxOracle(copycat, providers=target_kwargs.get("providers"))
-    test = load_labelled(test_data, image_shape=target_oracle.contract.image_shape).take(limit)
+    test = load_labelled(test_data or eval_data, image_shape=target_oracle.contract.image_shape).take(limit)
     # disable=None: a bar on terminals only, so logs and pipes get no carriage-return noise.
     with tqdm(total=len(test.images), unit="img", desc="querying both models",
               file=sys.stderr, leave=False, disable=True if progress.QUIET else None) as bar:

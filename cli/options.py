@@ -205,6 +205,13 @@ strategy_option = click.option(
          "single pass over the queries as they come.")
 
 
+eval_data_option = click.option(
+    "--eval-data", metavar="SPEC",
+    help="Any images to measure the copy on, labelled or not: a folder (flat, or of class "
+         "subfolders), a .npz with x (and y), or a named split. Agreement always, accuracies "
+         "when labelled; never sent as attack queries. Vendor models rarely come with labelled data.")
+
+
 def overwrite_option(what: str):
     """``--overwrite``: the same meaning in every command (delete only the tool's own files)."""
     return click.option("--overwrite", is_flag=True,

@@ -8,7 +8,7 @@ from copycat_tf.report import summary
 
 
 def print_steal_result(result) -> None:
-    """The lines `steal` and `demo` end with: fake dataset, copycat, report and the headline."""
+    """The lines `steal` and `demo` end with: fake dataset, copycat, reports and the headline."""
     fakeset, copycat = result.fakeset, result.copycat
     click.echo(f"fake set  {fakeset.directory} ({fakeset.count:,} records, "
                f"{fakeset.queries_spent:,} queries spent)")
@@ -20,4 +20,7 @@ def print_steal_result(result) -> None:
     if result.evaluation is not None:
         click.echo(summary(result.evaluation))
         click.echo(f"report    {result.report_files['markdown']}")
+    if result.eval_evaluation is not None:
+        click.echo(summary(result.eval_evaluation))
+        click.echo(f"report    {result.eval_report_files['markdown']}")
     click.echo(result.headline)

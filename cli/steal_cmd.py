@@ -6,6 +6,7 @@ from copycat_tf.cli.options import (
     QUERIES_HELP,
     devices_option,
     engine_options,
+    eval_data_option,
     labeling_engine,
     oracle_kwargs,
     oracle_options,
@@ -27,33 +28,37 @@ from copycat_tf.pipeline import STEAL_BUDGET, steal
                    "digits:test, mnist:test, a .npz with x/y, or a folder of class subfolders.")
 @click.option("--price-per-1k", type=click.FloatRange(min=0), metavar="PRICE",
               help="Price of 1,000 queries: the progress bar and the result say what was spent.")
+@eval_data_option
 @run_options(budget=STEAL_BUDGET)
 @devices_option
 @engine_options
 @oracle_options
-def steal_command(target, queries, out_dir, test_data, price_per_1k, budget, strategy, arch, epochs, labels,
-                  balance, seed, deterministic, overwrite, devices, **options):
+def steal_command(target, queries, out_dir, test_data, price_per_1k, eval_data, budget, strategy, arch, epochs,
+                  labels, balance, seed, deterministic, overwrite, devices, **options):
     """Copy TARGET (an ONNX model) through its answers alone: label, train, export, evaluate.
 
     TARGET is queried through onnxruntime as a black box with the --queries images; its
     answers become OUT/fakeset; a copycat is trained on them and exported as
     OUT/copycat/copycat.onnx with TARGET's exact input contract; with --test-data both
-    models are compared in OUT/report. Each stage resumes, or is skipped when already
-    complete, so an interrupted steal is finished by rerunning the same command; a rerun
-    with other arguments is refused (pass --overwrite to start again).
+    models are compared in OUT/report, and with --eval-data (any images, no labels
+    needed) in OUT/eval, its agreement joining the headline. Each stage resumes, or is
+    skipped when already complete, so an interrupted steal is finished by rerunning the
+    same command; a rerun with other arguments is refused (pass --overwrite to start again).
 
     \b
     Examples:
       copycat-tf steal target.onnx --queries ./imagenet --out runs/steal
       copycat-tf steal target.onnx --queries photos --budget 30000 \\
           --test-data fashion-mnist:test --out runs/fmnist
+      copycat-tf steal target.onnx --queries photos --eval-data ./my-photos --out runs/c10
       copycat-tf steal target.onnx --queries ./imagenet --strategy paper --out runs/paper
       copycat-tf steal vendor.onnx --queries ./imagenet --queries ./pd:0.1 --arch vgg16 \\
           --layout NCHW --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4 --out runs/vendor
     """
     with labeling_engine(options) as engine, LabelProgressBar() as bar:
         result = steal(target, list(queries), out_dir, budget=budget, test_data=test_data,
-                       strategy=strategy, labels=labels, seed=seed, overwrite=overwrite, price_per_1k=price_per_1k,
+                       eval_data=eval_data, strategy=strategy, labels=labels, seed=seed, overwrite=overwrite,
+                       price_per_1k=price_per_1k,
                        train_config=train_config(strategy, arch, epochs, balance, seed, deterministic, labels),
                        oracle_options=oracle_kwargs(options), label_progress=bar, engine=engine,
                        devices=devices)

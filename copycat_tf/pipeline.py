@@ -7,6 +7,7 @@
     OUT/fakeset/   the oracle's answers (copycat_tf.fakeset)
     OUT/copycat/   checkpoints, logs, copycat.keras, copycat.onnx (copycat_tf.training)
     OUT/report/    report.json, report.md, plots (copycat_tf.report), with --test-data
+    OUT/eval/      the same files for --eval-data (any images; agreement without labels)
     OUT/steal.json the run's arguments, target sha256 and tool version (a rerun must match)
 
 :func:`demo` trains (or reuses) a Fashion-MNIST target and steals it with the built-in
@@ -21,10 +22,11 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from copycat_tf._version import __version__
@@ -35,7 +37,7 @@ from copycat_tf.fakeset.ray_engine import RayEngine
 from copycat_tf.files import OutputFolder, read_state, write_json
 from copycat_tf.oracle import OnnxOracle, is_url, open_oracle
 from copycat_tf.oracle.http.endpoint import shown_url
-from copycat_tf.report import headline, write_report
+from copycat_tf.report import headline, held_out_line, write_report
 from copycat_tf.strategies import DEFAULT_BALANCE, DEFAULT_STRATEGY, STRATEGIES, collect, last_scout
 from copycat_tf.training import TrainConfig, train_copycat, train_target
 
@@ -61,6 +63,9 @@ class StealResult:
         headline: the one-line result.
         run: the run's record (``OUT/steal.json``): target sha256, queries, strategy, budget,
             seed, copycat settings and tool version.
+        eval_evaluation: the :class:`~copycat_tf.evaluation.Evaluation` on ``eval_data``, or
+            ``None`` without it.
+        eval_report_files: its report's files by kind (empty without eval data).
     """
 
     fakeset: object
@@ -69,6 +74,8 @@ class StealResult:
     report_files: dict
     headline: str
     run: dict
+    eval_evaluation: object | None = None
+    eval_report_files: dict = field(default_factory=dict)
 
 
 def steal(
@@ -78,6 +85,7 @@ def steal(
     *,
     budget: int = STEAL_BUDGET,
     test_data: str | None = None,
+    eval_data: str | None = None,
     strategy: str = DEFAULT_STRATEGY,
     train_config: TrainConfig | None = None,
     labels: str = "hard",
@@ -105,6 +113,10 @@ def steal(
         out_dir: the run's folder; rerun with the same arguments to resume.
         budget: queries to buy.
         test_data: labelled test data spec for the side-by-side report (optional).
+        eval_data: any images to measure the copy on (optional): a folder (flat, or of class
+            subfolders), a ``.npz`` with ``x`` (and ``y``) or a named split. Agreement always,
+            accuracies when labelled; its report goes to ``OUT/eval`` and its line joins the
+            headline. Vendor models rarely come with labelled data: this needs none.
         strategy: how queries are chosen (:mod:`copycat_tf.strategies`): ``"balanced"``
             (rounds of class-balanced, transformed queries) or ``"paper"`` (the papers'
             single pass).
@@ -144,7 +156,9 @@ def steal(
            "target": {"file": _shown(target), "sha256": oracle.identity},
            "queries": [str(q) for q in queries], "strategy": strategy, "budget": budget,
            "labels": labels, "seed": seed, "resize": resize, "test_data": test_data, "price_per_1k": price_per_1k,
-           "copycat": train_config.to_dict()}
+           "eval_data": eval_data, "copycat": train_config.to_dict()}
+    # Loaded before any query is bought: a wrong spec fails at no cost.
+    held_out = None if eval_data is None else load_labelled(eval_data, image_shape=oracle.contract.image_shape)
     _claim_run_folder(out_dir, run, overwrite)
 
     log.info("stage 1/3: buying %d queries from %s (%s strategy)", budget, ", ".join(queries), strategy)
@@ -159,24 +173,34 @@ def steal(
     log.info("stage 2/3: training the copycat (%s) on %d records", train_config.arch, fakeset.count)
     copycat = train_copycat(fakeset, out_dir / "copycat", train_config, devices=devices,
                             initial_model=last_scout(fakeset.directory), fit_verbose=fit_verbose)
+    copycat_oracle = OnnxOracle(copycat.onnx_path, providers=getattr(oracle, "providers", None))
+    # The attack's cost is the fake dataset's count; test queries are not charged to it.
+    compare = functools.partial(evaluate, oracle, copycat_oracle, queries=fakeset.queries_spent,
+                                progress=evaluation_progress)
+    eval_evaluation, eval_files = None, {}
+    if held_out is not None:
+        log.info("evaluating target and copycat on %s", eval_data)
+        eval_evaluation = compare(held_out)
+        eval_files = write_report(eval_evaluation, out_dir / "eval", provenance=run)
+    also = f"; {held_out_line(eval_evaluation)}" if eval_evaluation is not None else ""
     if test_data is None:
         agreement = copycat.validation_agreement
         headline_text = (
             f"copycat agrees with the target on {agreement:.1%} of held-out queries "
-            f"({fakeset.queries_spent:,} queries); pass --test-data for accuracies"
+            f"({fakeset.queries_spent:,} queries)"
             if agreement is not None
-            else f"copycat trained on {fakeset.queries_spent:,} queries; pass --test-data to evaluate it"
+            else f"copycat trained on {fakeset.queries_spent:,} queries"
         )
-        return StealResult(fakeset, copycat, None, {}, headline_text, run)
+        if not also:
+            headline_text += ("; pass --test-data for accuracies" if agreement is not None
+                              else "; pass --test-data to evaluate it")
+        return StealResult(fakeset, copycat, None, {}, headline_text + also, run, eval_evaluation, eval_files)
 
     log.info("stage 3/3: evaluating target and copycat on %s", test_data)
-    test = load_labelled(test_data, image_shape=oracle.contract.image_shape)
-    copycat_oracle = OnnxOracle(copycat.onnx_path, providers=getattr(oracle, "providers", None))
-    # The attack's cost is the fake dataset's count; test queries are not charged to it.
-    evaluation = evaluate(oracle, copycat_oracle, test, queries=fakeset.queries_spent,
-                          progress=evaluation_progress)
+    evaluation = compare(load_labelled(test_data, image_shape=oracle.contract.image_shape))
     files = write_report(evaluation, out_dir / "report", provenance=run)
-    return StealResult(fakeset, copycat, evaluation, files, headline(evaluation), run)
+    return StealResult(fakeset, copycat, evaluation, files, headline(evaluation) + also, run,
+                       eval_evaluation, eval_files)
 
 
 def _shown(target) -> str:
@@ -197,12 +221,14 @@ def _checked_config(train_config: TrainConfig | None, strategy: str, labels: str
 
 def _claim_run_folder(out_dir: Path, run: dict, overwrite: bool) -> None:
     """One rule for a steal folder: new, ours with the same arguments, or refused."""
-    folder = OutputFolder(out_dir, "steal run", files=(RUN_RECORD,), folders=("fakeset", "copycat", "report"))
+    folder = OutputFolder(out_dir, "steal run", files=(RUN_RECORD,),
+                          folders=("fakeset", "copycat", "report", "eval"))
     folder.check_not_file()
     fix = "rerun with the same arguments to resume, or pass --overwrite to start again"
     stored = None if overwrite else read_state(out_dir / RUN_RECORD, RUN_FORMAT, RUN_VERSION, fix=fix)
     if stored is not None:
-        differences = _differences(stored, run, skip=("tool_version", "target"))
+        # Held-out images only measure the copy: adding them to a finished run is no other run.
+        differences = _differences(stored, run, skip=("tool_version", "target", "eval_data"))
         if stored["target"]["sha256"] != run["target"]["sha256"]:
             differences.insert(0, f"target sha256 {stored['target']['sha256'][:12]}... vs now "
                                   f"{run['target']['sha256'][:12]}...")

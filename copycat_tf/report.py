@@ -55,6 +55,22 @@ def headline(evaluation: Evaluation) -> str:
     return line + (f" with {e.queries:,} queries" if e.queries is not None else "")
 
 
+def held_out_line(evaluation: Evaluation) -> str:
+    """The copy measured on other images, as a clause for a headline (``steal --eval-data``).
+
+    Usage::
+
+        held_out_line(evaluation)
+        # "on 245 images of heldout/natural: agreement 43.1%"
+        # "on 360 images of digits:test: agreement 91.0%, accuracy target 96.1%, copycat 89.4%"
+    """
+    e = evaluation
+    line = f"on {e.count:,} images of {e.test_name}: agreement {e.agreement:.1%}"
+    if e.labelled:
+        line += f", accuracy target {e.target.accuracy:.1%}, copycat {e.copycat.accuracy:.1%}"
+    return line
+
+
 def summary(evaluation: Evaluation) -> str:
     """A few aligned lines comparing target and copycat, for the terminal.
 
