@@ -7,7 +7,7 @@ The global batch stays the configured ``batch_size``, so the optimisation, the e
 and the checkpoints are those of one device, and a run resumes on any number of devices.
 
 Several *machines* are not supported: Keras 3 does not run under
-``tf.distribute.MultiWorkerMirroredStrategy`` (keras-team/keras#20585; README "Scaling").
+``tf.distribute.MultiWorkerMirroredStrategy`` (keras-team/keras#20585; README, "Beyond one process").
 Labeling, the part that grows with the budget, spreads over machines with Ray instead.
 
 Example:
