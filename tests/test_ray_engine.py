@@ -258,12 +258,18 @@ def _wait_for_records(out: Path, count: int, process, timeout=120) -> None:
     raise AssertionError(f"{out} never held {count} records")
 
 
+def _label_past_first_shard(cluster, data, env, out: Path):
+    """Start `label --engine ray` on the cluster; return ``(namespace, process)`` once a shard is in."""
+    namespace, address = cluster
+    process = _start_label(namespace, address, data, out, env)
+    _wait_for_records(out, SHARD, process)
+    return namespace, process
+
+
 @pytest.mark.slow
 def test_cluster_run_survives_a_killed_worker_and_equals_the_local_engine(cluster, data, ray_env, tmp_path):
-    namespace, address = cluster
     out = tmp_path / "fake"
-    process = _start_label(namespace, address, data, out, ray_env)
-    _wait_for_records(out, SHARD, process)
+    namespace, process = _label_past_first_shard(cluster, data, ray_env, out)
     actors = namespace.processes(ACTOR_TITLE)
     assert len(actors) == ACTORS, actors  # one per CPU of the two nodes
     os.kill(actors[0], signal.SIGSTOP)  # batches sent to it from now on cannot be answered...
@@ -281,15 +287,13 @@ def test_cluster_run_survives_a_killed_worker_and_equals_the_local_engine(cluste
 
 @pytest.mark.slow
 def test_cluster_driver_killed_then_rerun_resumes_and_equals_the_local_engine(cluster, data, ray_env, tmp_path):
-    namespace, address = cluster
     out = tmp_path / "fake"
-    process = _start_label(namespace, address, data, out, ray_env)
-    _wait_for_records(out, SHARD, process)
+    namespace, process = _label_past_first_shard(cluster, data, ray_env, out)
     os.kill(namespace.inner_pid(process), signal.SIGKILL)
     process.communicate(timeout=60)
     killed_at = json.loads((out / "manifest.json").read_text())["count"]
     assert 0 < killed_at < CLUSTER_BUDGET
-    rerun = _start_label(namespace, address, data, out, ray_env)
+    rerun = _start_label(namespace, cluster[1], data, out, ray_env)
     stdout, stderr = rerun.communicate(timeout=180)
     assert rerun.returncode == 0, stderr[-3000:]
     assert f"labeled   {CLUSTER_BUDGET:,} images (complete)" in stdout

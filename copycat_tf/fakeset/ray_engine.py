@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -353,11 +354,29 @@ class _ActorPool:
                         f"the oracle actor answering {len(batch.queries)} queries died "
                         f"{batch.tries} times ({first_line(exc)}); rerun the same command to resume"
                     ) from exc
+                # Sent again only to a live actor: a batch sent while Ray restarts it would fail
+                # (and be charged) once more without reaching any model.
+                self._wait_alive(actor, exc)
                 log.warning("an oracle actor died with %d queries unanswered; buying them again",
                             len(batch.queries))
                 self.submit(batch, writer, oracle, soft)
             finally:
                 self.busy[actor] -= 1
+
+    def _wait_alive(self, index: int, death: Exception) -> None:
+        """Return once actor ``index`` answers again (Ray restarts it), or raise after ACTOR_START_S."""
+        deadline = time.monotonic() + ACTOR_START_S
+        while True:
+            try:
+                self.ray.get(self.actors[index].where.remote(), timeout=ACTOR_START_S)
+                return
+            except (self.ray.exceptions.RayActorError, self.ray.exceptions.GetTimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise CopycatError(
+                        f"an oracle actor died ({first_line(death)}) and was not back within "
+                        f"{ACTOR_START_S} s ({first_line(exc)}); rerun the same command to resume"
+                    ) from exc
+                time.sleep(0.2)
 
     def kill(self) -> None:
         for actor in self.actors:
