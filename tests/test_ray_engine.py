@@ -127,7 +127,7 @@ CASES = {
     # A dataset the local engine started, finished by the Ray engine.
     "resumed": {"specs": ["queries", "noise:gaussian:0.5"], "budget": 400, "seed": 2, "local_first": 2 * SHARD},
     # More actors than the CPUs allow.
-    "too-many-actors": {"specs": ["noise:uniform"], "budget": 10, "actors": 3},
+    "too-many-actors": {"specs": ["noise:uniform"], "budget": 10, "actors": 4},
 }
 
 
@@ -194,7 +194,7 @@ def test_a_killed_actor_is_replaced_and_its_batches_bought_again(in_process, dat
 def test_more_actors_than_cpus_is_one_clear_error(in_process):
     _, results = in_process
     error = results["too-many-actors"]["error"]
-    assert "3 CPU(s)" in error and "fewer actors" in error
+    assert "3 CPU(s)" in error and "need 4" in error and "fewer actors" in error
 
 
 def test_without_ray_the_engine_says_how_to_install_it(data, tmp_path):
@@ -237,6 +237,8 @@ def cluster(ray_env):
 
 CLUSTER_SPECS = ["queries", "noise:uniform:0.3"]
 CLUSTER_BUDGET = 2000
+ACTORS = 4  # the default: one per CPU of the cluster
+WINDOW = 2 * ACTORS  # the default: two batches in flight per actor
 
 
 def _start_label(namespace, address, data, out, env):
@@ -260,44 +262,46 @@ def _wait_for_records(out: Path, count: int, process, timeout=120) -> None:
     raise AssertionError(f"{out} never held {count} records")
 
 
+def _label_past_first_shard(cluster, data, env, out: Path):
+    """Start `label --engine ray` on the cluster; return ``(namespace, process)`` once a shard is in."""
+    namespace, address = cluster
+    process = _start_label(namespace, address, data, out, env)
+    _wait_for_records(out, SHARD, process)
+    return namespace, process
+
+
 @pytest.mark.slow
 @pytest.mark.server
 def test_cluster_run_survives_a_killed_worker_and_equals_the_local_engine(cluster, data, ray_env, tmp_path):
-    namespace, address = cluster
     out = tmp_path / "fake"
-    process = _start_label(namespace, address, data, out, ray_env)
-    _wait_for_records(out, SHARD, process)
+    namespace, process = _label_past_first_shard(cluster, data, ray_env, out)
     actors = namespace.processes(ACTOR_TITLE)
-    assert len(actors) == 2, actors  # one per node (2 CPUs each: 2 actors, 2 CPUs to decode)
+    assert len(actors) == ACTORS, actors  # one per CPU of the two nodes
     os.kill(actors[0], signal.SIGSTOP)  # batches sent to it from now on cannot be answered...
     time.sleep(1.0)
     os.kill(actors[0], signal.SIGKILL)  # ...and are lost with it
     stdout, stderr = process.communicate(timeout=180)
     assert process.returncode == 0, stderr[-3000:]
-    assert "2 oracle actor(s) of 1 thread(s)" in stderr and "2 CPU(s) left to decoding" in stderr
+    assert f"{ACTORS} oracle actor(s) of 1 thread(s)" in stderr and "cluster's 4 CPU(s)" in stderr
     assert "died with" in stderr and "buying them again" in stderr
     assert f"labeled   {CLUSTER_BUDGET:,} images (complete)" in stdout
-    window = 2 * 2  # two batches in flight per actor
     rebought = assert_same_fakeset(out, local_run(data, tmp_path / "local", CLUSTER_SPECS, CLUSTER_BUDGET),
-                                   rebought_at_most=window * BATCH)
+                                   rebought_at_most=WINDOW * BATCH)
     assert rebought >= BATCH
 
 
 @pytest.mark.slow
 @pytest.mark.server
 def test_cluster_driver_killed_then_rerun_resumes_and_equals_the_local_engine(cluster, data, ray_env, tmp_path):
-    namespace, address = cluster
     out = tmp_path / "fake"
-    process = _start_label(namespace, address, data, out, ray_env)
-    _wait_for_records(out, SHARD, process)
+    namespace, process = _label_past_first_shard(cluster, data, ray_env, out)
     os.kill(namespace.inner_pid(process), signal.SIGKILL)
     process.communicate(timeout=60)
     killed_at = json.loads((out / "manifest.json").read_text())["count"]
     assert 0 < killed_at < CLUSTER_BUDGET
-    rerun = _start_label(namespace, address, data, out, ray_env)
+    rerun = _start_label(namespace, cluster[1], data, out, ray_env)
     stdout, stderr = rerun.communicate(timeout=180)
     assert rerun.returncode == 0, stderr[-3000:]
     assert f"labeled   {CLUSTER_BUDGET:,} images (complete)" in stdout
-    window = 2 * 2
     assert_same_fakeset(out, local_run(data, tmp_path / "local", CLUSTER_SPECS, CLUSTER_BUDGET),
-                        rebought_at_most=SHARD + window * BATCH)
+                        rebought_at_most=SHARD + WINDOW * BATCH)

@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -56,6 +57,8 @@ ENGINES = ("local", "ray")
 INSTALL_HINT = 'pip install "copycat-tf[ray]"'
 #: Times one batch is sent again after the actor answering it died.
 ACTOR_RETRIES = 3
+#: Seconds the oracle actors may take to start (load the target) before the run gives up.
+ACTOR_START_S = 300
 
 
 def import_ray():
@@ -95,8 +98,8 @@ class RayEngine:
         address: the cluster: ``None`` starts Ray in this process (or joins ``RAY_ADDRESS``),
             ``"auto"`` joins the cluster started on this machine, ``"HOST:PORT"`` joins the
             head node there.
-        actors: oracle actors; default half the cluster's CPUs divided by ``threads``
-            (at least one), leaving the rest to decoding.
+        actors: oracle actors; default the cluster's CPUs divided by ``threads`` (decoding
+            tasks share the same cores and reserve none).
         threads: onnxruntime ``intra_op_num_threads`` of each actor (and the CPUs Ray
             reserves for it).
         window: oracle batches in flight; default two per actor. A killed driver re-buys
@@ -118,7 +121,8 @@ class RayEngine:
         self.window = window
         self._ray = None
         self._started = False  # this engine called ray.init, so it shuts Ray down
-        self._pools: dict[tuple, _ActorPool] = {}
+        self._pool_key: tuple | None = None
+        self._pool_actors: _ActorPool | None = None
 
     def __enter__(self) -> RayEngine:
         return self
@@ -130,9 +134,7 @@ class RayEngine:
         """End this engine's actors, and Ray when this engine started it."""
         if self._ray is None:
             return
-        for pool in self._pools.values():
-            pool.kill()
-        self._pools.clear()
+        self._end_pool()
         if self._started and self._ray.is_initialized():
             self._ray.shutdown()
         self._ray, self._started = None, False
@@ -153,7 +155,7 @@ class RayEngine:
         pool = self._pool(oracle)
         window = self.window or 2 * len(pool)
         queries = _RayStream(ray, source, writer.next_item, chunk=batch_size,
-                             depth=2 * max(1, pool.decode_cpus) + 2)
+                             depth=pool.cpus + 2)
         inflight: deque[_Batch] = deque()
         planned, room = writer.labeled, writer.shard_room
         exhausted = False
@@ -227,9 +229,17 @@ class RayEngine:
                 "use engine='local'"
             )
         key = (str(oracle.path.resolve()), oracle.identity, oracle.contract, tuple(oracle.providers))
-        if key not in self._pools:
-            self._pools[key] = _ActorPool.start(self._ray, oracle, self.actors, self.threads)
-        return self._pools[key]
+        if key != self._pool_key:
+            # One pool at a time: another target's actors would hold the CPUs this one needs.
+            self._end_pool()
+            self._pool_actors = _ActorPool.start(self._ray, oracle, self.actors, self.threads)
+            self._pool_key = key
+        return self._pool_actors
+
+    def _end_pool(self) -> None:
+        if self._pool_actors is not None:
+            self._pool_actors.kill()
+        self._pool_key = self._pool_actors = None
 
 
 # -- the oracle's actors -------------------------------------------------------------------------
@@ -287,10 +297,10 @@ class _Batch:
 class _ActorPool:
     """The oracle actors; each batch goes to the one with the fewest batches in flight."""
 
-    def __init__(self, ray, actors: list, decode_cpus: int):
+    def __init__(self, ray, actors: list, cpus: int):
         self.ray = ray
         self.actors = actors
-        self.decode_cpus = decode_cpus
+        self.cpus = cpus
         self.busy = [0] * len(actors)
 
     def __len__(self) -> int:
@@ -299,11 +309,11 @@ class _ActorPool:
     @classmethod
     def start(cls, ray, oracle: OnnxOracle, count: int | None, threads: int) -> _ActorPool:
         cpus = int(ray.cluster_resources().get("CPU", 0))
-        count = count or max(1, cpus // (2 * threads))
-        if count * threads >= cpus:
+        count = count or max(1, cpus // threads)
+        if count * threads > cpus:
             raise CopycatError(
                 f"the Ray cluster has {cpus} CPU(s); {count} oracle actor(s) of {threads} thread(s) "
-                "would leave none to decode images; use fewer actors or threads, or a larger cluster"
+                f"need {count * threads}; use fewer actors or threads, or a larger cluster"
             )
         input_size = oracle.contract.image_shape[:2] if oracle.dynamic_size else None
         remote = ray.remote(_OracleActor).options(
@@ -311,10 +321,20 @@ class _ActorPool:
         )
         actors = [remote.remote(str(oracle.path.resolve()), oracle.identity, oracle.contract, input_size,
                                 oracle.providers, threads) for _ in range(count)]
-        places = _get(ray, [actor.where.remote() for actor in actors])  # a refused target fails here
-        log.info("Ray: %d oracle actor(s) of %d thread(s) on %s; %d CPU(s) left to decoding",
-                 count, threads, ", ".join(sorted({host for host, _ in places})), cpus - count * threads)
-        return cls(ray, actors, cpus - count * threads)
+        started = [actor.where.remote() for actor in actors]
+        ready, _ = ray.wait(started, num_returns=len(started), timeout=ACTOR_START_S)
+        if len(ready) < len(started):
+            for actor in actors:
+                ray.kill(actor)
+            raise CopycatError(
+                f"{len(started) - len(ready)} of {count} oracle actor(s) found no free CPU in "
+                f"{ACTOR_START_S} s (the cluster has {cpus}; other jobs may hold them); free some, "
+                "or use fewer actors"
+            )
+        places = _get(ray, started)  # a refused target fails here
+        log.info("Ray: %d oracle actor(s) of %d thread(s) on %s, sharing the cluster's %d CPU(s) with decoding",
+                 count, threads, ", ".join(sorted({host for host, _ in places})), cpus)
+        return cls(ray, actors, cpus)
 
     def submit(self, batch: _Batch, writer, oracle: Oracle, soft: bool) -> None:
         """Charge ``batch`` (logged before it is sent) and send it to the least busy actor."""
@@ -337,11 +357,29 @@ class _ActorPool:
                         f"the oracle actor answering {len(batch.queries)} queries died "
                         f"{batch.tries} times ({first_line(exc)}); rerun the same command to resume"
                     ) from exc
+                # Sent again only to a live actor: a batch sent while Ray restarts it would fail
+                # (and be charged) once more without reaching any model.
+                self._wait_alive(actor, exc)
                 log.warning("an oracle actor died with %d queries unanswered; buying them again",
                             len(batch.queries))
                 self.submit(batch, writer, oracle, soft)
             finally:
                 self.busy[actor] -= 1
+
+    def _wait_alive(self, index: int, death: Exception) -> None:
+        """Return once actor ``index`` answers again (Ray restarts it), or raise after ACTOR_START_S."""
+        deadline = time.monotonic() + ACTOR_START_S
+        while True:
+            try:
+                self.ray.get(self.actors[index].where.remote(), timeout=ACTOR_START_S)
+                return
+            except (self.ray.exceptions.RayActorError, self.ray.exceptions.GetTimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise CopycatError(
+                        f"an oracle actor died ({first_line(death)}) and was not back within "
+                        f"{ACTOR_START_S} s ({first_line(exc)}); rerun the same command to resume"
+                    ) from exc
+                time.sleep(0.2)
 
     def kill(self) -> None:
         for actor in self.actors:
@@ -451,7 +489,10 @@ class _RayStream:
         self.files = {i for i, s in enumerate(source.sources) if s.kind in ("folder", "list")}
         self.items = source.items(start)
         self.recipe = ray.put(_SourceRecipe.of(source))
-        self.decode = ray.remote(num_cpus=1)(_decode)
+        # Decoding reserves no CPU: it shares the cores with the actors, and whichever stage is
+        # the slower one for this target gets them (as threads do in the local engine), instead
+        # of a fixed split that idles half the cluster when either stage dominates.
+        self.decode = ray.remote(num_cpus=0, scheduling_strategy="SPREAD")(_decode)
         self.chunk, self.depth = chunk, depth
         self.pending: deque = deque()
         self._queries = self._run()
