@@ -518,7 +518,8 @@ class _RayStream:
         return replace(item, ref=os.path.abspath(item.ref)) if item.source in self.files else item
 
     def close(self) -> None:
-        for ref in self.pending:
-            self.ray.cancel(ref)
+        # Chunks still decoding are dropped, not cancelled: they cost no query, and Ray 2.x's
+        # ray.cancel races a task's own reply and can abort the driver ("Check failed:
+        # it != submissible_tasks_.end()", ray-project/ray#54798).
         self.pending.clear()
         self._queries.close()
