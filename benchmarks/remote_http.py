@@ -25,8 +25,8 @@ The server listens on every interface, so the script re-runs itself inside a new
 namespace that has only loopback (``unshare --net``; needs root) and talks to 127.0.0.1.
 
 Usage:
-    python benchmarks/http.py                  # 2,048 images, best of 3 rounds
-    python benchmarks/http.py --images 4096 --repeat 5 --batch 32
+    python benchmarks/remote_http.py                  # 2,048 images, best of 3 rounds
+    python benchmarks/remote_http.py --images 4096 --repeat 5 --batch 32
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def in_private_namespace() -> None:
     if os.environ.get(NAMESPACE_FLAG):
         return
     if shutil.which("unshare") is None:
-        sys.exit("benchmarks/http.py needs unshare (util-linux) and root to isolate the server")
+        sys.exit("benchmarks/remote_http.py needs unshare (util-linux) and root to isolate the server")
     os.environ[NAMESPACE_FLAG] = "1"
     os.execvp("unshare", ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$0" "$@"',
                           sys.executable, *sys.argv])
@@ -105,7 +105,7 @@ def main() -> None:
         parser.error(f"--images must be a multiple of --batch, for at least {max(CONCURRENCY)} requests")
     in_private_namespace()
     if shutil.which("hey") is None:
-        sys.exit("benchmarks/http.py needs hey (apt-get install hey) for the server's limit")
+        sys.exit("benchmarks/remote_http.py needs hey (apt-get install hey) for the server's limit")
 
     from http_serving import KServeServer
 
