@@ -231,11 +231,11 @@ def _to_uint8(pixels: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ProceduralView:
-    """One procedural query: a generator and the seed of its image.
+    """One procedural picture: a generator and the seed of its image (a bank entry).
 
     Attributes:
         kind: one of :data:`KINDS`.
-        seed: the image's own seed (drawn from the stream's item generator).
+        seed: the picture's own seed.
     """
 
     kind: str
@@ -250,10 +250,6 @@ class ProceduralView:
     def render(self, size: tuple[int, int]) -> np.ndarray:
         """The image, uint8 ``(height, width, 3)``; the same for the same view and size."""
         return _GENERATORS[self.kind](np.random.default_rng(self.seed), size)
-
-    @property
-    def key(self) -> str:
-        return f"procedural/{self.kind}#{self.seed:016x}"
 
 
 #: Pictures in the bank, and their size: crops of them become queries as the photos' crops
