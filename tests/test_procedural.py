@@ -1,4 +1,4 @@
-"""Procedural pictures (dead leaves, 1/f noise, fractals) and their share of the `photos` stream."""
+"""Procedural pictures (dead leaves, 1/f noise, fractals) and the `procedural` query source."""
 
 import itertools
 
