@@ -22,9 +22,9 @@ from copycat_tf.training.devices import parse_devices
 ARCH_HELP = (f"Architecture: {', '.join(ARCHITECTURES)}. small_cnn is fast on a CPU; vgg16 is the "
              "paper's copycat (slow on a CPU).")
 QUERIES_HELP = ("Query images, repeatable: a folder (searched recursively), a .txt list of image "
-                "paths, a .npy/.npz array, noise:uniform, noise:gaussian or photos (the built-in "
-                "photo pool); ':WEIGHT' sets a source's share, e.g. --queries ./imagenet "
-                "--queries ./pd:0.2.")
+                "paths, a .npy/.npz array, noise:uniform, noise:gaussian, photos (the built-in "
+                "photo pool) or procedural (drawn pictures: dead leaves, 1/f noise, fractals); "
+                "':WEIGHT' sets a source's share, e.g. --queries ./imagenet --queries ./pd:0.2.")
 
 
 def _floats(ctx, param, value):

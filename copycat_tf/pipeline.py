@@ -157,8 +157,14 @@ def steal(
            "queries": [str(q) for q in queries], "strategy": strategy, "budget": budget,
            "labels": labels, "seed": seed, "resize": resize, "test_data": test_data, "price_per_1k": price_per_1k,
            "eval_data": eval_data, "copycat": train_config.to_dict()}
-    # Loaded before any query is bought: a wrong spec fails at no cost.
+    # Loaded and checked before any query is bought: a wrong spec fails at no cost.
     held_out = None if eval_data is None else load_labelled(eval_data, image_shape=oracle.contract.image_shape)
+    if held_out is not None and held_out.image_shape != oracle.contract.image_shape:
+        raise CopycatError(
+            f"eval data {eval_data}: images are {'x'.join(map(str, held_out.image_shape))}, the target takes "
+            f"{'x'.join(map(str, oracle.contract.image_shape))}; give images at the target's size "
+            "(folders of image files are fitted automatically)"
+        )
     _claim_run_folder(out_dir, run, overwrite)
 
     log.info("stage 1/3: buying %d queries from %s (%s strategy)", budget, ", ".join(queries), strategy)

@@ -92,6 +92,10 @@ def test_a_bad_eval_spec_fails_before_any_query_is_bought(digits_target, tmp_pat
     out = tmp_path / "run"
     run_cli("steal", digits_target.path, "--queries", "noise:uniform", "--budget", 100,
             "--eval-data", tmp_path / "missing", "--out", out).assert_clean_error("missing")
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, x=np.zeros((5, 10, 10, 1), np.uint8))
+    run_cli("steal", digits_target.path, "--queries", "noise:uniform", "--budget", 100,
+            "--eval-data", wrong, "--out", out).assert_clean_error("images are 10x10x1, the target takes 8x8x1")
     assert not (out / "fakeset").exists()
 
 

@@ -11,14 +11,17 @@ Every source kind becomes the same stream through one entry point,
 - ``noise:uniform`` or ``noise:gaussian``: the paper's "random" baseline;
 - ``photos``: real photographs shipped offline with scikit-image, scikit-learn, matplotlib
   and some Debian packages, turned into endless distinct queries by random crops, rescales
-  and flips.
+  and flips;
+- ``procedural``: the same crops of a fixed bank of programmatically drawn pictures (dead
+  leaves, 1/f noise, fractals), to mix with the others by weight.
 
 Any spec takes an optional ``:WEIGHT`` suffix to mix sources in proportion, e.g. the
 paper's NPD+PD setting: ``["imagenet/", "pd_images/:0.2"]``.
 
 Files: ``stream.py`` (the mixed, resumable stream and its entry point), ``sources.py``
-(folders, lists, arrays, noise), ``photos.py`` (the built-in pool), ``transforms.py``
-(random query transforms). Images are decoded and fitted by :mod:`copycat_tf.images`.
+(folders, lists, arrays, noise), ``photos.py`` (the built-in pool), ``procedural.py`` (the
+drawn pictures), ``transforms.py`` (random query transforms). Images are decoded and
+fitted by :mod:`copycat_tf.images`.
 
 Example:
 

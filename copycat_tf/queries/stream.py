@@ -24,6 +24,7 @@ import numpy as np
 from copycat_tf.errors import CopycatError, check_whole
 from copycat_tf.images import DEFAULT_MAX_PIXELS, ImageFitter, Rejection
 from copycat_tf.queries.photos import _PhotoSource
+from copycat_tf.queries.procedural import _ProceduralSource
 from copycat_tf.queries.sources import (
     _TAG_MIX,
     _TAG_TRANSFORM,
@@ -89,7 +90,7 @@ class SourceSpec:
         spec = str(spec)
         if not spec:
             raise CopycatError("query source is empty; pass a folder, a list, an array, noise:uniform, "
-                               "noise:gaussian or photos")
+                               "noise:gaussian, photos or procedural")
         head, sep, tail = spec.rpartition(":")
         if not sep or not head or os.path.exists(spec):
             return cls(spec, None)
@@ -275,11 +276,11 @@ def open_query_source(
 
     Args:
         specs: one spec or a list; each is a folder, a ``.txt`` list of image paths, a
-            ``.npy``/``.npz`` array, ``noise:uniform``, ``noise:gaussian`` or ``photos``,
-            with an optional ``:WEIGHT`` suffix. Sources without a weight share what the
-            weighted ones leave of 1 (all equal when none has one).
+            ``.npy``/``.npz`` array, ``noise:uniform``, ``noise:gaussian``, ``photos`` or
+            ``procedural``, with an optional ``:WEIGHT`` suffix. Sources without a weight
+            share what the weighted ones leave of 1 (all equal when none has one).
         image_shape: the target's ``(height, width, channels)``.
-        seed: seeds the file order, the mix, the noise and the photo crops.
+        seed: seeds the file order, the mix, the noise and the photo and procedural crops.
         resize: ``"resize"``, ``"center-crop"`` or ``"pad"``.
         max_pixels: larger image files are rejected before decoding.
         transforms: random changes to queries (:class:`QueryTransforms`), or ``None``.
@@ -308,12 +309,15 @@ def open_query_source(
     return QuerySource(specs, sources, _weights(parsed), int(seed), fitter, transforms)
 
 
+_BUILT_IN = {"photos": _PhotoSource, "procedural": _ProceduralSource}
+
+
 def _open_one(text: str, fitter: ImageFitter, *, seed: int, position: int) -> _Source:
-    if text == "photos" or text.startswith("noise:"):
+    if text in _BUILT_IN or text.startswith("noise:"):
         if os.path.exists(text):
             log.warning("%r names the built-in source; write ./%s for the path", text, text)
-        if text == "photos":
-            return _PhotoSource(fitter.image_shape, seed=seed, position=position)
+        if text in _BUILT_IN:
+            return _BUILT_IN[text](fitter.image_shape, seed=seed, position=position)
         kind = text.split(":", 1)[1]
         if kind not in NOISE_KINDS:
             raise CopycatError(f"unknown noise {text!r}; use noise:uniform or noise:gaussian")
@@ -328,7 +332,7 @@ def _open_one(text: str, fitter: ImageFitter, *, seed: int, position: int) -> _S
     what = "is not a folder, .txt list, .npy or .npz" if path.exists() else "does not exist"
     raise CopycatError(
         f"query source {text!r} {what}; expected a folder of images, a .txt list of image paths, "
-        "a .npy/.npz array, noise:uniform, noise:gaussian or photos"
+        "a .npy/.npz array, noise:uniform, noise:gaussian, photos or procedural"
     )
 
 
