@@ -21,6 +21,8 @@ Goal: peak at 100k / peak at 10k = 1.0 for labeling and streamed training.
 Usage:
     python benchmarks/memory.py                           # 10,000 and 100,000 queries
     python benchmarks/memory.py --counts 10000,100000,200000 --size 32 --channels 3
+    python benchmarks/memory.py --counts 1000 --size 240 --channels 3     # a vendor-size input
+    python benchmarks/memory.py --counts 500 --size 224 --channels 3 --arch resnet50 --no-default
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def child_label(target: str, count: int, out: str) -> dict:
     return {"before": before, "peak": peak_rss_mib(), "seconds": time.perf_counter() - start}
 
 
-def child_train(fakeset_dir: str, out: str, in_memory_bytes: int, epochs: int) -> dict:
+def child_train(fakeset_dir: str, out: str, in_memory_bytes: int, epochs: int, arch: str, batch: int) -> dict:
     import tensorflow  # noqa: F401 - loaded before "before", as a training process always has it
 
     from copycat_tf.fakeset import FakeSet
@@ -68,9 +70,10 @@ def child_train(fakeset_dir: str, out: str, in_memory_bytes: int, epochs: int) -
     fakeset = FakeSet.open(fakeset_dir)
     before = current_rss_mib()
     start = time.perf_counter()
-    train_copycat(fakeset, out, TrainConfig(arch="small_cnn", epochs=epochs),
-                  in_memory_bytes=in_memory_bytes)
-    return {"before": before, "peak": peak_rss_mib(), "seconds": time.perf_counter() - start}
+    config = TrainConfig(arch=arch, epochs=epochs, batch_size=batch or None)
+    train_copycat(fakeset, out, config, in_memory_bytes=in_memory_bytes)
+    batch = config.resolved(fakeset.count, fakeset.image_shape).batch_size
+    return {"before": before, "peak": peak_rss_mib(), "seconds": time.perf_counter() - start, "batch": batch}
 
 
 def main() -> None:
@@ -80,6 +83,9 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=1, choices=(1, 3))
     parser.add_argument("--epochs", type=int, default=1, help="training epochs (memory does not depend on them)")
     parser.add_argument("--no-default", action="store_true", help="skip the in-memory training figure")
+    parser.add_argument("--arch", default="small_cnn", help="the copycat architecture")
+    parser.add_argument("--batch-size", type=int, default=0,
+                        help="training batch (default: the architecture's, bounded by memory)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -87,7 +93,7 @@ def main() -> None:
         if kind == "label":
             result = child_label(rest[0], int(rest[1]), rest[2])
         else:
-            result = child_train(rest[0], rest[1], int(rest[2]), int(rest[3]))
+            result = child_train(rest[0], rest[1], int(rest[2]), int(rest[3]), rest[4], int(rest[5]))
         print(json.dumps(result))
         return
 
@@ -96,7 +102,7 @@ def main() -> None:
     counts = [int(c) for c in args.counts.split(",")]
     record = args.size * args.size * args.channels
     print(f"{machine()}; {args.size}x{args.size}x{args.channels} noise:uniform queries, "
-          f"small_cnn, {args.epochs} epoch(s)", flush=True)
+          f"{args.arch}, {args.epochs} epoch(s)", flush=True)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         target = os.path.join(tmp, "target.onnx")
@@ -111,12 +117,14 @@ def main() -> None:
                     child = ["--child", "label", target, str(count), fakeset]
                 else:
                     out = os.path.join(tmp, f"copycat-{count}-{in_memory_bytes}")
-                    child = ["--child", "train", fakeset, out, str(in_memory_bytes), str(args.epochs)]
+                    child = ["--child", "train", fakeset, out, str(in_memory_bytes), str(args.epochs), args.arch,
+                             str(args.batch_size)]
                 _, stdout = run_python([SCRIPT, *child])
                 result = json.loads(stdout.strip().splitlines()[-1])
                 rows[name, count] = result
+                batch = f", batch {result['batch']}" if "batch" in result else ""
                 print(f"  {name:15s} {count:>8,} queries: peak {result['peak']:7.0f} MiB "
-                      f"(before the work {result['before']:.0f} MiB, {result['seconds']:.0f} s)", flush=True)
+                      f"(before the work {result['before']:.0f} MiB, {result['seconds']:.0f} s{batch})", flush=True)
 
     print(f"\n{'figure':15s} " + " ".join(f"{f'{c:,} q':>12s}" for c in counts) + "   last / first")
     for name, _ in figures:

@@ -22,7 +22,9 @@ from copycat_tf.training import BALANCE_MODES, LABEL_MODES, TrainConfig, train_c
                    "checkpoints/ and TensorBoard logs/. Rerun into it to resume.")
 @arch_option()
 @epochs_option
-@click.option("--batch-size", type=int, metavar="N", help="Records per batch (default: the architecture's).")
+@click.option("--batch-size", type=int, metavar="N",
+              help="Records per batch (default: the architecture's, halved for large inputs until a "
+                   "batch's estimated training memory fits 4 GiB).")
 @click.option("--learning-rate", type=float, metavar="LR",
               help="Starting learning rate, decayed along a half cosine over the epochs "
                    "(default: the architecture's).")

@@ -6,6 +6,10 @@ from copycat_tf.models._inputs import BN_MOMENTUM, pixel_input
 
 # Two 2x poolings need at least 4 pixels a side to leave one.
 MIN_SIZE = 4
+#: Inputs of twice this size or more are averaged down towards it inside the model: the
+#: two narrow conv blocks were made for 28-64 px, and at 240 px they held 13.6 GB RSS
+#: training at batch 128 (BENCHMARKS.md, Large inputs).
+WORKING_SIZE = 64
 
 
 def build_small_cnn(input_shape: tuple[int, int, int], num_classes: int):
@@ -13,7 +17,8 @@ def build_small_cnn(input_shape: tuple[int, int, int], num_classes: int):
 
     Reaches about 0.90 test accuracy on Fashion-MNIST in four epochs (about 30 s each on
     two CPU cores); narrow (16 and 32 filters) because on a CPU the time goes to the
-    full-resolution layers.
+    full-resolution layers. Large inputs (a 224 or 240 px vendor model) are averaged down
+    to 64-127 px first (see :func:`~copycat_tf.models._inputs.pixel_input`).
 
     Usage::
 
@@ -22,7 +27,7 @@ def build_small_cnn(input_shape: tuple[int, int, int], num_classes: int):
     import keras
     from keras import layers
 
-    inputs, x = pixel_input(input_shape, MIN_SIZE)
+    inputs, x = pixel_input(input_shape, MIN_SIZE, WORKING_SIZE)
     for filters in (16, 32):
         # No conv bias: the BatchNorm right after it has its own offset.
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)

@@ -85,3 +85,17 @@ def test_upsampling_model_exports_with_parity(tmp_path):
     images = _pixels((8, 8, 1), count=5).astype(np.uint8)
     result = export_onnx(model, tmp_path / "m.onnx", native_contract((8, 8, 1), 4), parity_images=images)
     assert result.max_abs_diff <= 1e-4
+
+
+def test_small_cnn_trains_a_large_input_at_its_working_size_and_exports_it_whole(tmp_path):
+    """A 240 px vendor input is averaged down 3x inside the model (80 px), so the copycat's
+    memory and time follow the size its layers were made for; the file still takes 240 px."""
+    from copycat_tf.export import export_onnx, native_contract
+
+    model = build("small_cnn", (240, 240, 3), 4)
+    assert tuple(model.get_layer("downscale").output.shape) == (None, 80, 80, 3)
+    images = _pixels((240, 240, 3), count=4).astype(np.uint8)
+    result = export_onnx(model, tmp_path / "m.onnx", native_contract((240, 240, 3), 4), parity_images=images)
+    assert result.max_abs_diff <= 1e-4
+    # At the sizes it was made for nothing changes: no downscaling up to 127 px.
+    assert "downscale" not in [layer.name for layer in build("small_cnn", (127, 127, 1), 4).layers]

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, replace
 
 from copycat_tf.errors import CopycatError, check_positive_number, check_whole
 from copycat_tf.models import OPTIMIZERS, check_name, default_training
+from copycat_tf.training.batch_memory import bounded_batch_size
 from copycat_tf.training.data import (
     check_options,
 )
@@ -80,8 +81,12 @@ class TrainConfig:
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise CopycatError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; received {self.optimizer!r}")
 
-    def resolved(self, records: int | None = None) -> TrainConfig:
+    def resolved(self, records: int | None = None, image_shape: tuple[int, int, int] | None = None) -> TrainConfig:
         """This config with every ``None`` replaced by its default.
+
+        With ``image_shape`` and no ``batch_size`` given, the architecture's default batch
+        is lowered until a batch fits the training memory bound
+        (:func:`~copycat_tf.training.batch_memory.bounded_batch_size`).
 
         With ``records`` (the fake dataset's size) and no ``epochs`` given, the
         architecture's default epochs are raised until training takes at least
@@ -98,6 +103,8 @@ class TrainConfig:
         settings = _settings(self.arch, epochs=self.epochs, batch_size=self.batch_size,
                              learning_rate=self.learning_rate, optimizer=self.optimizer)
         default_epochs = settings["epochs"]
+        if self.batch_size is None and image_shape is not None:
+            settings["batch_size"] = bounded_batch_size(self.arch, image_shape, settings["batch_size"])
         if self.epochs is None and records is not None:
             trained = records - round(records * self.validation_fraction)
             steps_per_epoch = max(1, math.ceil(trained / settings["batch_size"]))

@@ -86,7 +86,7 @@ def train_copycat(
         result = train_copycat(FakeSet.open("runs/npd"), "runs/copycat",
                                TrainConfig(arch="vgg16"), finetune=FakeSet.open("runs/pd"))
     """
-    config = (config or TrainConfig()).resolved(records=fakeset.count)
+    config = (config or TrainConfig()).resolved(records=fakeset.count, image_shape=fakeset.image_shape)
     _check_fakesets(fakeset, finetune, config)
     initial_model = None if initial_model is None else Path(initial_model)
     stages = [_Stage("main", fakeset, config.epochs, config.learning_rate, "copycat", initial_model)]
