@@ -150,7 +150,7 @@ devices_option = click.option(
 
 
 def engine_options(command):
-    """Add ``--engine`` and ``--ray-address``: where labeling runs."""
+    """Add ``--engine``, ``--ray-address``, ``--ray-actors`` and ``--ray-threads``: where labeling runs."""
     return _stack([
         click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
                      help=f"Where labeling runs: in this process, or on a Ray cluster ({INSTALL_HINT}). "
@@ -159,17 +159,26 @@ def engine_options(command):
                      help="The cluster for --engine ray: auto (the one `ray start` made on this machine) "
                           "or its head node's HOST:PORT. Default: RAY_ADDRESS, else Ray started in this "
                           "process."),
+        click.option("--ray-actors", type=click.IntRange(min=1), metavar="N",
+                     help="Oracle actors for --engine ray, each holding the whole target (default: one "
+                          "per GPU for a GPU --provider, else the cluster's CPUs / --ray-threads). Fewer "
+                          "actors keep a large target's memory down."),
+        click.option("--ray-threads", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+                     help="onnxruntime threads (and CPUs reserved) per oracle actor."),
     ])(command)
 
 
 def labeling_engine(options: dict):
-    """Pop the --engine/--ray-address values: a context manager giving ``"local"`` or a RayEngine."""
+    """Pop the --engine/--ray-* values: a context manager giving ``"local"`` or a RayEngine."""
     engine, address = options.pop("engine"), options.pop("ray_address")
+    actors, threads = options.pop("ray_actors"), options.pop("ray_threads")
     if engine == "local":
-        if address is not None:
-            raise click.UsageError("--ray-address needs --engine ray", ctx=click.get_current_context())
+        for name, given in (("--ray-address", address is not None), ("--ray-actors", actors is not None),
+                            ("--ray-threads", threads != 1)):
+            if given:
+                raise click.UsageError(f"{name} needs --engine ray", ctx=click.get_current_context())
         return open_engine("local")
-    return RayEngine(address)
+    return RayEngine(address, actors=actors, threads=threads)
 
 
 def arch_option(text: str = ARCH_HELP):

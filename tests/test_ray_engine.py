@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -210,10 +211,29 @@ def test_without_ray_the_engine_says_how_to_install_it(data, tmp_path):
     assert not out.exists()  # refused before anything was written
 
 
-def test_ray_address_without_the_ray_engine_is_a_usage_error(data, tmp_path):
-    result = run_cli("label", data / "target.onnx", "-q", "noise:uniform", "--out", tmp_path / "fake",
-                     "--ray-address", "auto")
-    result.assert_clean_error("--ray-address needs --engine ray")
+@pytest.mark.parametrize("option", [("--ray-address", "auto"), ("--ray-actors", "2"), ("--ray-threads", "2")])
+def test_ray_options_without_the_ray_engine_are_a_usage_error(data, tmp_path, option):
+    result = run_cli("label", data / "target.onnx", "-q", "noise:uniform", "--out", tmp_path / "fake", *option)
+    result.assert_clean_error(f"{option[0]} needs --engine ray")
+    assert not (tmp_path / "fake").exists()
+
+
+def test_gpu_targets_get_one_actor_per_gpu_and_cpu_targets_none():
+    from copycat_tf.errors import CopycatError
+    from copycat_tf.fakeset.ray_engine import actor_placement
+
+    cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert actor_placement(cuda, {"CPU": 16.0, "GPU": 2.0}, None, 4) == (2, 1)
+    assert actor_placement(cuda, {"CPU": 16.0, "GPU": 2.0}, 1, 1) == (1, 1)
+    assert actor_placement(["CPUExecutionProvider"], {"CPU": 16.0, "GPU": 2.0}, None, 4) == (4, 0)
+    for provider, resources, count, threads, fragment in [
+        (cuda, {"CPU": 16.0}, None, 1, "has no GPU"),
+        (cuda, {"CPU": 16.0, "GPU": 2.0}, 3, 1, "has 2 GPU(s); 3 oracle actor(s)"),
+        (cuda, {"CPU": 2.0, "GPU": 4.0}, None, 1, "has 2 CPU(s); 4 oracle actor(s)"),
+        (["CPUExecutionProvider"], {"CPU": 4.0}, 3, 2, "need 6"),
+    ]:
+        with pytest.raises(CopycatError, match=re.escape(fragment)):
+            actor_placement(provider, resources, count, threads)
 
 
 # --- slow cases: a two-node cluster on loopback -----------------------------------------------------
@@ -241,10 +261,11 @@ ACTORS = 4  # the default: one per CPU of the cluster
 WINDOW = 2 * ACTORS  # the default: two batches in flight per actor
 
 
-def _start_label(namespace, address, data, out, env):
+def _start_label(namespace, address, data, out, env, *more):
     return namespace.popen(
         _cli("label", "target.onnx", *[a for s in CLUSTER_SPECS for a in ("-q", s)], "--budget", CLUSTER_BUDGET,
-             "--batch-size", BATCH, "--shard-size", SHARD, "--out", out, "--engine", "ray", "--ray-address", address),
+             "--batch-size", BATCH, "--shard-size", SHARD, "--out", out, "--engine", "ray", "--ray-address", address,
+             *more),
         cwd=data, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -299,9 +320,11 @@ def test_cluster_driver_killed_then_rerun_resumes_and_equals_the_local_engine(cl
     process.communicate(timeout=60)
     killed_at = json.loads((out / "manifest.json").read_text())["count"]
     assert 0 < killed_at < CLUSTER_BUDGET
-    rerun = _start_label(namespace, cluster[1], data, out, ray_env)
+    # The rerun picks its own actors: fewer, with more threads each.
+    rerun = _start_label(namespace, cluster[1], data, out, ray_env, "--ray-actors", 2, "--ray-threads", 2)
     stdout, stderr = rerun.communicate(timeout=180)
     assert rerun.returncode == 0, stderr[-3000:]
+    assert "2 oracle actor(s) of 2 thread(s)" in stderr
     assert f"labeled   {CLUSTER_BUDGET:,} images (complete)" in stdout
     assert_same_fakeset(out, local_run(data, tmp_path / "local", CLUSTER_SPECS, CLUSTER_BUDGET),
                         rebought_at_most=SHARD + WINDOW * BATCH)

@@ -99,7 +99,8 @@ class RayEngine:
             ``"auto"`` joins the cluster started on this machine, ``"HOST:PORT"`` joins the
             head node there.
         actors: oracle actors; default the cluster's CPUs divided by ``threads`` (decoding
-            tasks share the same cores and reserve none).
+            tasks share the same cores and reserve none), or one per GPU when the target's
+            first provider is a GPU's (:func:`actor_placement`).
         threads: onnxruntime ``intra_op_num_threads`` of each actor (and the CPUs Ray
             reserves for it).
         window: oracle batches in flight; default two per actor. A killed driver re-buys
@@ -308,16 +309,13 @@ class _ActorPool:
 
     @classmethod
     def start(cls, ray, oracle: OnnxOracle, count: int | None, threads: int) -> _ActorPool:
-        cpus = int(ray.cluster_resources().get("CPU", 0))
-        count = count or max(1, cpus // threads)
-        if count * threads > cpus:
-            raise CopycatError(
-                f"the Ray cluster has {cpus} CPU(s); {count} oracle actor(s) of {threads} thread(s) "
-                f"need {count * threads}; use fewer actors or threads, or a larger cluster"
-            )
+        resources = ray.cluster_resources()
+        cpus = int(resources.get("CPU", 0))
+        count, gpus_each = actor_placement(oracle.providers, resources, count, threads)
         input_size = oracle.contract.image_shape[:2] if oracle.dynamic_size else None
         remote = ray.remote(_OracleActor).options(
-            num_cpus=threads, max_restarts=ACTOR_RETRIES, max_task_retries=0, scheduling_strategy="SPREAD",
+            num_cpus=threads, num_gpus=gpus_each, max_restarts=ACTOR_RETRIES, max_task_retries=0,
+            scheduling_strategy="SPREAD",
         )
         actors = [remote.remote(str(oracle.path.resolve()), oracle.identity, oracle.contract, input_size,
                                 oracle.providers, threads) for _ in range(count)]
@@ -332,8 +330,9 @@ class _ActorPool:
                 "or use fewer actors"
             )
         places = _get(ray, started)  # a refused target fails here
-        log.info("Ray: %d oracle actor(s) of %d thread(s) on %s, sharing the cluster's %d CPU(s) with decoding",
-                 count, threads, ", ".join(sorted({host for host, _ in places})), cpus)
+        log.info("Ray: %d oracle actor(s) of %d thread(s)%s on %s, sharing the cluster's %d CPU(s) with decoding",
+                 count, threads, " and one GPU each" if gpus_each else "",
+                 ", ".join(sorted({host for host, _ in places})), cpus)
         return cls(ray, actors, cpus)
 
     def submit(self, batch: _Batch, writer, oracle: Oracle, soft: bool) -> None:
@@ -384,6 +383,43 @@ class _ActorPool:
     def kill(self) -> None:
         for actor in self.actors:
             self.ray.kill(actor)
+
+
+def actor_placement(providers, resources: dict, count: int | None, threads: int) -> tuple[int, int]:
+    """``(actors, GPUs each)`` for a target run by ``providers`` on a cluster with ``resources``.
+
+    On CPUs: ``count`` actors (default one per ``threads`` CPUs), no GPU. With a GPU
+    provider first (CUDA, TensorRT, ROCm...): one GPU per actor, so Ray places each on its
+    own device and sets its ``CUDA_VISIBLE_DEVICES``; default one actor per GPU.
+
+    Example:
+
+    >>> actor_placement(["CPUExecutionProvider"], {"CPU": 8.0}, None, 2)
+    (4, 0)
+    >>> actor_placement(["CUDAExecutionProvider", "CPUExecutionProvider"], {"CPU": 32.0, "GPU": 4.0}, None, 1)
+    (4, 1)
+
+    Raises:
+        CopycatError: more actors than the cluster's CPUs or GPUs can hold, or a GPU target
+            on a cluster without GPUs.
+    """
+    cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
+    on_gpu = bool(providers) and providers[0] != "CPUExecutionProvider"
+    if on_gpu:
+        if not gpus:
+            raise CopycatError(f"the target runs on {providers[0]}, but the Ray cluster has no GPU; "
+                               "start its nodes on GPU machines, or label with --provider CPUExecutionProvider")
+        count = count or gpus
+        if count > gpus:
+            raise CopycatError(f"the Ray cluster has {gpus} GPU(s); {count} oracle actor(s) need one each; "
+                               "use fewer actors or a larger cluster")
+    count = count or max(1, cpus // threads)
+    if count * threads > cpus:
+        raise CopycatError(
+            f"the Ray cluster has {cpus} CPU(s); {count} oracle actor(s) of {threads} thread(s) "
+            f"need {count * threads}; use fewer actors or threads, or a larger cluster"
+        )
+    return count, int(on_gpu)
 
 
 def _charge(writer, oracle: Oracle, n: int) -> None:

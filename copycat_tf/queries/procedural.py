@@ -7,7 +7,7 @@ FractalDB (Kataoka et al., ACCV 2020) did the same with iterated-function-system
 The source crops a fixed bank of such pictures the way ``photos`` crops its photographs, so
 it mixes with it by weight (``--queries photos --queries procedural:0.3``). It is not part
 of ``photos`` by default: as queries, it did not copy colour, face or Fashion-MNIST targets
-better than photo crops alone (BENCHMARKS.md, "Procedural queries").
+better than photo crops alone (BENCHMARKS.md, "Procedural queries and training levers").
 
 Each generator is a pure function of a :class:`numpy.random.Generator` and a canvas size;
 the bank's pictures are fixed (seeded by their index), and each query is a seeded crop, so
