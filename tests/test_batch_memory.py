@@ -29,7 +29,7 @@ def test_small_inputs_keep_the_architectures_batch_and_large_ones_get_a_fitting_
     assert bounded_batch_size("resnet50", (224, 224, 3), 32, memory_bytes=1) == 1
 
 
-@pytest.mark.parametrize("given, expected", [(None, 8), (32, 32)])
+@pytest.mark.parametrize("given, expected", [(None, 4), (32, 32)])
 def test_the_bound_applies_to_the_default_batch_only(given, expected):
     config = TrainConfig(arch="resnet50", batch_size=given).resolved(records=1000, image_shape=(224, 224, 3))
     assert config.batch_size == expected

@@ -2,7 +2,7 @@
 
 A copycat trained on a vendor model's 224 or 240 px inputs keeps every layer's output, and
 its gradient, for each image of a batch; at an architecture's CPU default batch that can be
-many gigabytes (a ResNet50 copycat at 224 px, batch 32: about 10 GB). When no batch size is
+many gigabytes (a ResNet50 copycat at 224 px, batch 32: about 25 GB). When no batch size is
 given, :func:`bounded_batch_size` lowers the architecture's default until one batch's
 estimated training memory fits :data:`BATCH_MEMORY_BYTES`. The bound is a fixed number,
 not a share of this machine's free memory, so the same command trains the same copycat on
@@ -23,12 +23,13 @@ import math
 #: 16 GB laptop keeps room for TensorFlow, the fake dataset and everything else).
 BATCH_MEMORY_BYTES = 4 * 2**30
 
-#: Training memory per float of layer output: the float32 output kept for the backward pass
-#: and its gradient. Measured with ``benchmarks/memory.py --size 240 --channels 3``:
-#: small_cnn without its downscaling (4.95 M output floats an image) trained at batch 128
-#: with 4.5 GB above TensorFlow's own 0.7 GB, 1.8 x 4 bytes a float (BENCHMARKS.md,
-#: Large inputs).
-BYTES_PER_OUTPUT_FLOAT = 4 * 2
+#: Training memory per float of layer output: the float32 output kept for the backward
+#: pass, its gradient, and what TensorFlow holds beside them. Measured with
+#: ``benchmarks/memory.py`` above TensorFlow's own 0.7 GB: ``resnet50`` at 224 px, batch 8,
+#: 6.3 GB for 37.4 M output floats an image (21 bytes a float); ``small_cnn`` at 240 px
+#: without its downscaling, batch 128, 4.5 GB for 4.95 M (7 bytes). The larger one counts
+#: (BENCHMARKS.md, Large inputs).
+BYTES_PER_OUTPUT_FLOAT = 24
 
 
 def bounded_batch_size(arch: str, input_shape: tuple[int, int, int], batch_size: int,
