@@ -220,7 +220,7 @@ def test_ray_options_without_the_ray_engine_are_a_usage_error(data, tmp_path, op
 
 def test_gpu_targets_get_one_actor_per_gpu_and_cpu_targets_none():
     from copycat_tf.errors import CopycatError
-    from copycat_tf.fakeset.ray_engine import actor_placement
+    from copycat_tf.fakeset.ray_actors import actor_placement
 
     cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert actor_placement(cuda, {"CPU": 16.0, "GPU": 2.0}, None, 4) == (2, 1)
