@@ -60,15 +60,14 @@ class PhotoView:
         return f"{names[self.photo]}@{left},{top},{right - left}x{bottom - top}{flip}"
 
 
-class _PhotoSource(_Source):
-    """Endless crops of the offline photo pool (see :func:`photo_pool`)."""
+class CropSource(_Source):
+    """Endless seeded crops (:class:`PhotoView`) of a fixed list of pictures.
 
-    kind = "photos"
+    Subclasses set ``names`` and ``sizes`` (``(width, height)``) in ``__init__``, then call
+    :meth:`_start`, and say how to get picture ``index`` in :meth:`picture`.
+    """
 
-    def __init__(self, image_shape, *, seed: int, position: int):
-        self.pool = photo_pool()
-        self.names = [name for name, _ in self.pool]
-        self.sizes = [image.size for _, image in self.pool]
+    def _start(self, image_shape, seed: int, position: int) -> None:
         height, width, _ = image_shape
         self.aspect = width / height
         self.seed, self.position = seed, position
@@ -79,7 +78,25 @@ class _PhotoSource(_Source):
             yield view.key(self.names), view
 
     def materialize(self, ref, fitter):
-        return fitter.fit(ref.render(self.pool[ref.photo][1]))
+        return fitter.fit(ref.render(self.picture(ref.photo)))
+
+    def picture(self, index: int) -> Image.Image:
+        raise NotImplementedError
+
+
+class _PhotoSource(CropSource):
+    """Endless crops of the offline photo pool (see :func:`photo_pool`)."""
+
+    kind = "photos"
+
+    def __init__(self, image_shape, *, seed: int, position: int):
+        self.pool = photo_pool()
+        self.names = [name for name, _ in self.pool]
+        self.sizes = [image.size for _, image in self.pool]
+        self._start(image_shape, seed, position)
+
+    def picture(self, index: int) -> Image.Image:
+        return self.pool[index][1]
 
     def fingerprint(self):
         text = "\n".join(f"{name} {w}x{h}" for name, (w, h) in zip(self.names, self.sizes))

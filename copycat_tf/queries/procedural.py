@@ -29,15 +29,13 @@ True
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from copycat_tf.queries.photos import PhotoView
-from copycat_tf.queries.sources import _item_rng, _Source
+from copycat_tf.queries.photos import CropSource
 
 #: Generators in the order a view's kind is drawn, with their shares of the bank.
 KINDS = ("dead-leaves", "spectral", "fractal")
@@ -282,7 +280,7 @@ def bank_names() -> list[str]:
     return [f"procedural/{bank_view(i).kind}-{i:03d}" for i in range(BANK_SIZE)]
 
 
-class _ProceduralSource(_Source):
+class _ProceduralSource(CropSource):
     """Endless crops of the procedural bank, drawn like the ``photos`` source's crops."""
 
     kind = "procedural"
@@ -290,17 +288,10 @@ class _ProceduralSource(_Source):
     def __init__(self, image_shape, *, seed: int, position: int):
         self.names = bank_names()
         self.sizes = [CANVAS[::-1]] * BANK_SIZE
-        height, width, _ = image_shape
-        self.aspect = width / height
-        self.seed, self.position = seed, position
+        self._start(image_shape, seed, position)
 
-    def items(self):
-        for index in itertools.count():
-            view = PhotoView.draw(_item_rng(self.seed, self.position, index), self.sizes, self.aspect)
-            yield view.key(self.names), view
-
-    def materialize(self, ref, fitter):
-        return fitter.fit(ref.render(bank_picture(ref.photo)))
+    def picture(self, index: int) -> Image.Image:
+        return bank_picture(index)
 
     def fingerprint(self):
         shares = ",".join(f"{k}={s}" for k, s in zip(KINDS, _SHARES))
