@@ -1,30 +1,22 @@
 """benchmarks/heldout_images.py: photos read from pinned wheels, sdists and Debian packages."""
 
 import hashlib
-import importlib.util
 import io
 import json
 import lzma
-import sys
 import tarfile
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_module import benchmark_module
 from PIL import Image
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
 def heldout():
-    spec = importlib.util.spec_from_file_location("bench_heldout", ROOT / "benchmarks" / "heldout_images.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with benchmark_module("heldout_images") as module:
+        yield module
 
 
 def _jpeg(seed: int, size=(300, 200)) -> bytes:

@@ -2,13 +2,12 @@
 
 import doctest
 import hashlib
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_module import benchmark_module
 from onnx_factory import make_linear_classifier
 from PIL import Image
 
@@ -16,17 +15,11 @@ from copycat_tf.datasets import load_labelled
 from copycat_tf.evaluation import evaluate
 from copycat_tf.oracle import OnnxOracle
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture()
 def quality():
-    spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "benchmarks" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with benchmark_module("quality") as module:
+        yield module
 
 
 def _vendor_dir(folder: Path, shapes: dict) -> Path:

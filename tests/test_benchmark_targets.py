@@ -1,29 +1,22 @@
 """benchmarks/targets.py: a Keras .h5 read from a wheel becomes an ONNX target with its contract."""
 
 import hashlib
-import importlib.util
 import json
-import sys
 import zipfile
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_module import benchmark_module
 
 from copycat_tf.oracle import OnnxOracle
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def targets():
-    spec = importlib.util.spec_from_file_location("bench_targets", ROOT / "benchmarks" / "targets.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with benchmark_module("targets") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")
