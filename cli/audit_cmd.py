@@ -2,14 +2,8 @@
 
 import click
 
-from copycat_tf.audit import (
-    DEFAULT_BUDGETS,
-    DEFAULT_DEFENCES,
-    DEFAULT_EVAL_QUERIES,
-    audit,
-    parse_budgets,
-)
-from copycat_tf.audit.defences import defence_names
+from copycat_tf.attack import Execution
+from copycat_tf.audit import DEFAULT_BUDGETS, DEFAULT_DEFENCES, DEFAULT_EVAL_QUERIES, AuditPlan, audit
 from copycat_tf.audit.detection import DEFAULT_DELTA
 from copycat_tf.audit.label_defences import DEFAULT_TAU, DEFAULT_WATERMARK_RATE
 from copycat_tf.cli.options import (
@@ -21,14 +15,17 @@ from copycat_tf.cli.options import (
     epochs_option,
     eval_data_option,
     labeling_engine,
-    oracle_kwargs,
     oracle_options,
     seed_option,
+    overwrite_option,
+    seed_option,
     strategy_option,
+    target_spec,
     train_config,
 )
 from copycat_tf.cli.progress import StageBars
 from copycat_tf.errors import CopycatError
+from copycat_tf.queries.spec import QuerySpec
 from copycat_tf.report import percent
 
 
@@ -73,22 +70,24 @@ def _taus(ctx, param, value):
                    "mnist:test, a .npz with x/y, or a folder of class subfolders. Without it "
                    "copycats are scored by agreement on --eval-queries fresh query images.")
 @eval_data_option
-@click.option("--price-per-1k", type=float, metavar="PRICE",
+@click.option("--price-per-1k", type=click.FloatRange(min=0), metavar="PRICE",
               help="Price of 1,000 queries, to state what each copy costs.")
-@click.option("--eval-queries", type=int, default=DEFAULT_EVAL_QUERIES, show_default=True, metavar="N",
+@click.option("--eval-queries", type=click.IntRange(min=0), default=DEFAULT_EVAL_QUERIES, show_default=True,
+              metavar="N",
               help="Fresh query images bought to measure agreement when there is no --test-data "
-                   "or --eval-data.")
+                   "or --eval-data; part of the total the audit says it will buy first (0: none).")
 @strategy_option
 @arch_option()
 @epochs_option
 @seed_option
 @deterministic_option
+@overwrite_option("the audit")
 @devices_option
 @engine_options
 @oracle_options
 def audit_command(target, queries, out_dir, budgets, defences, misinformation_taus, watermark_rate, benign_data,
                   prada_delta, detect, test_data, eval_data, price_per_1k, eval_queries, strategy, arch, epochs,
-                  seed, deterministic, devices, **options):
+                  seed, deterministic, overwrite, devices, **options):
     """Measure how much of TARGET can be copied, for how many queries, behind which output policy.
 
     The largest budget's queries are bought once, keeping TARGET's full probabilities.
@@ -112,21 +111,16 @@ def audit_command(target, queries, out_dir, budgets, defences, misinformation_ta
     if test_data is not None and eval_data is not None:
         raise CopycatError("give --test-data or --eval-data, not both: each is the images the copycats "
                            "are scored on (--eval-data needs no labels)")
-    budgets = parse_budgets(budgets)
-    defences = defence_names(defences)
-    if price_per_1k is not None and price_per_1k < 0:
-        raise CopycatError(f"--price-per-1k must be >= 0; received {price_per_1k}")
+    plan = AuditPlan(budgets=budgets, defences=defences, misinformation_taus=misinformation_taus,
+                     watermark_rate=watermark_rate, eval_queries=eval_queries, benign_data=benign_data,
+                     detect=detect, prada_delta=prada_delta)
+    config = train_config(strategy, arch, epochs, None, seed, deterministic)
+    target = target_spec(target, options, price_per_1k)
     with labeling_engine(options) as engine, StageBars() as bars:
-        result = audit(
-            target, list(queries), out_dir, budgets=budgets, defences=defences,
-            test_data=test_data if test_data is not None else eval_data,
-            strategy=strategy, seed=seed, price_per_1k=price_per_1k, eval_queries=eval_queries,
-            misinformation_taus=misinformation_taus, watermark_rate=watermark_rate, benign_data=benign_data,
-            detect=detect, prada_delta=prada_delta,
-            train_config=train_config(strategy, arch, epochs, None, seed, deterministic),
-            oracle_options=oracle_kwargs(options), progress=bars, on_stage=bars.stage, engine=engine,
-            devices=devices,
-        )
+        result = audit(target, QuerySpec(tuple(queries)), out_dir, plan=plan, strategy=strategy, train_config=config,
+                       test_data=test_data if test_data is not None else eval_data,
+                       execution=Execution(overwrite=overwrite, engine=engine, devices=devices, label_progress=bars,
+                                           on_stage=bars.stage))
     _print(result)
 
 
@@ -134,7 +128,8 @@ def _print(result) -> None:
     report = result.report
     click.echo(f"target    {report['target']} (sha256 {report['sha256'][:16]}...)")
     click.echo(f"queries   {report['queries_spent']:,} bought for the attack, "
-               f"{report['eval_queries_spent']:,} to measure agreement")
+               f"{report['eval_queries_spent']:,} to measure agreement, "
+               f"{report['evaluation_images_spent']:,} evaluation images: {report['total_queries_spent']:,} in all")
     priced = report["price_per_1k"] is not None
     click.echo(f"{'queries':>9}  {'defence':<16}{'ratio':>8}{'agreement':>11}"
                + (f"{'cost':>10}" if priced else ""))

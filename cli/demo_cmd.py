@@ -5,7 +5,9 @@ import click
 from copycat_tf.cli.options import run_options, train_config
 from copycat_tf.cli.output import print_steal_result
 from copycat_tf.cli.progress import LabelProgressBar
+from copycat_tf.attack import Execution
 from copycat_tf.pipeline import DEMO_BUDGET, demo
+from copycat_tf.queries.spec import QuerySpec
 
 
 @click.command("demo")
@@ -32,8 +34,8 @@ def demo_command(out_dir, queries, target_epochs, budget, strategy, arch, epochs
       copycat-tf demo --queries noise:uniform --out runs/demo-noise
     """
     with LabelProgressBar() as bar:
-        result = demo(out_dir, queries=list(queries), target_epochs=target_epochs, budget=budget,
-                      strategy=strategy, labels=labels, seed=seed, overwrite=overwrite,
+        result = demo(out_dir, queries=QuerySpec(tuple(queries)), target_epochs=target_epochs, budget=budget,
+                      strategy=strategy,
                       train_config=train_config(strategy, arch, epochs, balance, seed, deterministic, labels),
-                      label_progress=bar)
+                      execution=Execution(overwrite=overwrite, label_progress=bar))
     print_steal_result(result)

@@ -32,36 +32,30 @@ def inspect_command(model, as_json, **options):
       copycat-tf inspect http://127.0.0.1:8080/v2/models/fer --header "Authorization: Bearer $TOKEN"
     """
     kwargs = oracle_kwargs(options)
-    if is_url(model):
-        _inspect_endpoint(open_oracle(model, **kwargs), as_json)
-        return
-    info = open_oracle(model, probe_size=INSPECT_SIZE, **kwargs).info()
+    size = {} if is_url(model) else {"probe_size": INSPECT_SIZE}
+    info = open_oracle(model, **size, **kwargs).info()
     if as_json:
         click.echo(json.dumps(info.to_dict(), indent=2, sort_keys=True))
         return
-    opsets = ", ".join(f"{domain} {version}" for domain, version in sorted(info.opsets.items()))
-    click.echo(f"model   {info.path}")
-    click.echo(f"sha256  {info.sha256}")
-    click.echo(f"format  ONNX IR {info.ir_version}, opset {opsets}, producer {info.producer}")
-    click.echo(f"params  {info.parameters:,}")
+    details = info.details
+    if info.kind == "http":
+        click.echo(f"url     {info.location}")
+        click.echo(f"api     {details['protocol']}, model {details['model']}"
+                   + (f" version {details['version']}" if details["version"] else "")
+                   + ("" if details["server_metadata"] else " (no metadata endpoint: contract from options and a probe)"))
+        click.echo(f"id      {info.identity}")
+    else:
+        opsets = ", ".join(f"{domain} {version}" for domain, version in sorted(details["opsets"].items()))
+        click.echo(f"model   {info.location}")
+        click.echo(f"sha256  {info.identity}")
+        click.echo(f"format  ONNX IR {details['ir_version']}, opset {opsets}, producer {info.producer or 'unknown'}")
+        click.echo(f"params  {info.parameters:,}")
     click.echo(info.contract.describe())
-    if info.dynamic_size and "input_size" not in kwargs:
+    if info.class_names:
+        click.echo(f"classes {', '.join(info.class_names)}")
+    if details.get("dynamic_size") and "input_size" not in kwargs:
         height, width = INSPECT_SIZE
         click.echo(f"size    dynamic height and width (read here at {height}x{width}); `label`, `steal` "
                    "and `audit` need --input-size HEIGHT,WIDTH")
-
-
-def _inspect_endpoint(oracle, as_json: bool) -> None:
-    """A model behind an inference API: endpoint, protocol, contract (no header value)."""
-    info = oracle.info()
-    if as_json:
-        click.echo(json.dumps(info, indent=2, sort_keys=True))
-        return
-    click.echo(f"url     {info['url']}")
-    click.echo(f"api     {info['protocol']}, model {info['model']}"
-               + (f" version {info['version']}" if info["version"] else "")
-               + ("" if info["metadata"] else " (no metadata endpoint: contract from options and a probe)"))
-    click.echo(f"id      {info['identity']}")
-    click.echo(oracle.contract.describe())
-    if info["probe_queries"]:
-        click.echo(f"probe   {info['probe_queries']} images sent to learn the output (charged)")
+    if info.probe_queries:
+        click.echo(f"probe   {info.probe_queries} images sent to learn the output (charged)")

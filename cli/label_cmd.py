@@ -6,15 +6,14 @@ from copycat_tf.cli.options import (
     QUERIES_HELP,
     engine_options,
     labeling_engine,
-    oracle_kwargs,
     oracle_options,
     overwrite_option,
     resize_option,
+    target_spec,
 )
 from copycat_tf.cli.progress import LabelProgressBar
 from copycat_tf.errors import CopycatError
-from copycat_tf.fakeset import DEFAULT_SHARD_SIZE, LABEL_MODES, label
-from copycat_tf.oracle import open_oracle
+from copycat_tf.fakeset import DEFAULT_SHARD_SIZE, LABEL_MODES, label, stored_contract
 from copycat_tf.pipeline import STEAL_BUDGET
 
 
@@ -66,12 +65,14 @@ def label_command(target, queries, budget, out_dir, labels, seed, batch_size, re
     if cost_per_1k is not None and cost_per_1k < 0:
         raise CopycatError(f"--cost-per-1k must be >= 0; received {cost_per_1k}")
     engine = labeling_engine(options)
-    oracle = open_oracle(target, **oracle_kwargs(options))
+    # A rerun into a fake dataset reuses the contract it was labelled under: a remote target
+    # is not probed again, and a probe's images count against --budget like any query.
+    oracle = target_spec(target, options, cost_per_1k).open(budget=budget, contract=stored_contract(out_dir))
     with engine as engine, LabelProgressBar() as bar:
         fakeset = label(oracle, list(queries), budget, out_dir, labels=labels, seed=seed,
                         resize=resize, batch_size=batch_size, shard_size=shard_size,
                         overwrite=overwrite, progress=bar, engine=engine)
-    _print_summary(fakeset, cost_per_1k, oracle.class_names)
+    _print_summary(fakeset, cost_per_1k, oracle.info().class_names)
 
 
 def _print_summary(fakeset, cost_per_1k, class_names):

@@ -13,9 +13,10 @@ from copycat_tf.errors import CopycatError
 from copycat_tf.fakeset import LABEL_MODES
 from copycat_tf.fakeset.ray_engine import ENGINES, INSTALL_HINT, RayEngine, open_engine
 from copycat_tf.models import ARCHITECTURES
+from copycat_tf.oracle import ContractOverrides, HttpOptions, TargetSpec
 from copycat_tf.oracle.http import HTTP_OUTPUT_KINDS, PROTOCOLS
 from copycat_tf.queries import RESIZE_POLICIES
-from copycat_tf.strategies import DEFAULT_BALANCE, DEFAULT_STRATEGY, STRATEGIES
+from copycat_tf.strategies import DEFAULT_STRATEGY, STRATEGIES, strategy_named
 from copycat_tf.training import BALANCE_MODES, TrainConfig
 from copycat_tf.training.devices import parse_devices
 
@@ -106,6 +107,19 @@ def oracle_options(command):
         click.option("--class-names", metavar="A,B,...",
                      help="URL targets answering class names: the names in class-index order."),
     ])(command)
+
+
+def target_spec(target: str, options: dict, price_per_1k: float | None = None) -> TargetSpec:
+    """Pop the target options out of a command's options as one :class:`TargetSpec`."""
+    given = oracle_kwargs(options)
+    overrides = ContractOverrides(**{name: given.pop(name) for name in
+                                     ("preprocessing", "layout", "output", "output_kind", "input_size", "class_names")
+                                     if name in given})
+    http = HttpOptions(**{name: (tuple(value) if name == "headers" else value) for name, value in
+                          ((n, given.pop(n)) for n in ("protocol", "headers", "rate", "concurrency", "timeout",
+                                                       "insecure") if n in given)})
+    providers = tuple(given.pop("providers")) if "providers" in given else None
+    return TargetSpec(target, overrides=overrides, http=http, providers=providers, price_per_1k=price_per_1k)
 
 
 def oracle_kwargs(options: dict) -> dict:
@@ -251,5 +265,5 @@ def run_options(budget: int):
 def train_config(strategy: str, arch: str, epochs, balance, seed: int, deterministic: bool,
                  labels: str = "hard") -> TrainConfig:
     """The copycat's :class:`TrainConfig` from the run options (the strategy's balancing by default)."""
-    return TrainConfig(arch=arch, epochs=epochs, balance=balance or DEFAULT_BALANCE[strategy],
+    return TrainConfig(arch=arch, epochs=epochs, balance=balance or strategy_named(strategy).copycat_balance,
                        labels=labels, seed=seed, deterministic=deterministic)

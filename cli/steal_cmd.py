@@ -8,14 +8,16 @@ from copycat_tf.cli.options import (
     engine_options,
     eval_data_option,
     labeling_engine,
-    oracle_kwargs,
     oracle_options,
     run_options,
+    target_spec,
     train_config,
 )
 from copycat_tf.cli.output import print_steal_result
 from copycat_tf.cli.progress import LabelProgressBar
+from copycat_tf.attack import Execution, Measurement
 from copycat_tf.pipeline import STEAL_BUDGET, steal
+from copycat_tf.queries.spec import QuerySpec
 
 
 @click.command("steal")
@@ -55,11 +57,10 @@ def steal_command(target, queries, out_dir, test_data, price_per_1k, eval_data, 
       copycat-tf steal vendor.onnx --queries ./imagenet --queries ./pd:0.1 --arch vgg16 \\
           --layout NCHW --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4 --out runs/vendor
     """
+    config = train_config(strategy, arch, epochs, balance, seed, deterministic, labels)
+    target = target_spec(target, options, price_per_1k)
     with labeling_engine(options) as engine, LabelProgressBar() as bar:
-        result = steal(target, list(queries), out_dir, budget=budget, test_data=test_data,
-                       eval_data=eval_data, strategy=strategy, labels=labels, seed=seed, overwrite=overwrite,
-                       price_per_1k=price_per_1k,
-                       train_config=train_config(strategy, arch, epochs, balance, seed, deterministic, labels),
-                       oracle_options=oracle_kwargs(options), label_progress=bar, engine=engine,
-                       devices=devices)
+        result = steal(target, QuerySpec(tuple(queries)), out_dir, budget=budget, strategy=strategy,
+                       train_config=config, measure=Measurement(test_data, eval_data),
+                       execution=Execution(overwrite=overwrite, engine=engine, devices=devices, label_progress=bar))
     print_steal_result(result)

@@ -243,7 +243,8 @@ class Contract:
                 f"input   {self.input.name!r}: {self.input.dtype} {list(self.input.shape)} "
                 f"{self.input.layout}, {h}x{w}, {'grayscale' if c == 1 else 'colour'}, "
                 f"batch {batch}",
-                f"preproc (pixel - {_fmt(p.mean)}) / {_fmt(p.std)}, channel order {p.channel_order}",
+                f"preproc (pixel - {_fmt(p.mean)}) / {_fmt(p.std)}, "
+                + ("grayscale" if c == 1 else f"channel order {p.channel_order}"),
                 f"output  {self.output.name!r}: {self.output.num_classes} classes, "
                 f"{self.output.kind}"
                 + (f" (ignored outputs: {', '.join(self.extra_outputs)})" if self.extra_outputs else ""),

@@ -287,13 +287,13 @@ def test_audit_html_renders_in_headless_chromium(audited, tmp_path):
 
 
 def test_audit_without_test_data_scores_agreement_on_fresh_queries(tmp_path):
-    from copycat_tf.audit import audit
+    from copycat_tf.audit import AuditPlan, audit
     from copycat_tf.training import TrainConfig
 
     target = tmp_path / "vendor.onnx"
     make_linear_classifier(target, image_shape=(8, 8, 1), num_classes=3, metadata={"note": HOSTILE})
-    result = audit(target, ["noise:uniform"], tmp_path / "run", budgets="80", defences="top1",
-                   strategy="paper", train_config=TrainConfig(epochs=1), eval_queries=40)
+    result = audit(target, ["noise:uniform"], tmp_path / "run", plan=AuditPlan(budgets="80", defences="top1",
+                   eval_queries=40), strategy="paper", train_config=TrainConfig(epochs=1))
     report = json.loads((tmp_path / "run" / "audit.json").read_text())
     assert (report["queries_spent"], report["eval_queries_spent"], report["metric"]) == (80, 40, "agreement")
     (cell,) = report["results"]

@@ -10,7 +10,9 @@ from PIL import Image
 from copycat_tf.datasets import load_labelled
 from copycat_tf.evaluation import evaluate
 from copycat_tf.oracle import OnnxOracle
+from copycat_tf.attack import Measurement
 from copycat_tf.pipeline import steal
+from copycat_tf.training import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +79,8 @@ def test_eval_data_can_join_a_finished_run_without_buying_again(stolen, labelled
 
 def test_library_steal_with_test_and_eval_data(digits_target, digits_queries, labelled_npz, tmp_path):
     result = steal(digits_target.path, [str(digits_queries)], tmp_path / "run", budget=200,
-                   test_data="digits:test", eval_data=str(labelled_npz), seed=1)
+                   train_config=TrainConfig(balance="sqrt-weights", seed=1),
+                   measure=Measurement(test_data="digits:test", eval_data=str(labelled_npz)))
     assert result.evaluation.labelled and result.eval_evaluation.labelled
     assert result.eval_evaluation.count == 80 and result.evaluation.count == 359
     assert result.headline.startswith("copycat reaches ")

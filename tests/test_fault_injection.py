@@ -496,7 +496,9 @@ def steal_points(rng: random.Random, strategy: str) -> list[KillPoint]:
     pytest.param("balanced", 10, id="balanced-10-kills", marks=pytest.mark.slow),
 ])
 def test_steal_killed_again_and_again_ends_like_an_uninterrupted_run(strategy, kills, steal_inputs, tmp_path):
-    from copycat_tf.strategies import collect
+    from copycat_tf.queries.spec import QuerySpec
+    from copycat_tf.strategies import strategy_named
+    from copycat_tf.training import TrainConfig
 
     target, specs, args, test_file = steal_inputs
     out = tmp_path / "run"
@@ -514,8 +516,9 @@ def test_steal_killed_again_and_again_ends_like_an_uninterrupted_run(strategy, k
     done = chain.finish()
 
     # The uninterrupted reference: the same collection in one go, as `steal` calls it.
-    reference = collect(OnnxOracle(target), specs, STEAL_BUDGET, tmp_path / "reference", strategy=strategy,
-                        seed=2, arch="small_cnn")
+    chosen = strategy_named(strategy)
+    reference = chosen.collect(OnnxOracle(target), QuerySpec(specs), STEAL_BUDGET, tmp_path / "reference",
+                               config=TrainConfig(balance=chosen.copycat_balance, seed=2)).fakeset
     fakeset = FakeSet.open(out / "fakeset")
     assert_same_fakeset(fakeset, reference)
     assert fakeset.queries_spent == STEAL_BUDGET + checks.wasted[-1], (checks.wasted, chain.output())

@@ -318,7 +318,7 @@ def test_client_errors_are_not_retried_and_never_show_the_token(server, proxy):
     assert "HTTP 401" in str(error.value) and "***" in str(error.value)
     assert token not in str(error.value) and token.split()[1] not in str(error.value)
     assert oracle.retries == 0 and oracle.queries_spent == 0 == spent()
-    for shown in (repr(oracle), json.dumps(oracle.info()), oracle.identity):
+    for shown in (repr(oracle), json.dumps(oracle.info().to_dict()), oracle.identity):
         assert token.split()[1] not in shown
     with pytest.raises(CopycatError, match="no model 'absent'"):
         HttpOracle(url(proxy, "absent"), input_size=(8, 8), output_kind="logits", num_classes=3,

@@ -75,13 +75,13 @@ def test_the_misleading_label_is_never_the_models_own():
 def test_the_owners_price_on_honest_answers(digits_model):
     benign, true_labels, _ = digits_model
     for tau in (0.5, 0.9):
-        price = AdaptiveMisinformation(tau).price(benign, true_labels)
+        price = AdaptiveMisinformation(tau).owner_cost(None, benign, true_labels)
         assert price.answers == len(benign)
         assert price.changed == pytest.approx(np.mean(benign.max(axis=1) < tau))
         assert price.accuracy_before == pytest.approx(np.mean(benign.argmax(axis=1) == true_labels))
         assert price.accuracy_after <= price.accuracy_before
         assert price.accuracy_cost == pytest.approx(price.accuracy_before - price.accuracy_after)
-    low, high = AdaptiveMisinformation(0.5).price(benign), AdaptiveMisinformation(0.9).price(benign)
+    low, high = AdaptiveMisinformation(0.5).owner_cost(None, benign), AdaptiveMisinformation(0.9).owner_cost(None, benign)
     assert low.changed < high.changed and low.accuracy_before is None and low.to_dict()["accuracy_cost"] is None
 
 
@@ -98,13 +98,13 @@ def test_tau_can_be_set_from_the_honest_answers_the_owner_accepts_to_change(digi
     benign = digits_model[0]
     for share in (0.0, 0.01, 0.05, 0.2):
         tau = tau_for_honest_share(benign, share)
-        changed = AdaptiveMisinformation(tau).price(benign).changed
+        changed = AdaptiveMisinformation(tau).owner_cost(None, benign).changed
         assert changed <= share
         # the next distinct top probability up would change more than the share allowed
         above = np.sort(np.unique(benign.max(axis=1)))
         higher = above[above > tau]
         if len(higher):
-            assert AdaptiveMisinformation(float(higher[0])).price(benign).changed > share
+            assert AdaptiveMisinformation(float(higher[0])).owner_cost(None, benign).changed > share
     with pytest.raises(CopycatError, match="share"):
         tau_for_honest_share(benign, 1.0)
 
@@ -169,7 +169,7 @@ def test_the_owners_accuracy_cost_of_a_watermark(fashion_images):
     images, labels = fashion_images
     mark = Watermark(b"cost", num_classes=10, rate=0.01)
     # the target is right on every image here (its labels are the true ones): each mark costs a point
-    cost = mark.cost(images, labels, true_labels=labels)
+    cost = mark.owner_cost(images, np.eye(10, dtype=np.float32)[labels], true_labels=labels)
     assert cost.changed == pytest.approx(mark.selected(images).mean())
     assert cost.accuracy_before == 1.0 and cost.accuracy_cost == pytest.approx(cost.changed)
 

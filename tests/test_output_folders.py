@@ -6,6 +6,8 @@ from onnx_factory import make_linear_classifier
 
 from copycat_tf.errors import CopycatError
 from copycat_tf.files import OutputFolder
+from copycat_tf.attack import Execution
+from copycat_tf.oracle import TargetSpec
 from copycat_tf.pipeline import steal
 from copycat_tf.training import TrainConfig
 
@@ -29,9 +31,9 @@ def test_output_folder_claims_new_empty_and_own_folders_and_refuses_foreign_ones
         OutputFolder(tmp_path / "file", "report").claim(overwrite=True)
 
 
-def _steal(target, out, **options):
-    return steal(target, ["noise:uniform"], out, strategy="paper", seed=0, price_per_1k=2.5,
-                 train_config=TrainConfig(epochs=1, seed=0), **{"budget": 64, **options})
+def _steal(target, out, budget=64, **execution):
+    return steal(TargetSpec(target, price_per_1k=2.5), ["noise:uniform"], out, budget=budget, strategy="paper",
+                 train_config=TrainConfig(epochs=1, seed=0), execution=Execution(**execution))
 
 
 def test_steal_resumes_only_its_own_run_and_overwrite_starts_again(tmp_path):
@@ -54,5 +56,6 @@ def test_steal_resumes_only_its_own_run_and_overwrite_starts_again(tmp_path):
         _steal(target, out, budget=96)
     again = _steal(target, out, budget=96, overwrite=True)
     assert again.fakeset.count == 96 and not again.copycat.already_trained
-    with pytest.raises(CopycatError, match="conflicting settings: train_config.seed=0 but seed=3"):
-        steal(target, ["noise:uniform"], tmp_path / "other", seed=3, train_config=TrainConfig())
+    with pytest.raises(CopycatError, match="other arguments .*seed 0 vs now 3"):
+        steal(TargetSpec(target, price_per_1k=2.5), ["noise:uniform"], out, budget=96, strategy="paper",
+              train_config=TrainConfig(epochs=1, seed=3))

@@ -10,7 +10,9 @@ from copycat_tf.errors import CopycatError
 from copycat_tf.fakeset import FakeSet, label
 from copycat_tf.oracle import OnnxOracle
 from copycat_tf.queries import QueryTransforms, open_query_source
-from copycat_tf.strategies import BalancedRounds, choose_by_class, collect, last_scout
+from copycat_tf.queries.spec import QuerySpec
+from copycat_tf.strategies import REGISTRY, BalancedStrategy, PaperStrategy, Strategy, choose_by_class, strategy_named
+from copycat_tf.training import TrainConfig
 from copycat_tf.training.data import sqrt_class_weights
 
 # ------------------------------------------------------------------------ transforms
@@ -99,12 +101,12 @@ def test_sqrt_class_weights_are_tempered_and_capped():
 
 
 def test_schedule_splits_the_budget_in_rounds():
-    assert BalancedRounds().schedule(10_000) == [2000, 4000, 6000, 8000, 10_000]
-    assert BalancedRounds.default_rounds(30_000) == 6
-    assert BalancedRounds.default_rounds(500) == 2
-    assert BalancedRounds(rounds=3).schedule(10) == [3, 7, 10]
+    assert BalancedStrategy().schedule(10_000) == [2000, 4000, 6000, 8000, 10_000]
+    assert BalancedStrategy.default_rounds(30_000) == 6
+    assert BalancedStrategy.default_rounds(500) == 2
+    assert BalancedStrategy(rounds=3).schedule(10) == [3, 7, 10]
     with pytest.raises(CopycatError, match="pool-factor"):
-        BalancedRounds(pool_factor=0)
+        BalancedStrategy(pool_factor=0)
 
 
 # --------------------------------------------------------------- the balanced rounds
@@ -116,17 +118,24 @@ def tiny_target(tmp_path):
     return path
 
 
-ROUNDS = BalancedRounds(rounds=3, pool_factor=4, scout_epochs=1)
+ROUNDS = BalancedStrategy(rounds=3, pool_factor=4, scout_epochs=1)
+CONFIG = TrainConfig(balance="sqrt-weights")
+PHOTOS = QuerySpec(("photos",), batch_size=32)
+
+
+def collect(oracle, budget, out, strategy=ROUNDS, config=CONFIG, queries=PHOTOS):
+    return strategy.collect(oracle, queries, budget, out, config=config)
 
 
 def test_balanced_collect_fills_the_budget_in_rounds(tiny_target, tmp_path):
     oracle = OnnxOracle(tiny_target)
-    fakeset = collect(oracle, ["photos"], 240, tmp_path / "fake", rounds=ROUNDS, batch_size=32)
+    collection = collect(oracle, 240, tmp_path / "fake")
+    fakeset = collection.fakeset
     assert fakeset.count == 240 and fakeset.complete and fakeset.queries_spent == 240
     rounds = tmp_path / "fake" / "rounds"
     assert sorted(p.name for p in rounds.iterdir()) == [
         "scout-00.keras", "scout-01.keras", "selection-01.json", "selection-02.json"]
-    assert last_scout(tmp_path / "fake") == rounds / "scout-01.keras"
+    assert collection.start_model == rounds / "scout-01.keras"
     # each later round bought exactly the positions its selection file names, in order
     selections = [json.loads((rounds / f"selection-0{r}.json").read_text()) for r in (1, 2)]
     assert [len(s["positions"]) for s in selections] == [80, 80]
@@ -139,15 +148,27 @@ def test_balanced_collect_fills_the_budget_in_rounds(tiny_target, tmp_path):
     assert keys[:80] == [q.key for q in _images(source, 80)]
 
 
+def test_scouts_train_under_the_runs_config(tiny_target, tmp_path):
+    # soft labels and SGD from the run's TrainConfig reach the scouts (not a private recipe)
+    config = TrainConfig(labels="soft", optimizer="sgd", balance="none", seed=3)
+    collection = collect(OnnxOracle(tiny_target), 120, tmp_path / "fake", config=config)
+    import keras
+
+    scout = keras.models.load_model(collection.start_model, safe_mode=True)
+    assert type(scout.optimizer).__name__ == "SGD"
+    assert type(scout.loss).__name__ == "CategoricalCrossentropy"
+    assert collection.fakeset.has_probabilities
+
+
 def test_balanced_rerun_buys_nothing_and_resumes_an_interrupted_round(tiny_target, tmp_path):
-    whole = collect(OnnxOracle(tiny_target), ["photos"], 240, tmp_path / "whole", rounds=ROUNDS, batch_size=32)
+    whole = collect(OnnxOracle(tiny_target), 240, tmp_path / "whole").fakeset
     # the same run, with the oracle's budget running out in the middle of round 2
     out = tmp_path / "cut"
-    cut = collect(OnnxOracle(tiny_target, budget=130), ["photos"], 240, out, rounds=ROUNDS, batch_size=32)
+    cut = collect(OnnxOracle(tiny_target, budget=130), 240, out).fakeset
     assert cut.count == 130 and not cut.complete
-    resumed = collect(OnnxOracle(tiny_target), ["photos"], 240, out, rounds=ROUNDS, batch_size=32)
+    resumed = collect(OnnxOracle(tiny_target), 240, out).fakeset
     assert resumed.count == 240 and resumed.queries_spent == 240
-    again = collect(OnnxOracle(tiny_target), ["photos"], 240, out, rounds=ROUNDS, batch_size=32)
+    again = collect(OnnxOracle(tiny_target), 240, out).fakeset
     assert again.queries_spent == 240
     # round 1's selection was made before the cut, so the records up to the cut are the same
     keys_whole = np.concatenate([s["keys"] for s in whole.iter_shards()])
@@ -160,32 +181,27 @@ def test_balanced_reaches_classes_the_plain_stream_misses(tmp_path):
     path = tmp_path / "skewed.onnx"
     make_linear_classifier(path, image_shape=(8, 8, 1), num_classes=3, seed=5)
     plain = label(OnnxOracle(path), ["photos"], 300, tmp_path / "plain", seed=0)
-    balanced = collect(OnnxOracle(path), ["photos"], 300, tmp_path / "balanced",
-                       rounds=BalancedRounds(rounds=3, pool_factor=5, scout_epochs=2))
+    balanced = collect(OnnxOracle(path), 300, tmp_path / "balanced",
+                       strategy=BalancedStrategy(rounds=3, pool_factor=5, scout_epochs=2),
+                       queries=QuerySpec(("photos",))).fakeset
     plain_min = min(plain.label_histogram)
     assert min(balanced.label_histogram) >= plain_min
     assert max(balanced.label_histogram) <= max(plain.label_histogram)
 
 
 def test_paper_strategy_is_plain_labeling(tiny_target, tmp_path):
-    paper = collect(OnnxOracle(tiny_target), ["photos"], 100, tmp_path / "paper", strategy="paper", seed=4)
+    paper = collect(OnnxOracle(tiny_target), 100, tmp_path / "paper", strategy=PaperStrategy(),
+                    config=TrainConfig(seed=4), queries=QuerySpec(("photos",)))
     plain = label(OnnxOracle(tiny_target), ["photos"], 100, tmp_path / "plain", seed=4)
     keys = lambda f: np.concatenate([s["keys"] for s in f.iter_shards()]).tolist()  # noqa: E731
-    assert keys(paper) == keys(plain) and last_scout(tmp_path / "paper") is None
+    assert keys(paper.fakeset) == keys(plain) and paper.start_model is None
 
 
-def test_collect_refuses_unknown_strategies_and_misplaced_knobs(tiny_target, tmp_path):
-    with pytest.raises(CopycatError, match="strategy must be one of"):
-        collect(OnnxOracle(tiny_target), ["photos"], 10, tmp_path / "x", strategy="greedy")
-    with pytest.raises(CopycatError, match="balanced"):
-        collect(OnnxOracle(tiny_target), ["photos"], 10, tmp_path / "x", strategy="paper", rounds=ROUNDS)
-
-
-def test_overwrite_clears_the_rounds_too(tiny_target, tmp_path):
-    out = tmp_path / "fake"
-    collect(OnnxOracle(tiny_target), ["photos"], 120, out, rounds=ROUNDS)
-    (out / "notes.txt").write_text("mine")
-    fakeset = collect(OnnxOracle(tiny_target), ["photos"], 90, out, rounds=ROUNDS, seed=1, overwrite=True)
-    assert fakeset.count == 90 and FakeSet.open(out).queries_spent == 90
-    assert (out / "notes.txt").read_text() == "mine"
-    assert json.loads((out / "rounds" / "selection-02.json").read_text())["stop"] > 0
+def test_strategies_are_registered_by_name_and_check_their_own_parameters():
+    assert set(REGISTRY) == {"paper", "balanced"} and all(issubclass(c, Strategy) for c in REGISTRY.values())
+    assert isinstance(strategy_named("balanced"), BalancedStrategy) and strategy_named(ROUNDS) is ROUNDS
+    with pytest.raises(CopycatError, match="strategy must be one of balanced, paper; received 'greedy'"):
+        strategy_named("greedy")
+    with pytest.raises(CopycatError, match="scout-learning-rate must be a number > 0"):
+        BalancedStrategy(scout_learning_rate=-1)
+    assert ROUNDS.to_record() == {"name": "balanced", "rounds": 3, "pool_factor": 4, "scout_epochs": 1}

@@ -12,9 +12,10 @@ Example:
 ['none', 'top1']
 """
 
+from copycat_tf.audit.defence import Defence
 from copycat_tf.audit.defences import (
            DEFAULT_DEFENCES,
-           Defence,
+           OutputPolicy,
            parse_defence,
            parse_defences,
 )
@@ -22,10 +23,12 @@ from copycat_tf.audit.report import verdict, write_audit_report
 from copycat_tf.audit.run import (
            DEFAULT_BUDGETS,
            DEFAULT_EVAL_QUERIES,
+           AuditPlan,
            AuditResult,
            audit,
            parse_budgets,
 )
 
-__all__ = ["DEFAULT_BUDGETS", "DEFAULT_DEFENCES", "DEFAULT_EVAL_QUERIES", "AuditResult", "Defence", "audit", "parse_budgets", "parse_defence",
+__all__ = ["DEFAULT_BUDGETS", "DEFAULT_DEFENCES", "DEFAULT_EVAL_QUERIES", "AuditPlan", "AuditResult", "Defence",
+           "OutputPolicy", "audit", "parse_budgets", "parse_defence",
            "parse_defences", "verdict", "write_audit_report"]

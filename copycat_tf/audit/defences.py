@@ -7,7 +7,7 @@ queries shows what an attacker would have learnt behind every policy.
 
 Each policy is a pure numpy function on float probabilities ``(n, K)``, returning what the
 attacker sees: float64 probabilities ``(n, K)`` (rows summing to 1), or ``None`` when the
-API answers with the label only. :func:`parse_defence` turns a name into a :class:`Defence`:
+API answers with the label only. :func:`parse_defence` turns a name into an :class:`OutputPolicy`:
 
 ``none``
     Full probabilities, unchanged. The top-1 label is unchanged.
@@ -144,8 +144,8 @@ def reverse_sigmoid(probabilities, beta: float = REVERSE_SIGMOID_BETA,
 
 
 @dataclass(frozen=True)
-class Defence:
-    """One output policy.
+class OutputPolicy:
+    """One output policy (a :class:`~copycat_tf.audit.defence.Defence`).
 
     Attributes:
         name: its canonical name (``none``, ``top3``, ``round2``, ``reverse-sigmoid``).
@@ -169,8 +169,17 @@ class Defence:
 
     slug = property(lambda self: self.name, doc="Unique per setting: names a cell's folders.")
     derivation = property(lambda self: self.name, doc="What a derived fake dataset records.")
+    parameters = property(lambda self: {}, doc="An output policy's settings are in its name.")
     needs_images = False
     needs_probabilities = property(lambda self: not self.label_only)
+
+    def owner_cost(self, images, probabilities, true_labels=None) -> None:
+        """An output policy changes what callers see, never the model's answer to them: ``None``."""
+        return None
+
+    def copy_evidence(self, fakeset, queries: int, copycat) -> dict:
+        """An output policy leaves no mark in a copy: ``{}``."""
+        return {}
 
     def attacker_view(self, labels, probabilities, images=None) -> tuple[np.ndarray, np.ndarray | None]:
         """``(labels, probabilities)`` the attacker trains on, from the target's own
@@ -186,7 +195,7 @@ class Defence:
         return seen.argmax(axis=1).astype(np.int64), seen.astype(np.float32)
 
 
-def parse_defence(name: str) -> Defence:
+def parse_defence(name: str) -> OutputPolicy:
     """The :class:`Defence` called ``name``.
 
     Raises:
@@ -199,23 +208,23 @@ def parse_defence(name: str) -> Defence:
     """
     text = str(name).strip().lower()
     if text == "none":
-        return Defence("none", "full probabilities", False, True, lambda p: p.copy())
+        return OutputPolicy("none", "full probabilities", False, True, lambda p: p.copy())
     if text == "reverse-sigmoid":
-        return Defence("reverse-sigmoid",
+        return OutputPolicy("reverse-sigmoid",
                        f"probabilities perturbed by reverse sigmoid, beta {REVERSE_SIGMOID_BETA:g}, "
                        f"gamma {REVERSE_SIGMOID_GAMMA:g}", False, False, reverse_sigmoid)
     match = _TOP.fullmatch(text)
     if match:
         k = int(match.group(1))
         if k == 1:
-            return Defence("top1", "label only", True, True)
-        return Defence(f"top{k}", f"top-{k} probabilities", False, True, lambda p: top_k(p, k))
+            return OutputPolicy("top1", "label only", True, True)
+        return OutputPolicy(f"top{k}", f"top-{k} probabilities", False, True, lambda p: top_k(p, k))
     match = _ROUND.fullmatch(text)
     if match:
         d = int(match.group(1))
         if d > 8:
             raise CopycatError(f"defence {name!r}: round to at most 8 decimals")
-        return Defence(f"round{d}", f"probabilities rounded to {d} decimal{'s' if d != 1 else ''}",
+        return OutputPolicy(f"round{d}", f"probabilities rounded to {d} decimal{'s' if d != 1 else ''}",
                        False, False, lambda p: rounded(p, d))
     raise CopycatError(
         f"unknown defence {name!r}; valid: {', '.join(DEFENCE_FORMS)}, e.g. "
@@ -267,7 +276,7 @@ def build_defences(names: str | Sequence[str], *, num_classes: int, seed: int = 
     return list(built.values())
 
 
-def parse_defences(names: str | Sequence[str]) -> list[Defence]:
+def parse_defences(names: str | Sequence[str]) -> list[OutputPolicy]:
     """Parse a comma list (or a sequence) of names; duplicates are dropped, order kept.
 
     Example:
@@ -277,7 +286,7 @@ def parse_defences(names: str | Sequence[str]) -> list[Defence]:
     """
     if isinstance(names, str):
         names = names.split(",")
-    parsed: dict[str, Defence] = {}
+    parsed: dict[str, OutputPolicy] = {}
     for name in names:
         if not str(name).strip():
             continue

@@ -205,19 +205,23 @@ class AdaptiveMisinformation:
         """``(labels, None)`` the attacker trains on, from the target's labels and probabilities."""
         return self.answers(probabilities, labels), None
 
-    def price(self, probabilities, true_labels=None) -> OwnerPrice:
+    def owner_cost(self, images, probabilities, true_labels=None) -> OwnerPrice:
         """What honest callers pay: the share of in-distribution answers (the target's
         ``probabilities`` on test or benign data) that change, and accuracy before and after
-        when ``true_labels`` are known.
+        when ``true_labels`` are known (the ``images`` themselves are not needed).
 
         Example:
 
-        >>> AdaptiveMisinformation(0.6).price(np.array([[0.9, 0.1], [0.55, 0.45]]), [0, 0]).to_dict()
+        >>> AdaptiveMisinformation(0.6).owner_cost(None, np.array([[0.9, 0.1], [0.55, 0.45]]), [0, 0]).to_dict()
         {'answers': 2, 'changed': 0.5, 'accuracy_before': 1.0, 'accuracy_after': 0.5, 'accuracy_cost': 0.5}
         """
         p = _probability_rows(probabilities, "adaptive misinformation")
         own = p.argmax(axis=1).astype(np.int64)
         return _price(own, self.answers(p), true_labels)
+
+    def copy_evidence(self, fakeset, queries: int, copycat) -> dict:
+        """Misinformation misleads a copy but leaves no mark to prove it: ``{}``."""
+        return {}
 
 
 def misinformation_sweep(attack_probabilities, benign_probabilities, taus=DEFAULT_TAUS) -> list[dict]:
@@ -470,12 +474,28 @@ class Watermark:
                  "p = %.3g", matches, len(chosen), disagreements, chance, p)
         return WatermarkEvidence(len(chosen), disagreements, matches, chance, p)
 
-    def cost(self, images, labels, true_labels=None) -> OwnerPrice:
-        """What honest callers pay: the share of their answers (``labels``, the target's, for
-        ``images``) that the watermark changes, and accuracy before and after when
-        ``true_labels`` are known."""
-        own = _labels(labels, len(np.asarray(images)), self.num_classes)
+    def owner_cost(self, images, probabilities, true_labels=None) -> OwnerPrice:
+        """What honest callers pay: the share of their answers (the argmax of the target's
+        ``probabilities`` for ``images``) that the watermark changes, and accuracy before and
+        after when ``true_labels`` are known."""
+        own = _labels(np.asarray(probabilities).argmax(axis=1), len(np.asarray(images)), self.num_classes)
         return _price(own, self.answers(images, own), true_labels)
+
+    def copy_evidence(self, fakeset, queries: int, copycat) -> dict:
+        """Does ``copycat``, trained on the first ``queries`` watermarked answers of ``fakeset``,
+        carry the watermark? Its p-value and counts, for the report."""
+        images, labels, kept = [], [], 0
+        for shard in fakeset.iter_shards():
+            take = min(len(shard["labels"]), queries - kept)
+            images.append(shard["images"][:take])
+            labels.append(shard["labels"][:take])
+            kept += take
+            if kept >= queries:
+                break
+        found = self.evidence(np.concatenate(images), np.concatenate(labels), lambda x: copycat.query(x).labels)
+        return {"watermark_p_value": found.p_value, "watermark_marks": found.watermarks,
+                "watermark_disagreements": found.disagreements, "watermark_matches": found.matches,
+                "watermark_chance": found.chance}
 
 
 def default_watermark_key(seed: int) -> bytes:

@@ -13,7 +13,7 @@ import logging
 import numpy as np
 
 from copycat_tf.audit.detection import DEFAULT_DELTA, PradaResult, prada_curve_png, replay_prada
-from copycat_tf.audit.label_defences import AdaptiveMisinformation, Watermark, misinformation_sweep
+from copycat_tf.audit.label_defences import misinformation_sweep
 
 log = logging.getLogger(__name__)
 
@@ -64,32 +64,13 @@ def detection(fakeset, oracle, benign, strategy: str, delta: float = DEFAULT_DEL
 
 
 def owner_price(defence, benign, benign_probabilities: np.ndarray | None) -> dict:
-    """What a label defence costs honest callers on the benign images: the share of their
-    answers it changes and the accuracy points lost (when labels are known)."""
-    if benign_probabilities is None or not isinstance(defence, (AdaptiveMisinformation, Watermark)):
+    """What a defence costs honest callers on the benign images: the share of their answers
+    it changes and the accuracy points lost (when labels are known); ``{}`` for a defence
+    that changes no answer, or without benign images."""
+    if benign_probabilities is None:
         return {}
-    if isinstance(defence, AdaptiveMisinformation):
-        price = defence.price(benign_probabilities, benign.labels)
-    else:
-        price = defence.cost(benign.images, benign_probabilities.argmax(axis=1), benign.labels)
-    return {"owner_changed": price.changed, "owner_accuracy_cost": price.accuracy_cost}
-
-
-def watermark_scores(defence: Watermark, fakeset, n: int, copycat_oracle) -> dict:
-    """Does the copycat trained on the first ``n`` watermarked answers carry the watermark?"""
-    images, labels, kept = [], [], 0
-    for shard in fakeset.iter_shards():
-        take = min(len(shard["labels"]), n - kept)
-        images.append(shard["images"][:take])
-        labels.append(shard["labels"][:take])
-        kept += take
-        if kept >= n:
-            break
-    found = defence.evidence(np.concatenate(images), np.concatenate(labels),
-                             lambda x: copycat_oracle.query(x).labels)
-    return {"watermark_p_value": found.p_value, "watermark_marks": found.watermarks,
-            "watermark_disagreements": found.disagreements, "watermark_matches": found.matches,
-            "watermark_chance": found.chance}
+    price = defence.owner_cost(benign.images, benign_probabilities, benign.labels)
+    return {} if price is None else {"owner_changed": price.changed, "owner_accuracy_cost": price.accuracy_cost}
 
 
 def sweep(fakeset, benign_probabilities: np.ndarray | None, taus) -> list[dict] | None:

@@ -12,6 +12,8 @@ and measures it against the target::
     OUT/fakesets/N-DEFENCE/    the first N records as seen behind DEFENCE (derived, no queries)
     OUT/copycats/N-DEFENCE/    the copycat trained on them (copycat.onnx, training.json, ...)
     OUT/cells/N-DEFENCE.json   that cell's scores (cached)
+    OUT/target-answers.npz     the target's answers to the test and benign images (bought once)
+    OUT/audit-run.json         the arguments: a rerun must make the same purchase
     OUT/audit.json, audit.md, audit.html, audit_curve.png    the report
 
 Why the first ``N`` records are a genuine ``N``-query attack: the ``paper`` strategy sends
@@ -26,8 +28,8 @@ every cached score.
 
 Usage::
 
-    result = audit("vendor.onnx", ["./imagenet"], "runs/audit", budgets=(1000, 5000),
-                   test_data="fashion-mnist:test", price_per_1k=1.5)
+    result = audit(TargetSpec("vendor.onnx", price_per_1k=1.5), ["./imagenet"], "runs/audit",
+                   plan=AuditPlan(budgets=(1000, 5000)), test_data="fashion-mnist:test")
     print(result.verdict)
 """
 
@@ -42,34 +44,38 @@ from pathlib import Path
 import numpy as np
 
 from copycat_tf._version import __version__
+from copycat_tf.attack import Attack, Execution, SpendPlan
 from copycat_tf.audit.defences import DEFAULT_DEFENCES, build_defences, defence_names
 from copycat_tf.audit.detection import DEFAULT_DELTA
-from copycat_tf.audit.label_defences import (
-    DEFAULT_TAU,
-    DEFAULT_TAUS,
-    DEFAULT_WATERMARK_RATE,
-    AdaptiveMisinformation,
-    Watermark,
-)
-from copycat_tf.audit.owner_view import detection, owner_price, owner_probabilities, sweep, watermark_scores
+from copycat_tf.audit.label_defences import DEFAULT_TAU, DEFAULT_TAUS, DEFAULT_WATERMARK_RATE
+from copycat_tf.audit.owner_view import detection, owner_price, owner_probabilities, sweep
 from copycat_tf.audit.report import verdict, write_audit_report
 from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError, check_whole
 from copycat_tf.evaluation import agreement, evaluate
 from copycat_tf.fakeset import derive, label
-from copycat_tf.fakeset.ray_engine import RayEngine, open_engine
+from copycat_tf.fakeset.ray_engine import open_engine
 from copycat_tf.files import UnreadableJson, atomic_write, file_sha256, read_json, write_json
-from copycat_tf.oracle import OnnxOracle, is_url, open_oracle
-from copycat_tf.oracle.http.endpoint import shown_url
-from copycat_tf.queries import open_query_source
-from copycat_tf.strategies import DEFAULT_BALANCE, STRATEGIES, collect
-from copycat_tf.training import TrainConfig, train_copycat
+from copycat_tf.oracle import TargetSpec
+from copycat_tf.oracle.answer_cache import AnswerCache
+from copycat_tf.queries.spec import QuerySpec
+from copycat_tf.run_folder import RunFolder
+from copycat_tf.strategies import DEFAULT_STRATEGY, Strategy, strategy_named
+from copycat_tf.training import TrainConfig
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BUDGETS = (1000, 5000, 20000)
 DEFAULT_EVAL_QUERIES = 1000
 CELL_FORMAT = "copycat-tf.audit-cell"
+#: The record of an audit's arguments in its folder: a rerun must make the same purchase.
+RUN_RECORD = "audit-run.json"
+RUN_FORMAT = "copycat-tf.audit-run"
+RUN_VERSION = 1
+#: The target's answers to the owner's test and benign images (bought once per audit).
+TARGET_ANSWERS = "target-answers.npz"
+#: The report's files (:func:`~copycat_tf.audit.report.write_audit_report`).
+REPORT_FILES = ("audit.json", "audit.md", "audit.html", "audit_curve.png")
 #: The PRADA replay's W-over-queries plot, beside the report.
 PRADA_PLOT = "audit_prada.png"
 #: Stream positions reserved for the agreement images, per image wanted (room for rejects).
@@ -124,69 +130,87 @@ def parse_budgets(budgets: str | Sequence[int]) -> list[int]:
     return sorted(set(parsed))
 
 
-def audit(
-    target: str | os.PathLike,
-    queries: Sequence[str],
-    out_dir: str | os.PathLike,
-    *,
-    budgets: str | Sequence[int] = DEFAULT_BUDGETS,
-    defences: str | Sequence[str] = DEFAULT_DEFENCES,
-    test_data: str | None = None,
-    strategy: str = "balanced",
-    train_config=None,
-    seed: int = 0,
-    price_per_1k: float | None = None,
-    eval_queries: int = DEFAULT_EVAL_QUERIES,
-    resize: str = "resize",
-    batch_size: int = 64,
-    oracle_options: dict | None = None,
-    misinformation_taus: Sequence[float] = (DEFAULT_TAU,),
-    watermark_rate: float = DEFAULT_WATERMARK_RATE,
-    benign_data: str | None = None,
-    detect: bool = True,
-    prada_delta: float = DEFAULT_DELTA,
-    progress: Callable | None = None,
-    on_stage: Callable[[int, int, str], None] | None = None,
-    fit_verbose: int = 0,
-    engine: str | RayEngine = "local",
-    devices: int | str | None = None,
-) -> AuditResult:
-    """Measure how well ``target`` can be copied at each budget behind each output policy.
+@dataclass(frozen=True)
+class AuditPlan:
+    """What an audit measures: budgets, defences, detection; checked before anything is bought.
 
     Args:
-        target: the ``.onnx`` model (queried through onnxruntime only).
-        queries: query source specs, as for ``steal``.
-        out_dir: the audit's folder; rerun with the same arguments to resume.
         budgets: query budgets (a comma list or whole numbers); only the largest is bought.
         defences: output policies (:func:`~copycat_tf.audit.defences.parse_defence` names)
-            and label defences (``misinformation``, ``watermark``; see
-            :mod:`copycat_tf.audit.label_defences`).
-        test_data: labelled test data spec: gives performance ratios. Without it, copycats
-            are scored by agreement with the target on ``eval_queries`` fresh query images.
-        strategy: ``"balanced"`` or ``"paper"`` (:mod:`copycat_tf.strategies`).
-        train_config: the copycats' :class:`~copycat_tf.training.TrainConfig` (default
-            ``small_cnn`` with the strategy's class balancing); its ``seed`` must be ``seed``,
-            and its ``labels`` are set per defence (hard where only labels are shown).
-        seed: seeds the queries and training.
-        price_per_1k: price of 1,000 queries, for the report's costs (optional).
-        eval_queries: fresh images for the agreement check without ``test_data``.
-        resize: how query images are fitted: ``resize``, ``center-crop`` or ``pad``.
-        batch_size: images per oracle call.
-        oracle_options: :class:`~copycat_tf.oracle.OnnxOracle` keyword arguments.
+            and label defences (``misinformation``, ``watermark``).
         misinformation_taus: a copycat is trained behind adaptive misinformation at each
             of these thresholds (the share of answers changed is reported for a wider sweep).
         watermark_rate: share of queries the simulated watermark answers falsely.
-        benign_data: images an honest caller would send (default ``test_data``): the price
+        eval_queries: fresh query images bought to measure agreement without test data
+            (``0``: none; the copycats are then scored on their own hold-out only).
+        benign_data: images an honest caller would send (default the test data): the price
             label defences make honest callers pay, and PRADA's control stream.
         detect: replay PRADA detection over the query stream as bought.
         prada_delta: PRADA's alarm threshold on the Shapiro-Wilk ``W``.
-        progress: called with a :class:`~copycat_tf.fakeset.LabelProgress` while buying.
-        on_stage: called as ``on_stage(k, n, what)`` when stage ``k`` of ``n`` starts.
-        fit_verbose: Keras ``fit`` verbosity.
-        engine: where labeling runs (the attack's queries and the agreement set):
-            ``"local"``, ``"ray"`` or a :class:`~copycat_tf.fakeset.ray_engine.RayEngine`.
-        devices: GPUs of this machine to train each copycat on (``"all"``), see
-            :func:`~copycat_tf.training.train_copycat`.
+
+    Example:
+
+    >>> AuditPlan(budgets="5000,1000").budgets
+    (1000, 5000)
+    """
+
+    budgets: tuple[int, ...] | str = DEFAULT_BUDGETS
+    defences: tuple[str, ...] | str = DEFAULT_DEFENCES
+    misinformation_taus: tuple[float, ...] = (DEFAULT_TAU,)
+    watermark_rate: float = DEFAULT_WATERMARK_RATE
+    eval_queries: int = DEFAULT_EVAL_QUERIES
+    benign_data: str | None = None
+    detect: bool = True
+    prada_delta: float = DEFAULT_DELTA
+
+    def __post_init__(self):
+        object.__setattr__(self, "budgets", tuple(parse_budgets(self.budgets)))
+        object.__setattr__(self, "defences", tuple(defence_names(self.defences)))
+        object.__setattr__(self, "misinformation_taus", tuple(float(t) for t in self.misinformation_taus))
+        check_whole("eval_queries", self.eval_queries, minimum=0)
+
+    @property
+    def largest(self) -> int:
+        return self.budgets[-1]
+
+    def to_record(self) -> dict:
+        return {"budgets": list(self.budgets), "defences": list(self.defences),
+                "misinformation_taus": list(self.misinformation_taus), "watermark_rate": self.watermark_rate,
+                "eval_queries": self.eval_queries, "benign_data": self.benign_data, "detect": self.detect,
+                "prada_delta": self.prada_delta}
+
+
+def audit(
+    target: TargetSpec | str | os.PathLike,
+    queries: QuerySpec | Sequence[str],
+    out_dir: str | os.PathLike,
+    *,
+    plan: AuditPlan | None = None,
+    strategy: Strategy | str = DEFAULT_STRATEGY,
+    train_config: TrainConfig | None = None,
+    test_data: str | None = None,
+    execution: Execution | None = None,
+) -> AuditResult:
+    """Measure how well ``target`` can be copied at each budget behind each defence.
+
+    The same attack as :func:`~copycat_tf.pipeline.steal` (:class:`~copycat_tf.attack.Attack`),
+    bought once at the largest budget with full probabilities kept, then for each budget and
+    defence: derive -> train -> evaluate.
+
+    Args:
+        target: a :class:`~copycat_tf.oracle.TargetSpec`, or an ONNX path or http(s) URL.
+        queries: a :class:`~copycat_tf.queries.QuerySpec`, or query source spec strings.
+        out_dir: the audit's folder; rerun with the same arguments to resume.
+        plan: an :class:`AuditPlan` (budgets, defences, detection; default its defaults).
+        strategy: a :class:`~copycat_tf.strategies.Strategy` or its name.
+        train_config: the copycats' :class:`~copycat_tf.training.TrainConfig` (default
+            ``small_cnn`` with the strategy's class balancing); its ``labels`` are set per
+            defence (hard where only labels are shown).
+        test_data: labelled (or unlabelled) test images: performance ratios (agreement when
+            unlabelled). Without it, copycats are scored by agreement with the target on
+            ``plan.eval_queries`` fresh query images.
+        execution: :class:`~copycat_tf.attack.Execution` (overwrite, engine, devices, progress,
+            ``on_stage``).
 
     Returns:
         An :class:`AuditResult`.
@@ -195,57 +219,49 @@ def audit(
         CopycatError: bad arguments, a folder holding another audit, query sources too
             small for the largest budget.
     """
-
-    budgets = parse_budgets(budgets)
-    defence_names(defences)  # checked before anything is bought
-    if strategy not in STRATEGIES:
-        raise CopycatError(f"strategy must be one of {', '.join(STRATEGIES)}; received {strategy!r}")
-    if price_per_1k is not None and not (price_per_1k >= 0 and np.isfinite(price_per_1k)):
-        raise CopycatError(f"price per 1,000 queries must be a number >= 0; received {price_per_1k!r}")
-    check_whole("eval_queries", eval_queries)
+    plan = plan or AuditPlan()
+    strategy = strategy_named(strategy)
+    attack = Attack(TargetSpec.of(target), QuerySpec.of(queries), strategy,
+                    train_config or TrainConfig(balance=strategy.copycat_balance), execution or Execution())
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CopycatError(f"--out {out_dir} is a file; give a folder for the audit")
-    train_config = train_config or TrainConfig(balance=DEFAULT_BALANCE[strategy], seed=seed)
-    if train_config.seed != seed:
-        raise CopycatError(f"conflicting settings: train_config.seed={train_config.seed!r} but seed={seed!r}; "
-                           "give the same value to both")
-    oracle = open_oracle(target, **(oracle_options or {}))
-    test = None
-    if test_data is not None:  # loaded first: a wrong spec should fail before any query is bought
+    # What the purchase depends on must match on a rerun; what is measured on it may change.
+    record = {**attack.record(), "purchase": plan.largest, "test_data": test_data, "measured": plan.to_record()}
+    RunFolder(out_dir, "audit", RUN_RECORD, RUN_FORMAT, RUN_VERSION,
+              folders=("fakeset", "eval", "fakesets", "copycats", "cells"),
+              files=(*REPORT_FILES, PRADA_PLOT, TARGET_ANSWERS),
+              free=("measured", "test_data")).claim(record, overwrite=attack.execution.overwrite)
 
-        test = load_labelled(test_data, image_shape=oracle.contract.image_shape)
-    benign = load_labelled(benign_data, image_shape=oracle.contract.image_shape) if benign_data else test
-    chosen = build_defences(defences, num_classes=oracle.contract.num_classes, seed=seed,
-                            taus=misinformation_taus, watermark_rate=watermark_rate)
+    purchase = out_dir / "fakeset"
+    oracle = attack.open_target(plan.largest, resume_from=purchase)
+    test = None if test_data is None else load_labelled(test_data, image_shape=oracle.contract.image_shape)
+    benign = load_labelled(plan.benign_data, image_shape=oracle.contract.image_shape) if plan.benign_data else test
+    chosen = build_defences(plan.defences, num_classes=oracle.contract.num_classes, seed=attack.config.seed,
+                            taus=plan.misinformation_taus, watermark_rate=plan.watermark_rate)
     names = _row_names(chosen)
+    eval_queries = plan.eval_queries if test is None else 0
+    evaluation_images = sum(len(d.images) for d in {id(d): d for d in (test, benign) if d is not None}.values())
+    attack.commit(oracle, SpendPlan(plan.largest, evaluation_images=evaluation_images, eval_queries=eval_queries,
+                                    probes=oracle.info().probe_queries, price_per_1k=oracle.price_per_1k), "this audit")
+    # The target's answers to the owner's test and benign images, bought once per audit.
+    answers = AnswerCache(oracle, out_dir / TARGET_ANSWERS)
 
-    cells = [(n, d) for n in budgets for d in chosen]
-    total = 2 + len(cells) + (test is None) + detect
-    stage = _Stages(total, on_stage)
-    largest = budgets[-1]
-    stage(f"buying {largest:,} queries once from {', '.join(map(str, queries))} "
-          f"({strategy} strategy, full probabilities kept)")
-    with open_engine(engine) as opened:  # one Ray engine for both purchases
-        fakeset = collect(oracle, list(map(str, queries)), largest, out_dir / "fakeset", strategy=strategy,
-                          labels="soft", seed=seed, resize=resize, batch_size=batch_size,
-                          arch=train_config.arch, progress=progress, engine=opened)
-        if not fakeset.complete:
-            raise CopycatError(f"the fake dataset in {fakeset.directory} holds {fakeset.count} of {largest} "
-                               "records; rerun to finish labeling")
-        if fakeset.count < largest:
+    cells = [(n, d) for n in plan.budgets for d in chosen]
+    stage = _Stages(2 + len(cells) + (eval_queries > 0) + plan.detect, attack.execution.on_stage)
+    stage(f"buying {plan.largest:,} queries once from {', '.join(attack.queries.sources)} "
+          f"({strategy.name} strategy, full probabilities kept)")
+    with open_engine(attack.execution.engine) as opened:  # one Ray engine for both purchases
+        attack = replace(attack, execution=replace(attack.execution, engine=opened))
+        fakeset = attack.collect(oracle, plan.largest, purchase, labels="soft").fakeset
+        if fakeset.count < plan.largest:
             raise CopycatError(
                 f"the query sources ran out after {fakeset.count:,} images, short of the largest budget "
-                f"{largest:,}; lower --budgets or give more --queries"
+                f"{plan.largest:,}; lower --budgets or give more --queries"
             )
-
         eval_set = None
-        if test is None:
-            eval_set = _buy_eval_set(oracle, queries, fakeset, out_dir, eval_queries, seed, resize,
-                                     batch_size, progress, stage, opened)
+        if eval_queries:
+            eval_set = _buy_eval_set(attack, oracle, fakeset, out_dir, eval_queries, stage)
 
-    # The owner's own benign images, asked once: the honest answers label defences would change.
-    benign_probabilities = owner_probabilities(oracle, benign.images) if benign is not None else None
+    benign_probabilities = owner_probabilities(answers, benign.images) if benign is not None else None
     results = []
     for n, defence in cells:
         stage(f"{n:,} queries behind {names[defence.slug]} ({defence.description}): derive, train, evaluate")
@@ -253,53 +269,69 @@ def audit(
         cell_name = f"{n}-{defence.slug}"
         derived = derive(fakeset, out_dir / "fakesets" / cell_name, n, defence.attacker_view,
                          name=f"defence:{defence.derivation}", labels=labels)
-        config = replace(train_config, labels=labels)  # what this defence lets the attacker see
-        copycat = train_copycat(derived, out_dir / "copycats" / cell_name, config, fit_verbose=fit_verbose,
-                                devices=devices)
-        row = _cell(oracle, copycat, derived, fakeset, defence, n, test, eval_set, out_dir, cell_name, price_per_1k)
+        # Copycats train from scratch on what this defence lets the attacker see.
+        copycat = attack.train(derived, out_dir / "copycats" / cell_name,
+                               config=replace(attack.config, labels=labels))
+        row = _cell(attack, answers, copycat, derived, fakeset, defence, n, test, eval_set, out_dir, cell_name)
         results.append({**row, "defence": names[defence.slug], **owner_price(defence, benign, benign_probabilities)})
 
     detection_block = None
-    if detect:
-        stage(f"replaying PRADA detection (delta {prada_delta:g}) over the {fakeset.count:,} queries as bought")
-        detection_block, prada_png = detection(fakeset, oracle, benign, strategy, prada_delta)
+    if plan.detect:
+        stage(f"replaying PRADA detection (delta {plan.prada_delta:g}) over the {fakeset.count:,} queries as bought")
+        detection_block, prada_png = detection(fakeset, answers, benign, strategy.name, plan.prada_delta)
         atomic_write(out_dir / PRADA_PLOT, lambda handle: handle.write(prada_png))
 
     stage("writing the report")
-
     info = oracle.info()
+    spent = Spent(fakeset.queries_spent, eval_set.queries_spent if eval_set is not None else 0, answers.bought)
+    price = oracle.price_per_1k
     report = {
         "format": "copycat-tf.audit",
         "tool_version": __version__,
-        "target": shown_url(str(target)) if is_url(target) else Path(target).name,
+        "target": attack.target.shown,
         "sha256": oracle.identity,
         "contract": oracle.contract.to_dict(),
-        "model": {"producer": info.producer, "parameters": info.parameters, "metadata": dict(info.metadata)},
-        "queries": [str(q) for q in queries],
-        "strategy": strategy,
-        "seed": seed,
-        "arch": train_config.arch,
+        "model": {"producer": info.producer, "parameters": info.parameters, "metadata": dict(info.metadata),
+                  "channels": info.channels_text},
+        "queries": list(attack.queries.sources),
+        "strategy": strategy.name,
+        "seed": attack.config.seed,
+        "arch": attack.config.arch,
         "test_data": test_data,
         "metric": "performance_ratio" if test is not None and test.labels is not None else "agreement",
         "evaluation_images": len(test.images) if test is not None else (eval_set.count if eval_set else 0),
-        "budgets": budgets,
+        "budgets": list(plan.budgets),
         "defences": [{"name": names[d.slug], "description": d.description, "label_only": d.label_only,
-                      "keeps_top1": d.keeps_top1, **({"parameters": d.parameters} if hasattr(d, "parameters") else {})}
+                      "keeps_top1": d.keeps_top1, **({"parameters": d.parameters} if d.parameters else {})}
                      for d in chosen],
-        "queries_spent": fakeset.queries_spent,
-        "eval_queries_spent": eval_set.queries_spent if eval_set is not None else 0,
-        "price_per_1k": price_per_1k,
-        "total_cost": None if price_per_1k is None else _cost(
-            fakeset.queries_spent + (eval_set.queries_spent if eval_set is not None else 0), price_per_1k),
+        "queries_spent": spent.attack,
+        "eval_queries_spent": spent.eval_queries,
+        "evaluation_images_spent": spent.evaluation_images,
+        "total_queries_spent": spent.total,
+        "price_per_1k": price,
+        "total_cost": _cost(spent.total, price),
         "results": results,
         "detection": None if detection_block is None else {"prada": detection_block, "plot": PRADA_PLOT},
         "misinformation_sweep": sweep(fakeset, benign_probabilities, DEFAULT_TAUS)
-        if any(isinstance(d, AdaptiveMisinformation) for d in chosen) else None,
+        if "misinformation" in plan.defences else None,
         "benign_data": benign.name if benign is not None else None,
     }
     report["verdict"] = verdict(report)
     files = write_audit_report(report, out_dir)
     return AuditResult(out_dir, report, files, fakeset)
+
+
+@dataclass(frozen=True)
+class Spent:
+    """Images the target answered for an audit, in every run together, by purpose."""
+
+    attack: int
+    eval_queries: int
+    evaluation_images: int
+
+    @property
+    def total(self) -> int:
+        return self.attack + self.eval_queries + self.evaluation_images
 
 
 class _Stages:
@@ -317,16 +349,16 @@ def _cost(queries: int, price_per_1k: float | None) -> float | None:
     return None if price_per_1k is None else round(queries / 1000 * price_per_1k, 6)
 
 
-def _buy_eval_set(oracle, queries, fakeset, out_dir: Path, count: int, seed: int, resize: str,
-                  batch_size: int, progress, stage, engine):
+def _buy_eval_set(attack: Attack, oracle, fakeset, out_dir: Path, count: int, stage):
     """Fresh query images labelled by the target: the stream positions after the attack's."""
 
     start = int(fakeset.manifest["next_item"])
     stage(f"buying {count:,} fresh query images (stream positions {start:,} on) to measure agreement")
-    source = open_query_source(list(map(str, queries)), oracle.contract.image_shape, seed=seed, resize=resize)
+    source = attack.queries.open(oracle.contract.image_shape, attack.config.seed)
     view = source.select("audit-eval", np.arange(start, start + _EVAL_SPAN * count + 64))
     eval_set = label(oracle, view, count, out_dir / "eval" / f"from-{start}", labels="hard",
-                     batch_size=batch_size, progress=progress, engine=engine)
+                     batch_size=attack.queries.batch_size, progress=attack.execution.label_progress,
+                     engine=attack.execution.engine)
     if eval_set.count == 0:
         raise CopycatError(
             "no query images are left after the attack's to measure agreement on; pass --test-data "
@@ -352,8 +384,8 @@ def _row_names(defences) -> dict[str, str]:
     return {d.slug: d.name if counts[d.name] == 1 else d.slug for d in defences}
 
 
-def _cell(oracle, copycat, derived, fakeset, defence, n: int, test, eval_set, out_dir: Path,
-          cell_name: str, price_per_1k) -> dict:
+def _cell(attack: Attack, target, copycat, derived, fakeset, defence, n: int, test, eval_set, out_dir: Path,
+          cell_name: str) -> dict:
     """Score one (budget, defence) copycat, or read its cached scores."""
 
     key = {
@@ -366,17 +398,16 @@ def _cell(oracle, copycat, derived, fakeset, defence, n: int, test, eval_set, ou
     if cached is not None and cached.get("key") == key:
         scores = cached["scores"]
     else:
-        copycat_oracle = OnnxOracle(copycat.onnx_path, providers=getattr(oracle, "providers", None))
-        scores = _score(oracle, copycat_oracle, test, eval_set, n)
+        copycat_oracle = attack.copycat_oracle(copycat)
+        scores = _score(target, copycat_oracle, test, eval_set, n)
         scores["top1_kept"] = _top1_kept(fakeset, derived, n)
-        if isinstance(defence, Watermark):
-            scores.update(watermark_scores(defence, fakeset, n, copycat_oracle))
+        scores.update(defence.copy_evidence(fakeset, n, copycat_oracle))
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, {"format": CELL_FORMAT, "key": key, "scores": scores})
     return {
         "queries": n,
         **scores,
-        "cost": _cost(n, price_per_1k),
+        "cost": _cost(n, target.price_per_1k),
         "labels": derived.manifest["config"]["labels"],
         "copycat": str(Path(copycat.onnx_path).relative_to(out_dir)) if Path(copycat.onnx_path).is_relative_to(out_dir)
         else str(copycat.onnx_path),

@@ -24,7 +24,8 @@ from copycat_tf.fakeset.store import (
     QUERIES_LOG,
     REJECTED,
     FakeSet,
+    stored_contract,
 )
 
 __all__ = ["DEFAULT_SHARD_SIZE", "FORMAT", "FORMAT_VERSION", "LABEL_MODES", "MANIFEST", "QUERIES_LOG",
-           "REJECTED", "FakeSet", "LabelProgress", "derive", "label"]
+           "REJECTED", "FakeSet", "LabelProgress", "derive", "label", "stored_contract"]

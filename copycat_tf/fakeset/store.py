@@ -46,6 +46,16 @@ def fakeset_folder(directory: Path) -> OutputFolder:
                         patterns=(_SHARD_NAME.pattern,))
 
 
+def stored_contract(directory: str | os.PathLike) -> Contract | None:
+    """The contract a fake dataset in ``directory`` was labelled under, or ``None`` (no usable
+    manifest there). A resumed run opens its target with it, so nothing is probed twice."""
+    try:
+        manifest = _read_manifest(Path(directory)) if Path(directory).is_dir() else None
+        return None if manifest is None else Contract.from_dict(manifest["oracle"]["contract"])
+    except (CopycatError, KeyError, TypeError, ValueError):
+        return None
+
+
 class FakeSet:
     """A fake dataset directory written by :func:`label`, opened read-only.
 

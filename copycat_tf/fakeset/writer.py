@@ -86,6 +86,14 @@ class _Writer:
         writer = cls(directory, manifest)
         writer._recover()
         writer.manifest["budget"] = budget
+        # Images the oracle was charged for to set itself up (an API's probe) belong to the
+        # first purchase made with it: they count against this budget like any query.
+        probes = oracle.take_setup_spend()
+        if probes:
+            writer.queries_spent += probes
+            writer.manifest["queries_spent"] = writer.queries_spent
+            writer.manifest["probe_queries"] = writer.manifest.get("probe_queries", 0) + probes
+            writer._commit_manifest()
         return writer
 
     def _recover(self) -> None:

@@ -19,8 +19,10 @@ Usage::
 from copycat_tf.oracle.base import MAX_BATCH_PIXELS, MAX_FIXED_BATCH, MAX_INPUT_PIXELS, Answers, Oracle
 from copycat_tf.oracle.factory import is_url, open_oracle
 from copycat_tf.oracle.http import HttpOracle
-from copycat_tf.oracle.onnx_file import ModelInfo, load_checked_model
+from copycat_tf.oracle.info import TargetInfo
+from copycat_tf.oracle.onnx_file import load_checked_model
 from copycat_tf.oracle.onnx_oracle import OnnxOracle
+from copycat_tf.oracle.spec import ContractOverrides, HttpOptions, TargetSpec
 
-__all__ = ["MAX_BATCH_PIXELS", "MAX_FIXED_BATCH", "MAX_INPUT_PIXELS", "Answers", "HttpOracle", "ModelInfo",
-           "OnnxOracle", "Oracle", "is_url", "load_checked_model", "open_oracle"]
+__all__ = ["MAX_BATCH_PIXELS", "MAX_FIXED_BATCH", "MAX_INPUT_PIXELS", "Answers", "ContractOverrides", "HttpOptions", "HttpOracle",
+           "OnnxOracle", "Oracle", "TargetInfo", "TargetSpec", "is_url", "load_checked_model", "open_oracle"]

@@ -19,6 +19,7 @@ from copycat_tf.contract import (
     to_probabilities,
 )
 from copycat_tf.errors import BudgetExceeded, CopycatError
+from copycat_tf.oracle.info import TargetInfo
 
 #: Largest image (height x width) an input may declare; bigger is treated as hostile.
 MAX_INPUT_PIXELS = 4096 * 4096
@@ -66,6 +67,20 @@ class Oracle(ABC):
         self.queries_spent = 0
         self._cap: int | None = None  # a total set by capped(), below the budget
         self._on_charge: Callable[[int], None] | None = None  # set by charging_to()
+        self._setup_spend = 0  # images charged while opening (a probe), not yet claimed
+
+    def take_setup_spend(self) -> int:
+        """Images charged to set the oracle up (an API's probe) that no purchase has counted
+        yet; the first fake dataset written with this oracle claims them (then 0).
+
+        >>> class Free(Oracle):
+        ...     def info(self): ...
+        ...     def _infer(self, x): ...
+        >>> Free().take_setup_spend()
+        0
+        """
+        taken, self._setup_spend = self._setup_spend, 0
+        return taken
 
 
     @property
@@ -170,6 +185,10 @@ class Oracle(ABC):
         labels = raw.argmax(axis=1).astype(np.int64)
         probs = to_probabilities(raw, self.contract.output.kind) if soft else None
         return Answers(labels, probs)
+
+    @abstractmethod
+    def info(self) -> TargetInfo:
+        """What the oracle knows about its target (identity, provenance, contract)."""
 
     @abstractmethod
     def _infer(self, model_input: np.ndarray) -> np.ndarray:

@@ -1,55 +1,15 @@
 """Reading an ONNX file nobody vouches for: parse limits, ``onnx.checker``, external data kept
-inside the model's folder, and what ``inspect`` shows (:class:`ModelInfo`).
+inside the model's folder.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from copycat_tf.contract import (
-    Contract,
-)
 from copycat_tf.errors import CopycatError, first_line
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What ``copycat-tf inspect`` shows about an ONNX file."""
-
-    path: str
-    sha256: str
-    ir_version: int
-    opsets: dict[str, int]
-    producer: str
-    parameters: int
-    metadata: dict[str, str]
-    contract: Contract
-    #: The image height/width are dynamic; ``contract`` shows them at the size given or probed.
-    dynamic_size: bool = False
-
-    def to_dict(self) -> dict:
-        contract = self.contract
-        inputs = [contract.input.to_dict()]
-        return {
-            "path": self.path,
-            "sha256": self.sha256,
-            "ir_version": self.ir_version,
-            "opsets": self.opsets,
-            "producer": self.producer,
-            "parameters": self.parameters,
-            "inputs": inputs,
-            "outputs": [contract.output.to_dict()]
-            + [{"name": name, "used": False} for name in contract.extra_outputs],
-            "num_classes": contract.num_classes,
-            "output_kind": contract.output.kind,
-            "preprocessing": contract.preprocessing.to_dict(),
-            "metadata": self.metadata,
-            "dynamic_size": self.dynamic_size,
-        }
 
 
 def load_checked_model(path: str | os.PathLike):

@@ -28,7 +28,8 @@ from copycat_tf.contract import (
 from copycat_tf.errors import CopycatError, first_line
 from copycat_tf.files import file_sha256
 from copycat_tf.oracle.base import MAX_BATCH_PIXELS, MAX_FIXED_BATCH, MAX_INPUT_PIXELS, Oracle
-from copycat_tf.oracle.onnx_file import ModelInfo, _parameter_count, load_checked_model
+from copycat_tf.oracle.info import TargetInfo
+from copycat_tf.oracle.onnx_file import _parameter_count, load_checked_model
 
 log = logging.getLogger(__name__)
 
@@ -326,20 +327,25 @@ class OnnxOracle(Oracle):
         )[0]
         return np.asarray(output, dtype=np.float32)
 
-    def info(self) -> ModelInfo:
-        """The file's identity, provenance and contract, for ``inspect``."""
-        parameters = _parameter_count(self.model.graph)
+    def info(self) -> TargetInfo:
+        """The file's identity, provenance and contract (``inspect`` shows it)."""
         producer = " ".join(p for p in (self.model.producer_name, self.model.producer_version) if p)
-        return ModelInfo(
-            path=str(self.path),
-            sha256=self.identity,
-            ir_version=int(self.model.ir_version),
-            opsets={(o.domain or "ai.onnx"): int(o.version) for o in self.model.opset_import},
-            producer=producer or "unknown",
-            parameters=parameters,
-            metadata=self.metadata,
+        return TargetInfo(
+            kind="onnx",
+            location=str(self.path),
+            identity=self.identity,
             contract=self.contract,
-            dynamic_size=self.dynamic_size,
+            producer=producer or None,
+            parameters=_parameter_count(self.model.graph),
+            metadata=self.metadata,
+            class_names=tuple(self.class_names) if self.class_names else None,
+            details={
+                "path": str(self.path),
+                "sha256": self.identity,
+                "ir_version": int(self.model.ir_version),
+                "opsets": {(o.domain or "ai.onnx"): int(o.version) for o in self.model.opset_import},
+                "dynamic_size": self.dynamic_size,
+            },
         )
 
 

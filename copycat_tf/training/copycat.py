@@ -177,7 +177,7 @@ def _train_stage(run, stage: _Stage, model, config: TrainConfig, callbacks, fit_
                 model = build(config.arch, stage.fakeset.image_shape, stage.fakeset.num_classes)
             # Compiled afresh: a new model needs an optimizer, and fine-tuning starts its own at
             # its own rate rather than inheriting the first stage's momentum.
-            _compile_copycat(model, config, stage.learning_rate)
+            compile_copycat(model, config, stage.learning_rate)
     data = make_training_data(
         stage.fakeset, batch_size=config.batch_size, labels=config.labels, balance=config.balance,
         augment=config.augment, validation_fraction=config.validation_fraction, seed=config.seed,
@@ -229,7 +229,9 @@ def _divergence_message(run, stage: _Stage, epoch: int) -> str:
     )
 
 
-def _compile_copycat(model, config: TrainConfig, learning_rate: float) -> None:
+def compile_copycat(model, config: TrainConfig, learning_rate: float) -> None:
+    """Compile ``model`` as a copycat under ``config``: its labels' loss, its optimizer at
+    ``learning_rate``, and agreement with the oracle as the metric."""
     import keras
 
     if config.labels == "soft":

@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 import threading
@@ -212,6 +214,12 @@ class TokenBucket:
         if delay > 0:
             time.sleep(delay)
         return delay
+
+
+def endpoint_identity(endpoint: Endpoint) -> str:
+    """A remote target's stable sha256: of its protocol and canonical URL (no header, no secret)."""
+    return hashlib.sha256(json.dumps({"protocol": endpoint.protocol, "url": endpoint.url},
+                                     sort_keys=True).encode()).hexdigest()
 
 
 def shown_url(url: str) -> str:

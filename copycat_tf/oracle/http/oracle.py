@@ -5,7 +5,6 @@ See the package's docstring for the protocols, the contract, charging and retrie
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -17,8 +16,9 @@ import numpy as np
 from copycat_tf.contract import OUTPUT_KINDS, ClassOutput, Contract, Preprocessing, detect_output_kind
 from copycat_tf.errors import CopycatError, check_positive_number, check_whole
 from copycat_tf.oracle.base import MAX_FIXED_BATCH, Answers, Oracle
+from copycat_tf.oracle.info import TargetInfo
 from copycat_tf.oracle.http.contract import MAX_CLASSES, check_class_names, choose_output, image_input
-from copycat_tf.oracle.http.endpoint import Endpoint, non_negative, parse_headers, parse_rate
+from copycat_tf.oracle.http.endpoint import Endpoint, endpoint_identity, non_negative, parse_headers, parse_rate
 from copycat_tf.oracle.http.transport import (
     DEFAULT_BACKOFF,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -160,9 +160,7 @@ class HttpOracle(Oracle):
         self._class_index = {name: i for i, name in enumerate(self.class_names or ())}
         self._codec = V2Codec if self.endpoint.protocol == "v2" else TFServingCodec
         self._executor: ThreadPoolExecutor | None = None
-        self.identity = hashlib.sha256(json.dumps(
-            {"protocol": self.endpoint.protocol, "url": self.endpoint.url}, sort_keys=True
-        ).encode()).hexdigest()
+        self.identity = endpoint_identity(self.endpoint)
         self.output_kind = output_kind
         self.probe_queries = 0
         self.server_metadata = None
@@ -175,7 +173,7 @@ class HttpOracle(Oracle):
             self.server_metadata = self._read_metadata()
             self._build_contract(self.server_metadata, input_name, input_size, channels, layout,
                                  dtype, preprocessing, output, num_classes)
-        self.queries_spent = self.transport.charged
+        self.queries_spent = self._setup_spend = self.transport.charged
 
     # ---------------------------------------------------------------- public figures
 
@@ -200,28 +198,28 @@ class HttpOracle(Oracle):
         charged, requests, retries = self.transport.figures()
         return HttpCounters(charged, requests, retries, self._cost(charged))
 
-    def info(self) -> dict:
-        """What ``copycat-tf inspect`` shows about the endpoint (no header value)."""
-        contract = self.contract
+    def info(self) -> TargetInfo:
+        """The endpoint's identity and contract (no header value)."""
         metadata = self.server_metadata if isinstance(self.server_metadata, dict) else {}
-        return {
-            "url": self.endpoint.url,
-            "protocol": self.endpoint.protocol,
-            "model": self.endpoint.model,
-            "version": self.endpoint.version,
-            "identity": self.identity,
-            "headers": self.transport.header_names,
-            "platform": metadata.get("platform"),
-            "versions": metadata.get("versions"),
-            "metadata": self.server_metadata is not None,
-            "inputs": [contract.input.to_dict()],
-            "outputs": [contract.output.to_dict()],
-            "num_classes": contract.num_classes,
-            "output_kind": self.output_kind,
-            "class_names": list(self.class_names) if self.class_names else None,
-            "preprocessing": contract.preprocessing.to_dict(),
-            "probe_queries": self.probe_queries,
-        }
+        return TargetInfo(
+            kind="http",
+            location=self.endpoint.url,
+            identity=self.identity,
+            contract=self.contract,
+            producer=metadata.get("platform") if isinstance(metadata.get("platform"), str) else None,
+            class_names=tuple(self.class_names) if self.class_names else None,
+            probe_queries=self.probe_queries,
+            details={
+                "url": self.endpoint.url,
+                "protocol": self.endpoint.protocol,
+                "model": self.endpoint.model,
+                "version": self.endpoint.version,
+                "headers": self.transport.header_names,
+                "versions": metadata.get("versions"),
+                "server_metadata": self.server_metadata is not None,
+                "answers": self.output_kind,
+            },
+        )
 
     def __repr__(self) -> str:
         shown = {name: "***" for name in self.transport.header_names}
