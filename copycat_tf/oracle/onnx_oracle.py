@@ -28,7 +28,7 @@ from copycat_tf.contract import (
 from copycat_tf.errors import CopycatError, first_line
 from copycat_tf.files import file_sha256
 from copycat_tf.oracle.base import MAX_BATCH_PIXELS, MAX_FIXED_BATCH, MAX_INPUT_PIXELS, Oracle
-from copycat_tf.oracle.onnx_file import ModelInfo, _parameter_count, load_checked_model
+from copycat_tf.oracle.onnx_file import ModelInfo, load_checked_model, parameter_count
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +328,7 @@ class OnnxOracle(Oracle):
 
     def info(self) -> ModelInfo:
         """The file's identity, provenance and contract, for ``inspect``."""
-        parameters = _parameter_count(self.model.graph)
+        parameters = parameter_count(self.model.graph)
         producer = " ".join(p for p in (self.model.producer_name, self.model.producer_version) if p)
         return ModelInfo(
             path=str(self.path),
