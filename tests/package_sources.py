@@ -66,14 +66,11 @@ def is_private(name: str) -> bool:
 
 @dataclass(frozen=True)
 class PrivateUse:
-    """One use of another module's private name: ``path:line: module.name``."""
+    """One use of another module's private name ``name`` (dotted) at ``path``, line ``line``."""
 
     path: Path
     line: int
     name: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.name}"
 
 
 def _hidden_module_part(module: str, importer: str) -> str | None:
@@ -136,9 +133,9 @@ def private_uses(path: Path, name: str, known: set[str]) -> list[PrivateUse]:
                 if alias.name in known:
                     check_module_path(alias.name, node)
                 top = alias.name.partition(".")[0]
-                if alias.asname:
+                if alias.asname and alias.name in known:
                     bound[alias.asname] = alias.name
-                elif top in known:
+                elif not alias.asname and top in known:
                     bound[top] = top
     for node in ast.walk(tree):
         parts = _dotted(node) if isinstance(node, ast.Attribute) else None

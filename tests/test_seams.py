@@ -3,18 +3,20 @@ module's private names. A name another module needs is public (issue 22)."""
 
 from pathlib import Path
 
-from package_sources import PACKAGES, modules, private_uses
+from package_sources import PACKAGES, ROOT, modules, private_uses
 
 
-def _private_uses(packages: dict[str, Path]) -> list[str]:
+def _private_uses(packages: dict[str, Path], root: Path) -> list[str]:
+    """``file:line: module._name`` for every use, the file relative to ``root``."""
     found = modules(packages)
     known = set(found)
-    return [str(use) for name, path in found.items() for use in private_uses(path, name, known)]
+    return [f"{use.path.relative_to(root)}:{use.line}: {use.name}"
+            for name, path in found.items() for use in private_uses(path, name, known)]
 
 
 def test_no_module_uses_another_modules_private_names():
     assert len(modules()) > 40  # the walk saw the whole package
-    uses = _private_uses(PACKAGES)
+    uses = _private_uses(PACKAGES, ROOT)
     assert not uses, "make these names public (or keep them in their module):\n" + "\n".join(uses)
 
 
@@ -42,32 +44,31 @@ PLANTED = {
     "sub/_inner.py": "VALUE = 1\n",
     "sub/user.py": "from pkg.sub._inner import VALUE\nfrom . import _inner\n",
     "outside.py": "from pkg.sub._inner import VALUE\nimport pkg.sub._inner\n",
-    "third_party.py": "from os import _exit\nimport os\n\nos._exit\n",
+    "third_party.py": "from os import _exit\nimport os\nimport os.path as osp\n\nos._exit, osp._get_sep\n",
 }
 
 
 def test_the_check_names_file_and_line_of_each_planted_private_use(tmp_path):
-    uses = _private_uses(_tree(tmp_path, PLANTED))
-    root = tmp_path / "pkg"
+    uses = _private_uses(_tree(tmp_path, PLANTED), tmp_path)
     assert sorted(uses) == sorted([
-        f"{root / 'loop.py'}:7: pkg.store._cache",
-        f"{root / 'loop.py'}:7: pkg.store._helper",
-        f"{root / 'loop.py'}:7: pkg.store._SHARD",
-        f"{root / 'outside.py'}:1: pkg.sub._inner",
-        f"{root / 'outside.py'}:2: pkg.sub._inner",
-        f"{root / 'writer.py'}:1: pkg.store._SHARD",
-        f"{root / 'writer.py'}:2: pkg.store._helper",
+        "pkg/loop.py:7: pkg.store._cache",
+        "pkg/loop.py:7: pkg.store._helper",
+        "pkg/loop.py:7: pkg.store._SHARD",
+        "pkg/outside.py:1: pkg.sub._inner",
+        "pkg/outside.py:2: pkg.sub._inner",
+        "pkg/writer.py:1: pkg.store._SHARD",
+        "pkg/writer.py:2: pkg.store._helper",
     ])
 
 
 def test_a_private_module_is_open_to_its_own_package_and_dunders_to_all(tmp_path):
     clean = {name: text for name, text in PLANTED.items() if name not in ("writer.py", "loop.py", "outside.py")}
-    assert _private_uses(_tree(tmp_path, clean)) == []
+    assert _private_uses(_tree(tmp_path, clean), tmp_path) == []
 
 
 def test_a_module_may_use_its_own_private_names(tmp_path):
     own = {"__init__.py": "", "a.py": "import pkg.a\n_X = 1\n\n\ndef f():\n    return pkg.a._X, _X\n"}
-    assert _private_uses(_tree(tmp_path, own)) == []
+    assert _private_uses(_tree(tmp_path, own), tmp_path) == []
 
 
 def test_files_behind_a_symlinked_folder_are_walked_once(tmp_path):
