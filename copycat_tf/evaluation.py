@@ -36,7 +36,8 @@ from copycat_tf.oracle import Oracle
 log = logging.getLogger(__name__)
 
 # sklearn.metrics is imported inside the functions below: it loads SciPy (about a second),
-# and this module is on the CLI's --help path through the report stage.
+# and `copycat-tf --help` imports this module (through the report stage, which the commands'
+# output helpers use).
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
