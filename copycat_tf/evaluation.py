@@ -3,11 +3,13 @@
 Both models are reached the same way, as black boxes through :class:`~copycat_tf.oracle.Oracle`.
 The scores are those of the Copycat CNN papers: accuracy and macro-F1 for each model, the
 *performance ratio* (copycat accuracy / target accuracy, the headline of Correia-Silva et
-al. 2018/2021) and the *agreement* (how often both predict the same label). Unlabelled
-test images still give the agreement.
+al. 2018/2021) and the *agreement* (how often both predict the same label), with two
+readings of the agreement that a dominant class cannot inflate: the *per-class agreement*
+and Cohen's kappa. Unlabelled test images still give the three agreement figures.
 
-The metric functions are plain numpy; :func:`evaluate` returns an :class:`Evaluation`
-(data only; :mod:`copycat_tf.report` turns it into JSON, Markdown and plots).
+The metrics are scikit-learn's (:mod:`sklearn.metrics`), behind checks that turn bad label
+arrays into one-line errors; :func:`evaluate` returns an :class:`Evaluation` (data only;
+:mod:`copycat_tf.report` turns it into JSON, Markdown and plots).
 
 Usage::
 
@@ -33,7 +35,9 @@ from copycat_tf.oracle import Oracle
 
 log = logging.getLogger(__name__)
 
-#: ONNX metadata a copycat export carries about how it was made.
+# sklearn.metrics is imported inside the functions below: it loads SciPy (about a second),
+# and `copycat-tf --help` imports this module (through the report stage, which the commands'
+# output helpers use).
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -44,8 +48,9 @@ def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     >>> accuracy(np.array([0, 1, 2, 2]), np.array([0, 2, 2, 2]))
     0.75
     """
-    y_true, y_pred = _pair(y_true, y_pred)
-    return float(np.mean(y_true == y_pred))
+    from sklearn.metrics import accuracy_score
+
+    return float(accuracy_score(*_pair(y_true, y_pred)))
 
 
 def agreement(pred_a: np.ndarray, pred_b: np.ndarray) -> float:
@@ -59,6 +64,52 @@ def agreement(pred_a: np.ndarray, pred_b: np.ndarray) -> float:
     return accuracy(pred_a, pred_b)
 
 
+def per_class_agreement(target_labels: np.ndarray, copycat_labels: np.ndarray) -> float:
+    """Mean, over the classes the target answers, of the share of that class's images on which
+    the copycat gives the same answer.
+
+    Plain agreement is dominated by the target's most frequent answers: a copycat that
+    always answers the target's majority class agrees on that class's share of the images,
+    but its per-class agreement is 1 / (classes the target answers).
+
+    Example:
+
+    >>> per_class_agreement(np.array([0, 0, 0, 1]), np.array([0, 0, 0, 0]))  # agreement 0.75
+    0.5
+    """
+    from sklearn.metrics import recall_score
+
+    # Recall with the target's answers as the truth, over the classes the target gives (each
+    # has images, so no share is undefined).
+    target_labels, copycat_labels = _pair(target_labels, copycat_labels)
+    return float(recall_score(target_labels, copycat_labels, labels=np.unique(target_labels),
+                              average="macro", zero_division=0))
+
+
+def cohen_kappa(target_labels: np.ndarray, copycat_labels: np.ndarray) -> float | None:
+    """Cohen's kappa between the two models' answers: agreement beyond what chance gives.
+
+    1 is full agreement, 0 what two models answering independently with the same label
+    frequencies would reach, below 0 less than that. ``None`` when both models give one and
+    the same answer to every image (chance then explains all agreement: kappa is 0 / 0).
+
+    Example:
+
+    >>> cohen_kappa(np.array([0, 0, 1, 1]), np.array([0, 0, 1, 1]))
+    1.0
+    >>> cohen_kappa(np.array([0, 0, 1, 1]), np.array([0, 0, 0, 0]))  # a constant copycat
+    0.0
+    >>> cohen_kappa(np.array([2, 2]), np.array([2, 2])) is None
+    True
+    """
+    from sklearn.metrics import cohen_kappa_score
+
+    target_labels, copycat_labels = _pair(target_labels, copycat_labels)
+    if len(np.unique(np.concatenate([target_labels, copycat_labels]))) == 1:
+        return None
+    return float(cohen_kappa_score(target_labels, copycat_labels))
+
+
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """Counts of (true, predicted) label pairs: rows are true classes, columns predictions.
 
@@ -68,6 +119,53 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
     array([[1, 0],
            [1, 1]])
     """
+    from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
+
+    y_true, y_pred = _class_pair(y_true, y_pred, num_classes)
+    return sklearn_confusion_matrix(y_true, y_pred, labels=range(num_classes))
+
+
+def per_class_scores(y_true: np.ndarray, y_pred: np.ndarray,
+                     num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and F1 of each of the ``num_classes`` classes (0 where undefined).
+
+    Example:
+
+    >>> precision, recall, f1 = per_class_scores(np.array([0, 1, 1]), np.array([0, 0, 1]), 2)
+    >>> precision.tolist(), recall.tolist()
+    ([0.5, 1.0], [1.0, 0.5])
+    """
+    from sklearn.metrics import precision_recall_fscore_support
+
+    y_true, y_pred = _class_pair(y_true, y_pred, num_classes)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=range(num_classes), zero_division=0
+    )
+    return precision, recall, f1
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
+    """Unweighted mean of per-class F1: the papers' "macro average" (scikit-learn's ``macro``).
+
+    The mean runs over the classes that occur in ``y_true`` or ``y_pred`` (scikit-learn's
+    default labels, hence no ``labels=range(num_classes)`` here): a class absent from both
+    has no F1 at all, and counting it as 0 would punish small test subsets for the classes
+    they happen to lack. ``num_classes`` bounds the labels.
+
+    Example:
+
+    >>> round(macro_f1(np.array([0, 1, 1]), np.array([0, 0, 1]), 3), 4)
+    0.6667
+    """
+    from sklearn.metrics import f1_score
+
+    y_true, y_pred = _class_pair(y_true, y_pred, num_classes)
+    return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
+
+
+def _class_pair(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both arrays checked like :func:`_pair`, and every label a class index below ``num_classes``
+    (scikit-learn would silently leave other values out of a confusion matrix)."""
     y_true, y_pred = _pair(y_true, y_pred)
     for labels, what in ((y_true, "true"), (y_pred, "predicted")):
         if labels.min() < 0 or labels.max() >= num_classes:
@@ -75,46 +173,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
                 f"{what} labels must lie in [0, {num_classes}); received values from "
                 f"{labels.min()} to {labels.max()}"
             )
-    pairs = y_true * num_classes + y_pred
-    return np.bincount(pairs, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def per_class_scores(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Precision, recall and F1 of every class from a confusion matrix (0 where undefined).
-
-    Example:
-
-    >>> precision, recall, f1 = per_class_scores(np.array([[1, 0], [1, 1]]))
-    >>> precision.tolist(), recall.tolist()
-    ([0.5, 1.0], [1.0, 0.5])
-    """
-    confusion = np.asarray(confusion, np.float64)
-    hits = np.diag(confusion)
-    precision = _ratio(hits, confusion.sum(axis=0))
-    recall = _ratio(hits, confusion.sum(axis=1))
-    # 2TP / (2TP + FP + FN) equals 2PR / (P + R) and is defined whenever the class occurs.
-    f1 = _ratio(2 * hits, confusion.sum(axis=0) + confusion.sum(axis=1))
-    return precision, recall, f1
-
-
-def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
-    """Unweighted mean of per-class F1: the papers' "macro average" (scikit-learn's ``macro``).
-
-    The mean runs over the classes that occur in ``y_true`` or ``y_pred``, as scikit-learn
-    does: a class absent from both has no F1 at all, and counting it as 0 would punish
-    small test subsets for the classes they happen to lack.
-
-    Example:
-
-    >>> round(macro_f1(np.array([0, 1, 1]), np.array([0, 0, 1]), 3), 4)
-    0.6667
-    """
-    return _macro_f1(confusion_matrix(y_true, y_pred, num_classes))
-
-
-def _macro_f1(confusion: np.ndarray) -> float:
-    occurring = (confusion.sum(axis=0) + confusion.sum(axis=1)) > 0
-    return float(per_class_scores(confusion)[2][occurring].mean())
+    return y_true, y_pred
 
 
 def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -124,12 +183,6 @@ def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             f"label arrays must be non-empty and of equal length; received {len(a)} and {len(b)}"
         )
     return a, b
-
-
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    return np.divide(
-        numerator, denominator, out=np.zeros_like(numerator, np.float64), where=denominator > 0
-    )
 
 
 @dataclass(frozen=True)
@@ -161,15 +214,14 @@ class ModelScores:
         >>> ModelScores.from_predictions(np.array([0, 1]), np.array([0, 0]), 2).accuracy
         0.5
         """
-        confusion = confusion_matrix(y_true, y_pred, num_classes)
-        precision, recall, f1 = per_class_scores(confusion)
+        precision, recall, f1 = per_class_scores(y_true, y_pred, num_classes)
         return cls(
-            accuracy=float(np.trace(confusion) / confusion.sum()),
-            macro_f1=_macro_f1(confusion),
+            accuracy=accuracy(y_true, y_pred),
+            macro_f1=macro_f1(y_true, y_pred, num_classes),
             precision=precision,
             recall=recall,
             f1=f1,
-            confusion=confusion,
+            confusion=confusion_matrix(y_true, y_pred, num_classes),
         )
 
     @property
@@ -202,6 +254,10 @@ class Evaluation:
         target: the target's scores, or ``None`` for unlabelled test data.
         copycat: the copycat's scores, or ``None`` for unlabelled test data.
         agreement: fraction of images where both predict the same label.
+        per_class_agreement: the agreement within each class the target answers, averaged
+            over those classes (see :func:`per_class_agreement`).
+        kappa: Cohen's kappa between the two models' answers, ``None`` when undefined (see
+            :func:`cohen_kappa`).
         agreement_matrix: ``(K, K)`` counts, rows the target's label, columns the copycat's.
         queries: images the attack sent to the target to build the copycat, when known.
         target_sha256: the target file's identity.
@@ -215,6 +271,8 @@ class Evaluation:
     target: ModelScores | None
     copycat: ModelScores | None
     agreement: float
+    per_class_agreement: float
+    kappa: float | None
     agreement_matrix: np.ndarray
     queries: int | None
     target_sha256: str
@@ -259,6 +317,8 @@ class Evaluation:
             "performance_ratio": self.performance_ratio,
             "macro_f1_ratio": self.macro_f1_ratio,
             "agreement": self.agreement,
+            "per_class_agreement": self.per_class_agreement,
+            "kappa": self.kappa,
             "agreement_matrix": self.agreement_matrix.tolist(),
             "queries": self.queries,
         }
@@ -331,6 +391,8 @@ def evaluate(
         target=scores.get("target"),
         copycat=scores.get("copycat"),
         agreement=agreement(target_labels, copycat_labels),
+        per_class_agreement=per_class_agreement(target_labels, copycat_labels),
+        kappa=cohen_kappa(target_labels, copycat_labels),
         agreement_matrix=confusion_matrix(target_labels, copycat_labels, num_classes),
         queries=queries if queries is not None else _recorded_queries(metadata),
         target_sha256=target.identity,

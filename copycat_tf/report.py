@@ -185,7 +185,9 @@ def markdown(evaluation: Evaluation, *, plots: dict[str, Path] | None = None, pr
             f"- Macro-F1 ratio (copycat / target): {percent(e.macro_f1_ratio)}",
         ]
     lines += [
-        f"- Agreement (same predicted label): **{e.agreement:.2%}**",
+        f"- Agreement (same predicted label): **{e.agreement:.2%}** (per class of the target's "
+        f"answers {e.per_class_agreement:.2%}; Cohen's kappa "
+        f"{'undefined, one answer throughout' if e.kappa is None else format(e.kappa, '.3f')})",
         f"- Queries the attack sent to the target: "
         f"{'unknown' if e.queries is None else format(e.queries, ',')}",
         "",

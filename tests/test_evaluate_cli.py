@@ -53,6 +53,7 @@ def test_evaluate_npz_writes_the_report(models, tmp_path):
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["target"]["accuracy"] == 0.9 and report["copycat"]["accuracy"] == 0.9
     assert report["performance_ratio"] == 1.0 and report["agreement"] == 1.0
+    assert report["per_class_agreement"] == 1.0 and report["kappa"] == pytest.approx(1.0)
     assert report["queries"] == 3000 and report["count"] == 50
     for name in ("report.md", "confusion.png", "agreement.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 0

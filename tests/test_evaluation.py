@@ -15,9 +15,11 @@ from copycat_tf.evaluation import (
     ModelScores,
     accuracy,
     agreement,
+    cohen_kappa,
     confusion_matrix,
     evaluate,
     macro_f1,
+    per_class_agreement,
     per_class_scores,
 )
 from copycat_tf.files import file_sha256
@@ -43,7 +45,7 @@ def test_confusion_matrix_by_hand():
 
 
 def test_per_class_scores_by_hand():
-    precision, recall, f1 = per_class_scores(confusion_matrix(Y_TRUE, Y_PRED, 3))
+    precision, recall, f1 = per_class_scores(Y_TRUE, Y_PRED, 3)
     # Column sums (predicted) 3, 2, 3; row sums (true) 3, 2, 3; hits 2, 1, 2.
     np.testing.assert_allclose(precision, [2 / 3, 1 / 2, 2 / 3])
     np.testing.assert_allclose(recall, [2 / 3, 1 / 2, 2 / 3])
@@ -61,7 +63,7 @@ def test_agreement_by_hand():
 def test_undefined_scores_are_zero_without_warnings():
     # Class 1 is never predicted (precision 0/0) and class 2 never occurs (recall 0/0).
     with np.errstate(all="raise"):
-        precision, recall, f1 = per_class_scores(confusion_matrix([0, 1], [0, 0], 3))
+        precision, recall, f1 = per_class_scores([0, 1], [0, 0], 3)
     np.testing.assert_allclose(precision, [0.5, 0.0, 0.0])
     np.testing.assert_allclose(recall, [1.0, 0.0, 0.0])
     np.testing.assert_allclose(f1, [2 / 3, 0.0, 0.0])
@@ -90,9 +92,59 @@ def test_metrics_match_scikit_learn(seed):
     precision, recall, f1, _ = metrics.precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0
     )
-    ours = per_class_scores(confusion_matrix(y_true, y_pred, k))
+    ours = per_class_scores(y_true, y_pred, k)
     for mine, theirs in zip(ours, (precision, recall, f1)):
         np.testing.assert_allclose(mine, theirs)
+
+
+def test_per_class_agreement_by_hand():
+    # Target (rows) vs copycat: class 0 agrees on 2 of 3, class 1 on 1 of 2, class 2 on 2 of 3.
+    assert per_class_agreement(Y_TRUE, Y_PRED) == pytest.approx((2 / 3 + 1 / 2 + 2 / 3) / 3)
+    # Classes the target never answers (3 here, though the copycat does) do not count.
+    assert per_class_agreement([0, 0, 1, 1], [0, 3, 1, 1]) == pytest.approx((1 / 2 + 1) / 2)
+
+
+def test_kappa_by_hand():
+    # Agreement 5/8; chance (3*3 + 2*2 + 3*3) / 64 = 22/64.
+    assert cohen_kappa(Y_TRUE, Y_PRED) == pytest.approx((5 / 8 - 22 / 64) / (1 - 22 / 64))
+    assert cohen_kappa([0, 1, 0, 1], [1, 0, 1, 0]) == pytest.approx(-1.0)  # always the other answer
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_a_constant_copycat_has_kappa_zero_and_per_class_agreement_one_in_k(k):
+    target_labels = np.arange(12 * k) % k  # each of k classes on 12 images
+    constant = np.full_like(target_labels, 1)
+    assert agreement(target_labels, constant) == pytest.approx(1 / k)
+    assert per_class_agreement(target_labels, constant) == pytest.approx(1 / k)
+    assert cohen_kappa(target_labels, constant) == pytest.approx(0.0, abs=1e-12)
+    # On a skewed target the plain agreement rises with the majority class; neither of the two does.
+    skewed = np.concatenate([np.zeros(10 * k, np.int64), np.arange(1, k)])
+    majority = np.zeros_like(skewed)
+    assert agreement(skewed, majority) > 0.9
+    assert per_class_agreement(skewed, majority) == pytest.approx(1 / k)
+    assert cohen_kappa(skewed, majority) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_kappa_is_undefined_when_both_models_give_one_answer_throughout():
+    assert cohen_kappa([2, 2, 2], [2, 2, 2]) is None
+    assert cohen_kappa([2, 2, 2], [1, 1, 1]) == pytest.approx(0.0)  # defined: chance agreement is 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_agreement_figures_match_scikit_learn(seed):
+    rng = np.random.default_rng(seed)
+    target_labels = rng.integers(0, 5, 300)
+    copycat_labels = np.where(rng.random(300) < 0.7, target_labels, rng.integers(0, 5, 300))
+    assert cohen_kappa(target_labels, copycat_labels) == pytest.approx(
+        metrics.cohen_kappa_score(target_labels, copycat_labels))
+    assert per_class_agreement(target_labels, copycat_labels) == pytest.approx(
+        metrics.balanced_accuracy_score(target_labels, copycat_labels))
+
+
+@pytest.mark.parametrize("figure", [per_class_agreement, cohen_kappa])
+def test_agreement_figures_refuse_bad_label_arrays(figure):
+    with pytest.raises(CopycatError, match="equal length"):
+        figure([0, 1], [0])
 
 
 def test_model_scores_bundle_the_metrics():
@@ -152,6 +204,7 @@ def test_a_perfect_copy_has_ratio_one_and_full_agreement(target, tmp_path):
     assert result.performance_ratio == 1.0
     assert result.macro_f1_ratio == pytest.approx(1.0)
     assert result.agreement == 1.0
+    assert result.per_class_agreement == 1.0 and result.kappa == pytest.approx(1.0)
     assert result.queries == 3000
     assert result.count == 40
     assert result.class_names == ["a", "b", "c", "d"]
@@ -169,6 +222,10 @@ def test_a_different_copycat_is_scored_on_its_own_answers(target, tmp_path):
     assert result.copycat.accuracy == pytest.approx(np.mean(copy_labels == test.labels))
     assert result.agreement == pytest.approx(np.mean(copy_labels == target_labels))
     assert result.performance_ratio == pytest.approx(result.copycat.accuracy / 0.75)
+    assert result.per_class_agreement == pytest.approx(per_class_agreement(target_labels, copy_labels))
+    assert result.kappa == pytest.approx(metrics.cohen_kappa_score(target_labels, copy_labels))
+    assert result.to_dict()["kappa"] == result.kappa
+    assert result.to_dict()["per_class_agreement"] == result.per_class_agreement
     assert result.queries == 500
     np.testing.assert_array_equal(
         result.agreement_matrix, confusion_matrix(target_labels, copy_labels, 4)

@@ -23,6 +23,8 @@ def labelled(queries=30_000):
         target=ModelScores.from_predictions(Y_TRUE, TARGET_PRED, 3),
         copycat=ModelScores.from_predictions(Y_TRUE, COPYCAT_PRED, 3),
         agreement=0.8,
+        per_class_agreement=0.75,
+        kappa=0.677,
         agreement_matrix=np.array([[3, 1, 0], [0, 4, 0], [1, 0, 1]]),
         queries=queries,
         target_sha256="a" * 64,
@@ -39,6 +41,8 @@ def unlabelled(queries=None):
         target=None,
         copycat=None,
         agreement=0.91,
+        per_class_agreement=0.9,
+        kappa=None,
         agreement_matrix=np.eye(3, dtype=np.int64),
         queries=queries,
         target_sha256="a" * 64,
@@ -53,6 +57,7 @@ def test_report_json_has_the_required_keys_and_values(tmp_path):
     assert data["copycat"]["accuracy"] == 0.7
     assert data["performance_ratio"] == pytest.approx(0.7 / 0.9)
     assert data["agreement"] == 0.8
+    assert data["per_class_agreement"] == 0.75 and data["kappa"] == 0.677
     assert data["queries"] == 30_000
     # Per-class F1 = 2TP / (2TP + FP + FN): target 6/7, 6/7, 1; copycat 4/7, 6/8, 4/5.
     assert data["target"]["macro_f1"] == pytest.approx((6 / 7 + 6 / 7 + 1) / 3)
@@ -71,6 +76,8 @@ def test_report_markdown_puts_the_models_side_by_side(tmp_path):
     assert "copycat reaches 77.8% of the target's accuracy (agreement 80.0%) with 30,000 queries" in text
     assert "| accuracy | 90.00% | 70.00% |" in text
     assert "Performance ratio (copycat / target accuracy): **77.8%**" in text
+    assert ("Agreement (same predicted label): **80.00%** (per class of the target's answers 75.00%; "
+            "Cohen's kappa 0.677)") in text
     assert "| cat | 4 | 1.000 | 0.750 | 0.667 | 0.500 |" in text
     assert "| a\\|b |" in text  # a pipe in a class name must not break the table
     assert "![confusion matrices](confusion.png)" in text
@@ -94,7 +101,9 @@ def test_unlabelled_report_has_agreement_only(tmp_path):
     assert data["performance_ratio"] is None
     assert data["target"]["accuracy"] is None and data["copycat"]["macro_f1"] is None
     assert data["agreement"] == 0.91 and data["labelled"] is False
+    assert data["per_class_agreement"] == 0.9 and data["kappa"] is None
     assert "unlabelled: agreement only" in paths["markdown"].read_text()
+    assert "Cohen's kappa undefined, one answer throughout" in paths["markdown"].read_text()
 
 
 def test_headlines():

@@ -15,14 +15,10 @@ from copycat_tf.fakeset.store import (
     DEFAULT_SHARD_SIZE,
     LABEL_MODES,
     FakeSet,
-    _read_manifest,
     fakeset_folder,
+    read_manifest,
 )
-from copycat_tf.fakeset.writer import (
-    _append_shard,
-    _new_manifest,
-    _write_manifest,
-)
+from copycat_tf.fakeset.writer import append_shard, empty_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +97,7 @@ def derive(
     def identity(c: dict) -> dict:
         return {**c, "derived_from": {k: v for k, v in c["derived_from"].items() if k != "directory"}}
 
-    existing = _read_manifest(out_dir) if out_dir.is_dir() else None
+    existing = read_manifest(out_dir) if out_dir.is_dir() else None
     if existing is not None:
         if "derived_from" not in existing["config"]:
             raise CopycatError(f"output folder {out_dir} holds a labeled fake dataset; choose another folder")
@@ -112,7 +108,7 @@ def derive(
     folder.remove_own()  # a derivation is always written whole
 
     num_classes = fakeset.num_classes
-    manifest = {**_new_manifest(fakeset.manifest["oracle"], num_classes, config, count),
+    manifest = {**empty_manifest(fakeset.manifest["oracle"], num_classes, config, count),
                 "queries_spent": count, "complete": True}
     shard_size = int(source_config.get("shard_size", DEFAULT_SHARD_SIZE))
     soft_source = fakeset.has_probabilities
@@ -129,7 +125,7 @@ def derive(
             pending.clear()
             if len(rest["labels"]):
                 pending.update({key: [value] for key, value in rest.items()})
-            _append_shard(out_dir, manifest, arrays, next_item=0)
+            append_shard(out_dir, manifest, arrays, next_item=0)
 
     taken = 0
     for shard in fakeset.iter_shards(with_probabilities=soft_source):
@@ -155,5 +151,5 @@ def derive(
         taken += n
         flush(final=False)
     flush(final=True)
-    _write_manifest(out_dir, manifest)
+    write_manifest(out_dir, manifest)
     return FakeSet.open(out_dir)

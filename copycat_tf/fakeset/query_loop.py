@@ -20,7 +20,7 @@ import numpy as np
 from copycat_tf.errors import CopycatError, check_whole
 from copycat_tf.fakeset.ray_engine import RayEngine, open_engine
 from copycat_tf.fakeset.store import DEFAULT_SHARD_SIZE, LABEL_MODES, REJECTED, FakeSet
-from copycat_tf.fakeset.writer import _Writer
+from copycat_tf.fakeset.writer import FakeSetWriter
 from copycat_tf.oracle import Oracle
 from copycat_tf.queries import QuerySource, open_query_source
 
@@ -119,7 +119,7 @@ def label(
                 "would become queries; choose an output folder outside it"
             )
     config = {**source.config(), "labels": labels, "shard_size": shard_size}
-    writer = _Writer.open(out_dir, oracle, config, budget, overwrite)
+    writer = FakeSetWriter.open(out_dir, oracle, config, budget, overwrite)
     try:
         _run(writer, oracle, source, budget, labels == "soft", batch_size, workers, progress, engine)
     finally:
@@ -147,7 +147,7 @@ def _as_source(source, oracle: Oracle, seed, resize) -> QuerySource:
                              resize=resize or "resize")
 
 
-def _run(writer: _Writer, oracle: Oracle, source: QuerySource, budget: int, soft: bool,
+def _run(writer: FakeSetWriter, oracle: Oracle, source: QuerySource, budget: int, soft: bool,
          batch_size: int, workers: int | None, progress, engine) -> None:
     left = oracle.queries_left
     limit = budget if left is None else min(budget, writer.labeled + left)
@@ -191,7 +191,7 @@ def _run(writer: _Writer, oracle: Oracle, source: QuerySource, budget: int, soft
     report()
 
 
-def _fill(writer: _Writer, oracle: Oracle, source: QuerySource, limit: int, soft: bool,
+def _fill(writer: FakeSetWriter, oracle: Oracle, source: QuerySource, limit: int, soft: bool,
           batch_size: int, workers: int | None, report) -> bool:
     """The local engine: label until ``limit`` records or the stream runs out (returned)."""
     stream = source.queries(writer.next_item, workers=workers, window=2 * batch_size + 16)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from copycat_tf.errors import CopycatError, first_line
+from copycat_tf.fakeset.writer import FakeSetWriter
 from copycat_tf.oracle import OnnxOracle, Oracle
 from copycat_tf.queries import Query
 
@@ -116,7 +117,7 @@ class ActorPool:
                  ", ".join(sorted({host for host, _ in places})), cpus)
         return cls(ray, actors, cpus)
 
-    def submit(self, batch: Batch, writer, oracle: Oracle, soft: bool) -> None:
+    def submit(self, batch: Batch, writer: FakeSetWriter, oracle: Oracle, soft: bool) -> None:
         """Charge ``batch`` (logged before it is sent) and send it to the least busy actor."""
         _charge(writer, oracle, len(batch.queries))
         batch.actor = min(range(len(self.actors)), key=self.busy.__getitem__)
@@ -124,7 +125,7 @@ class ActorPool:
         images = np.stack([q.image for q in batch.queries])
         batch.future = self.actors[batch.actor].query.remote(images, soft)
 
-    def answer(self, batch: Batch, writer, oracle: Oracle, soft: bool) -> tuple:
+    def answer(self, batch: Batch, writer: FakeSetWriter, oracle: Oracle, soft: bool) -> tuple:
         """``(labels, probabilities)`` for ``batch``, buying it again if its actor died."""
         while True:
             actor = batch.actor
@@ -203,7 +204,7 @@ def actor_placement(providers, resources: dict, count: int | None, threads: int)
     return count, int(on_gpu)
 
 
-def _charge(writer, oracle: Oracle, n: int) -> None:
+def _charge(writer: FakeSetWriter, oracle: Oracle, n: int) -> None:
     """Count ``n`` images an actor is about to answer, on disk first, then on the driver's oracle."""
     left = oracle.queries_left
     if left is not None and n > left:

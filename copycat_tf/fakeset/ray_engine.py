@@ -46,6 +46,7 @@ from contextlib import contextmanager
 from copycat_tf.errors import CopycatError, check_whole, first_line
 from copycat_tf.fakeset.ray_actors import ActorPool, Batch
 from copycat_tf.fakeset.ray_decoding import RayStream
+from copycat_tf.fakeset.writer import FakeSetWriter
 from copycat_tf.oracle import OnnxOracle, Oracle
 from copycat_tf.queries import QuerySource
 
@@ -137,7 +138,7 @@ class RayEngine:
 
     # -- the query loop ------------------------------------------------------------------
 
-    def fill(self, writer, oracle: Oracle, source: QuerySource, limit: int, soft: bool,
+    def fill(self, writer: FakeSetWriter, oracle: Oracle, source: QuerySource, limit: int, soft: bool,
              batch_size: int, report: Callable[[], None]) -> bool:
         """Label until ``writer`` holds ``limit`` records or the stream runs out (returned).
 

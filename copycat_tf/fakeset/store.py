@@ -35,15 +35,15 @@ REJECTED = "rejected.tsv"
 QUERIES_LOG = "queries.log"
 LABEL_MODES = ("hard", "soft")
 DEFAULT_SHARD_SIZE = 1024
-_SHARD_NAME = re.compile(r"shard-\d{5,}\.npz")
+SHARD_NAME = re.compile(r"shard-\d{5,}\.npz")
 MAX_CLASSES = 1_000_000  # a manifest claiming more is not one copycat-tf wrote
-_REJECTED_HEADER = b"source\tkey\treason\n"
+REJECTED_HEADER = b"source\tkey\treason\n"
 
 
 def fakeset_folder(directory: Path) -> OutputFolder:
     """A fake dataset's folder and the files it owns there."""
     return OutputFolder(Path(directory), "fake dataset", files=(MANIFEST, REJECTED, QUERIES_LOG),
-                        patterns=(_SHARD_NAME.pattern,))
+                        patterns=(SHARD_NAME.pattern,))
 
 
 def stored_contract(directory: str | os.PathLike) -> Contract | None:
@@ -94,7 +94,7 @@ class FakeSet:
         directory = Path(directory)
         if not directory.is_dir():
             raise CopycatError(f"fake dataset {directory}: no such folder")
-        manifest = _read_manifest(directory)
+        manifest = read_manifest(directory)
         if manifest is None:
             raise CopycatError(
                 f"fake dataset {directory}: no {MANIFEST}; create one with `copycat-tf label`"
@@ -199,7 +199,12 @@ class FakeSet:
         }
 
 
-def _read_manifest(directory: Path) -> dict | None:
+def read_manifest(directory: Path) -> dict | None:
+    """The checked manifest of the fake dataset in ``directory``, or None when it has none.
+
+    Every field is validated and every shard present has its header checked, so a writer
+    resuming or deriving from it may trust it; anything wrong is a one-line error.
+    """
     try:
         manifest = read_json(directory / MANIFEST)
     except UnreadableJson as exc:
@@ -291,7 +296,7 @@ def _manifest_problem(manifest) -> str | None:
     for shard in manifest["shards"]:
         if not isinstance(shard, dict) or not isinstance(shard.get("file"), str):
             return "a shard entry has no file name"
-        if not _SHARD_NAME.fullmatch(shard["file"]):
+        if not SHARD_NAME.fullmatch(shard["file"]):
             return f"shard file {shard['file']!r} is not a plain shard name inside the folder"
         if not isinstance(shard.get("count"), int) or not isinstance(shard.get("sha256"), str):
             return f"shard {shard['file']!r} lacks count or sha256"

@@ -19,15 +19,15 @@ import numpy as np
 from copycat_tf._version import __version__
 from copycat_tf.errors import CopycatError
 from copycat_tf.fakeset.store import (
-    _REJECTED_HEADER,
-    _SHARD_NAME,
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
     QUERIES_LOG,
     REJECTED,
-    _read_manifest,
+    REJECTED_HEADER,
+    SHARD_NAME,
     fakeset_folder,
+    read_manifest,
 )
 from copycat_tf.files import atomic_write, file_sha256, write_json
 from copycat_tf.oracle import Oracle
@@ -36,12 +36,13 @@ from copycat_tf.queries import Query
 log = logging.getLogger(__name__)
 
 
-class _Writer:
+class FakeSetWriter:
     """Owns a fake dataset directory while :func:`label` appends to it.
 
     Records are buffered until a shard is full, then the shard and the manifest are
     committed atomically. ``queries.log`` notes every paid batch so queries spent on a
-    shard that never finished are still counted after a crash.
+    shard that never finished are still counted after a crash. The local query loop and
+    the Ray engine (:mod:`copycat_tf.fakeset.ray_engine`) both write through it.
     """
 
     def __init__(self, directory: Path, manifest: dict):
@@ -70,17 +71,17 @@ class _Writer:
         return self.manifest["config"]["sources"]
 
     @classmethod
-    def open(cls, directory: Path, oracle: Oracle, config: dict, budget: int, overwrite: bool) -> _Writer:
+    def open(cls, directory: Path, oracle: Oracle, config: dict, budget: int, overwrite: bool) -> FakeSetWriter:
         """Start a new fake dataset in ``directory`` or take up the one already there."""
         folder = fakeset_folder(directory)
         folder.check_not_file()
         if overwrite:
             folder.remove_own()
-        manifest = _read_manifest(directory) if directory.is_dir() else None
+        manifest = read_manifest(directory) if directory.is_dir() else None
         if manifest is None:
             folder.claim(overwrite=overwrite)  # refuses someone else's files
-            manifest = _new_manifest({"sha256": oracle.identity, "contract": oracle.contract.to_dict()},
-                                     oracle.contract.num_classes, config, budget)
+            manifest = empty_manifest({"sha256": oracle.identity, "contract": oracle.contract.to_dict()},
+                                      oracle.contract.num_classes, config, budget)
         else:
             _check_resumable(directory, manifest, oracle, config)
         writer = cls(directory, manifest)
@@ -99,7 +100,7 @@ class _Writer:
     def _recover(self) -> None:
         """Undo what an interrupted run left after its last commit."""
         for leftover in self.directory.glob("*.tmp"):
-            if _SHARD_NAME.fullmatch(leftover.name[:-4]) or leftover.name == MANIFEST + ".tmp":
+            if SHARD_NAME.fullmatch(leftover.name[:-4]) or leftover.name == MANIFEST + ".tmp":
                 leftover.unlink()
         self.queries_spent = max(self.queries_spent, _last_logged(self.directory / QUERIES_LOG))
         if self.queries_spent > self.manifest["queries_spent"]:
@@ -117,7 +118,7 @@ class _Writer:
 
     def reject(self, query: Query) -> None:
         if self._rejected_file is None:
-            self._rejected_file = self._append(REJECTED, header=_REJECTED_HEADER)
+            self._rejected_file = self._append(REJECTED, header=REJECTED_HEADER)
         spec = self.sources[query.source]["spec"]
         line = "\t".join(_tsv(v) for v in (spec, query.key, query.rejection)) + "\n"
         self._write(self._rejected_file, line.encode("utf-8", "surrogateescape"))
@@ -148,7 +149,7 @@ class _Writer:
             }
             if self.soft:
                 arrays["probabilities"] = np.concatenate([b[2] for b in self.buffer]).astype(np.float32)
-            _append_shard(self.directory, m, arrays, next_item=self.next_item)
+            append_shard(self.directory, m, arrays, next_item=self.next_item)
             self.buffer, self.buffered = [], 0
         if self._rejected_file is not None:
             self._sync(self._rejected_file)
@@ -194,10 +195,10 @@ class _Writer:
             raise _write_error(Path(handle.name), exc) from exc
 
     def _commit_manifest(self) -> None:
-        _write_manifest(self.directory, self.manifest)
+        write_manifest(self.directory, self.manifest)
 
 
-def _append_shard(directory: Path, manifest: dict, arrays: dict[str, np.ndarray], *, next_item: int) -> None:
+def append_shard(directory: Path, manifest: dict, arrays: dict[str, np.ndarray], *, next_item: int) -> None:
     """Write ``arrays`` as the next shard (atomically) and count it in ``manifest`` (not saved)."""
     name = f"shard-{len(manifest['shards']):05d}.npz"
     path = directory / name
@@ -209,7 +210,8 @@ def _append_shard(directory: Path, manifest: dict, arrays: dict[str, np.ndarray]
     manifest["source_counts"] = _add_counts(manifest["source_counts"], arrays["sources"])
 
 
-def _write_manifest(directory: Path, manifest: dict) -> None:
+def write_manifest(directory: Path, manifest: dict) -> None:
+    """Save ``manifest`` atomically; a full disk or an unwritable folder is a one-line error."""
     try:
         write_json(directory / MANIFEST, manifest)
     except OSError as exc:
@@ -256,7 +258,7 @@ def _last_logged(path: Path) -> int:
     return int(lines[-1]) if lines and lines[-1].isdigit() else 0
 
 
-def _new_manifest(oracle: dict, num_classes: int, config: dict, budget: int) -> dict:
+def empty_manifest(oracle: dict, num_classes: int, config: dict, budget: int) -> dict:
     """An empty manifest; ``oracle`` is the manifest's ``{"sha256", "contract"}`` entry."""
     return {
         "format": FORMAT,

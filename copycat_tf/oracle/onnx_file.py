@@ -91,7 +91,7 @@ def _all_tensors(graph):
                     yield from _all_tensors(subgraph)
 
 
-def _parameter_count(graph) -> int:
+def parameter_count(graph) -> int:
     """Weights held as initializers or as Constant nodes (some exporters, PaddlePaddle's
     among them, store every weight as a Constant), subgraphs included."""
     count = sum(int(np.prod(t.dims)) for t in graph.initializer)
@@ -99,5 +99,5 @@ def _parameter_count(graph) -> int:
         for attribute in node.attribute:
             if node.op_type == "Constant" and attribute.name == "value":
                 count += int(np.prod(attribute.t.dims))
-            count += sum(_parameter_count(g) for g in [attribute.g, *attribute.graphs] if g.node or g.initializer)
+            count += sum(parameter_count(g) for g in [attribute.g, *attribute.graphs] if g.node or g.initializer)
     return count

@@ -29,7 +29,7 @@ from copycat_tf.errors import CopycatError, first_line
 from copycat_tf.files import file_sha256
 from copycat_tf.oracle.base import MAX_BATCH_PIXELS, MAX_FIXED_BATCH, MAX_INPUT_PIXELS, Oracle
 from copycat_tf.oracle.info import TargetInfo
-from copycat_tf.oracle.onnx_file import _parameter_count, load_checked_model
+from copycat_tf.oracle.onnx_file import load_checked_model, parameter_count
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +336,7 @@ class OnnxOracle(Oracle):
             identity=self.identity,
             contract=self.contract,
             producer=producer or None,
-            parameters=_parameter_count(self.model.graph),
+            parameters=parameter_count(self.model.graph),
             metadata=self.metadata,
             class_names=tuple(self.class_names) if self.class_names else None,
             details={

@@ -21,7 +21,7 @@ from PIL import Image
 
 from copycat_tf.errors import CopycatError, first_line
 from copycat_tf.images import PIL_FORMATS
-from copycat_tf.queries.sources import _item_rng, _Source
+from copycat_tf.queries.sources import ItemSource, item_rng
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class PhotoView:
         return f"{names[self.photo]}@{left},{top},{right - left}x{bottom - top}{flip}"
 
 
-class CropSource(_Source):
+class CropSource(ItemSource):
     """Endless seeded crops (:class:`PhotoView`) of a fixed list of pictures.
 
     Subclasses set ``names`` and ``sizes`` (``(width, height)``) in ``__init__``, then call
@@ -74,7 +74,7 @@ class CropSource(_Source):
 
     def items(self):
         for index in itertools.count():
-            view = PhotoView.draw(_item_rng(self.seed, self.position, index), self.sizes, self.aspect)
+            view = PhotoView.draw(item_rng(self.seed, self.position, index), self.sizes, self.aspect)
             yield view.key(self.names), view
 
     def materialize(self, ref, fitter):
@@ -84,7 +84,7 @@ class CropSource(_Source):
         raise NotImplementedError
 
 
-class _PhotoSource(CropSource):
+class PhotoSource(CropSource):
     """Endless crops of the offline photo pool (see :func:`photo_pool`)."""
 
     kind = "photos"

@@ -280,7 +280,7 @@ def bank_names() -> list[str]:
     return [f"procedural/{bank_view(i).kind}-{i:03d}" for i in range(BANK_SIZE)]
 
 
-class _ProceduralSource(CropSource):
+class ProceduralSource(CropSource):
     """Endless crops of the procedural bank, drawn like the ``photos`` source's crops."""
 
     kind = "procedural"

@@ -31,16 +31,20 @@ NOISE_KINDS = ("uniform", "gaussian")
 ARRAY_EXTENSIONS = (".npy", ".npz")
 _GAUSSIAN_MEAN, _GAUSSIAN_STD = 127.5, 50.0
 
-# Seed-sequence tags keep the random streams of one seed independent of each other.
-_TAG_SHUFFLE, _TAG_MIX, _TAG_ITEM, _TAG_TRANSFORM = 1, 2, 3, 4
+# Seed-sequence tags keep the random streams of one seed independent of each other, so all
+# of them live here; the mix and the transforms are drawn by the stream (stream.py).
+_TAG_SHUFFLE, SEED_TAG_MIX, _TAG_ITEM, SEED_TAG_TRANSFORM = 1, 2, 3, 4
 
 
-def _item_rng(seed: int, position: int, index: int) -> np.random.Generator:
+def item_rng(seed: int, position: int, index: int) -> np.random.Generator:
+    """The generator of item ``index`` of the source at ``position`` in the mix: any item of
+    an endless source (noise, crops) can be made alone, in any order, on any worker."""
     return np.random.default_rng([seed, _TAG_ITEM, position, index])
 
 
-class _Source:
-    """One source kind: a stream of ``(key, ref)`` descriptors and how to materialize one.
+class ItemSource:
+    """One source of a :class:`~copycat_tf.queries.QuerySource`'s mix: a stream of
+    ``(key, ref)`` descriptors and how to materialize one.
 
     Attributes:
         kind: ``"folder"``, ``"list"``, ``"array"``, ``"noise:uniform"``, ... .
@@ -63,7 +67,7 @@ class _Source:
         raise NotImplementedError
 
 
-class _FileSource(_Source):
+class _FileSource(ItemSource):
     """Image files in a seeded shuffle of their sorted order (a folder or a list file)."""
 
     def __init__(self, kind: str, entries: list[tuple[str, str]], fingerprint: str, *,
@@ -85,7 +89,9 @@ class _FileSource(_Source):
         return self._fingerprint
 
 
-def _folder_source(root: Path, *, seed: int, position: int) -> _FileSource:
+def folder_source(root: Path, *, seed: int, position: int) -> _FileSource:
+    """Every file under ``root`` (symlinked folders not entered, each real file once), keyed by
+    its relative path; a folder that is unreadable, empty or holds no image is a one-line error."""
     errors: list[OSError] = []
     entries, seen, duplicates, linked_dirs = [], set(), 0, 0
     # followlinks=False: a symlinked folder (possibly a loop) is listed but never entered.
@@ -124,7 +130,9 @@ def _folder_source(root: Path, *, seed: int, position: int) -> _FileSource:
                        folder=root)
 
 
-def _list_source(path: Path, *, seed: int, position: int) -> _FileSource:
+def list_source(path: Path, *, seed: int, position: int) -> _FileSource:
+    """The image paths listed in the UTF-8 text file ``path``, one a line (``#`` comments and
+    blank lines skipped, relative paths resolved against the list's folder)."""
     try:
         data = path.read_bytes()
         text = data.decode("utf-8")
@@ -141,7 +149,7 @@ def _list_source(path: Path, *, seed: int, position: int) -> _FileSource:
                        position=position)
 
 
-class _ArraySource(_Source):
+class ArraySource(ItemSource):
     """Images from a ``.npy`` / ``.npz`` array, in a seeded shuffle."""
 
     kind = "array"
@@ -221,7 +229,7 @@ def _pixel_scale(pixels: np.ndarray, path: Path) -> float:
     return 1.0
 
 
-class _NoiseSource(_Source):
+class NoiseSource(ItemSource):
     """Endless random images, one generator per item so any item can be made alone."""
 
     def __init__(self, kind: str, *, seed: int, position: int):
@@ -233,7 +241,7 @@ class _NoiseSource(_Source):
         return ((str(i), i) for i in itertools.count())
 
     def materialize(self, ref, fitter):
-        rng = _item_rng(self.seed, self.position, ref)
+        rng = item_rng(self.seed, self.position, ref)
         if self.noise == "uniform":
             return rng.integers(0, 256, fitter.image_shape, dtype=np.uint8)
         values = rng.normal(_GAUSSIAN_MEAN, _GAUSSIAN_STD, fitter.image_shape)

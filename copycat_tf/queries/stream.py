@@ -23,18 +23,18 @@ import numpy as np
 
 from copycat_tf.errors import CopycatError, check_whole
 from copycat_tf.images import DEFAULT_MAX_PIXELS, ImageFitter, Rejection
-from copycat_tf.queries.photos import _PhotoSource
-from copycat_tf.queries.procedural import _ProceduralSource
+from copycat_tf.queries.photos import PhotoSource
+from copycat_tf.queries.procedural import ProceduralSource
 from copycat_tf.queries.sources import (
-    _TAG_MIX,
-    _TAG_TRANSFORM,
     ARRAY_EXTENSIONS,
     NOISE_KINDS,
-    _ArraySource,
-    _folder_source,
-    _list_source,
-    _NoiseSource,
-    _Source,
+    SEED_TAG_MIX,
+    SEED_TAG_TRANSFORM,
+    ArraySource,
+    ItemSource,
+    NoiseSource,
+    folder_source,
+    list_source,
 )
 from copycat_tf.queries.transforms import QueryTransforms, TransformDraw
 
@@ -119,7 +119,7 @@ class QuerySource:
             whole stream.
     """
 
-    def __init__(self, specs: list[str], sources: list[_Source], weights: list[float], seed: int,
+    def __init__(self, specs: list[str], sources: list[ItemSource], weights: list[float], seed: int,
                  fitter: ImageFitter, transforms: QueryTransforms | None = None,
                  selection: tuple[str, np.ndarray | None] | None = None):
         self.specs = specs
@@ -183,7 +183,7 @@ class QuerySource:
             start = max(start, int(kept[0]))
         iterators = [source.items() for source in self.sources]
         active = list(range(len(self.sources)))
-        rng = np.random.default_rng([self.seed, _TAG_MIX])
+        rng = np.random.default_rng([self.seed, SEED_TAG_MIX])
         for position in itertools.count():
             while active:
                 index = active[0] if len(active) == 1 else self._pick(rng, active)
@@ -209,7 +209,7 @@ class QuerySource:
     def _item(self, position: int, source: int, key: str, ref) -> Item:
         if self.transforms is None:
             return Item(source, key, ref)
-        draw = self.transforms.draw(np.random.default_rng([self.seed, _TAG_TRANSFORM, position]))
+        draw = self.transforms.draw(np.random.default_rng([self.seed, SEED_TAG_TRANSFORM, position]))
         return Item(source, key if draw is None else f"{key}~{draw.code}", ref, draw)
 
     def _pick(self, rng: np.random.Generator, active: list[int]) -> int:
@@ -309,10 +309,10 @@ def open_query_source(
     return QuerySource(specs, sources, _weights(parsed), int(seed), fitter, transforms)
 
 
-_BUILT_IN = {"photos": _PhotoSource, "procedural": _ProceduralSource}
+_BUILT_IN = {"photos": PhotoSource, "procedural": ProceduralSource}
 
 
-def _open_one(text: str, fitter: ImageFitter, *, seed: int, position: int) -> _Source:
+def _open_one(text: str, fitter: ImageFitter, *, seed: int, position: int) -> ItemSource:
     if text in _BUILT_IN or text.startswith("noise:"):
         if os.path.exists(text):
             log.warning("%r names the built-in source; write ./%s for the path", text, text)
@@ -321,14 +321,14 @@ def _open_one(text: str, fitter: ImageFitter, *, seed: int, position: int) -> _S
         kind = text.split(":", 1)[1]
         if kind not in NOISE_KINDS:
             raise CopycatError(f"unknown noise {text!r}; use noise:uniform or noise:gaussian")
-        return _NoiseSource(kind, seed=seed, position=position)
+        return NoiseSource(kind, seed=seed, position=position)
     path = Path(text).expanduser()
     if path.is_dir():
-        return _folder_source(path, seed=seed, position=position)
+        return folder_source(path, seed=seed, position=position)
     if path.is_file() and path.suffix.lower() == ".txt":
-        return _list_source(path, seed=seed, position=position)
+        return list_source(path, seed=seed, position=position)
     if path.is_file() and path.suffix.lower() in ARRAY_EXTENSIONS:
-        return _ArraySource(path, seed=seed, position=position)
+        return ArraySource(path, seed=seed, position=position)
     what = "is not a folder, .txt list, .npy or .npz" if path.exists() else "does not exist"
     raise CopycatError(
         f"query source {text!r} {what}; expected a folder of images, a .txt list of image paths, "

@@ -100,8 +100,8 @@ class TrainConfig:
         >>> TrainConfig().resolved(records=30_000).epochs  # enough steps already
         4
         """
-        settings = _settings(self.arch, epochs=self.epochs, batch_size=self.batch_size,
-                             learning_rate=self.learning_rate, optimizer=self.optimizer)
+        settings = training_settings(self.arch, epochs=self.epochs, batch_size=self.batch_size,
+                                     learning_rate=self.learning_rate, optimizer=self.optimizer)
         default_epochs = settings["epochs"]
         if self.batch_size is None and image_shape is not None:
             settings["batch_size"] = bounded_batch_size(self.arch, image_shape, settings["batch_size"])
@@ -121,12 +121,18 @@ class TrainConfig:
         return asdict(self)
 
 
-def _settings(arch: str, **overrides) -> dict:
+def training_settings(arch: str, **overrides) -> dict:
+    """The architecture's training defaults, each replaced by its override when one is given.
+
+    >>> training_settings("small_cnn", epochs=2)
+    {'epochs': 2, 'batch_size': 128, 'learning_rate': 0.002, 'optimizer': 'adam'}
+    """
     defaults = default_training(arch)
     return {name: overrides.get(name) or value for name, value in defaults.items()}
 
 
-def _optimizer(name: str, learning_rate: float):
+def make_optimizer(name: str, learning_rate: float):
+    """A fresh Keras optimizer: ``"sgd"`` (momentum 0.9) or Adam."""
     import keras
 
     if name == "sgd":

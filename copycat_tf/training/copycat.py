@@ -22,19 +22,14 @@ from copycat_tf.contract import ARCH_KEY, QUERIES_KEY, ROLE_KEY, TARGET_SHA256_K
 from copycat_tf.errors import CopycatError
 from copycat_tf.export import PARITY_IMAGES, export_onnx
 from copycat_tf.models import build
-from copycat_tf.training.config import TrainConfig, _optimizer
+from copycat_tf.training.config import TrainConfig, make_optimizer
 from copycat_tf.training.data import (
     IN_MEMORY_BYTES,
     make_training_data,
     require_probabilities,
 )
 from copycat_tf.training.devices import training_strategy
-from copycat_tf.training.run_state import (
-    CopycatResult,
-    _load_model,
-    _Stage,
-    _TrainingRun,
-)
+from copycat_tf.training.run_state import CopycatResult, TrainingRun, TrainingStage, load_keras_model
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +84,10 @@ def train_copycat(
     config = (config or TrainConfig()).resolved(records=fakeset.count, image_shape=fakeset.image_shape)
     _check_fakesets(fakeset, finetune, config)
     initial_model = None if initial_model is None else Path(initial_model)
-    stages = [_Stage("main", fakeset, config.epochs, config.learning_rate, "copycat", initial_model)]
+    stages = [TrainingStage("main", fakeset, config.epochs, config.learning_rate, "copycat", initial_model)]
     if finetune is not None:
-        stages.append(_Stage("finetune", finetune, config.finetune_epochs,
-                             config.finetune_learning_rate, "fine-tune"))
+        stages.append(TrainingStage("finetune", finetune, config.finetune_epochs,
+                                    config.finetune_learning_rate, "fine-tune"))
     out_dir = Path(out_dir)
     for stage in stages:
         folder = Path(stage.fakeset.directory).resolve()
@@ -101,7 +96,7 @@ def train_copycat(
                 f"output folder {out_dir} and the fake dataset {stage.fakeset.directory} overlap; "
                 "a copycat run never writes into its input, so choose another output folder"
             )
-    run = _TrainingRun.open(out_dir, config, stages, overwrite)
+    run = TrainingRun.open(out_dir, config, stages, overwrite)
     if run.finished:
         log.info("%s already holds this trained copycat; pass overwrite to train it again", run.out_dir)
         return run.result(already_trained=True)
@@ -114,7 +109,7 @@ def train_copycat(
     if model is None or strategy is not None:
         # Every stage was done and only the export was missing; or the model's weights are
         # mirrored, and its last checkpoint is the same model on one device to export.
-        model = _load_model(run.checkpoint(stages[-1].name))
+        model = load_keras_model(run.checkpoint(stages[-1].name))
     return _export(run, model, fakeset, stages)
 
 
@@ -147,7 +142,7 @@ def _check_fakesets(fakeset, finetune, config: TrainConfig) -> None:
         )
 
 
-def _train_stage(run, stage: _Stage, model, config: TrainConfig, callbacks, fit_verbose, in_memory_bytes,
+def _train_stage(run, stage: TrainingStage, model, config: TrainConfig, callbacks, fit_verbose, in_memory_bytes,
                  strategy=None):
     """Train one stage to its epoch count, resuming after its last good epoch."""
     import keras
@@ -167,12 +162,12 @@ def _train_stage(run, stage: _Stage, model, config: TrainConfig, callbacks, fit_
     # Under several devices, weights and optimizer state are made in the strategy's scope.
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         if done:
-            model = _load_model(run.checkpoint(stage.name))
+            model = load_keras_model(run.checkpoint(stage.name))
         else:
             if model is None and stage.name == "finetune":
-                model = _load_model(run.checkpoint("main"))
+                model = load_keras_model(run.checkpoint("main"))
             elif model is None and stage.initial_model is not None:
-                model = _load_model(stage.initial_model)
+                model = load_keras_model(stage.initial_model)
             elif model is None:
                 model = build(config.arch, stage.fakeset.image_shape, stage.fakeset.num_classes)
             # Compiled afresh: a new model needs an optimizer, and fine-tuning starts its own at
@@ -215,7 +210,7 @@ def _train_stage(run, stage: _Stage, model, config: TrainConfig, callbacks, fit_
     return model
 
 
-def _divergence_message(run, stage: _Stage, epoch: int) -> str:
+def _divergence_message(run, stage: TrainingStage, epoch: int) -> str:
     good = run.stage(stage.name)["epochs_done"]
     if good:
         kept = f"last good model kept at {run.checkpoint(stage.name)} (epoch {good})"
@@ -240,7 +235,7 @@ def compile_copycat(model, config: TrainConfig, learning_rate: float) -> None:
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
         agreement = keras.metrics.SparseCategoricalAccuracy(name="agreement")
-    model.compile(optimizer=_optimizer(config.optimizer, learning_rate), loss=loss, metrics=[agreement])
+    model.compile(optimizer=make_optimizer(config.optimizer, learning_rate), loss=loss, metrics=[agreement])
 
 
 def _tensorboard(log_dir: Path) -> list:
@@ -253,7 +248,7 @@ def _tensorboard(log_dir: Path) -> list:
     return [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False)]
 
 
-def _export(run, model, fakeset, stages: list[_Stage]) -> CopycatResult:
+def _export(run, model, fakeset, stages: list[TrainingStage]) -> CopycatResult:
     from copycat_tf.training.callbacks import save_model_atomically
 
     save_model_atomically(model, run.out_dir / "copycat.keras")

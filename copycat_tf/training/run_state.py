@@ -68,12 +68,15 @@ class CopycatResult:
     @property
     def model(self):
         if self._model is None:
-            object.__setattr__(self, "_model", _load_model(self.keras_path))
+            object.__setattr__(self, "_model", load_keras_model(self.keras_path))
         return self._model
 
 
 @dataclass(frozen=True)
-class _Stage:
+class TrainingStage:
+    """One stage of a copycat run (``main``, then ``finetune`` when asked): the fake dataset it
+    learns from, its epochs and learning rate, and the model it starts from (``None``: new)."""
+
     name: str
     fakeset: object
     epochs: int
@@ -82,7 +85,9 @@ class _Stage:
     initial_model: Path | None = None
 
 
-def _load_model(path: Path):
+def load_keras_model(path: Path):
+    """A saved Keras model (a checkpoint, a starting model, the final one), loaded in safe mode
+    so that a file cannot run code; a missing one is a one-line error."""
     import keras
 
     if not path.is_file():
@@ -92,7 +97,7 @@ def _load_model(path: Path):
     return keras.models.load_model(path, safe_mode=True)
 
 
-class _TrainingRun:
+class TrainingRun:
     """A copycat run's folder: ``training.json`` and where checkpoints and logs go.
 
     The state file is rewritten (atomically) after every good epoch, after the checkpoint
@@ -104,7 +109,7 @@ class _TrainingRun:
         self.state = state
 
     @classmethod
-    def open(cls, out_dir: Path, config: TrainConfig, stages: list[_Stage], overwrite: bool) -> _TrainingRun:
+    def open(cls, out_dir: Path, config: TrainConfig, stages: list[TrainingStage], overwrite: bool) -> TrainingRun:
         folder = copycat_folder(out_dir)
         folder.check_not_file()
         if overwrite:
@@ -189,7 +194,7 @@ class _TrainingRun:
         write_json(self.out_dir / TRAINING_JSON, self.state)
 
 
-def _new_stage_state(stage: _Stage) -> dict:
+def _new_stage_state(stage: TrainingStage) -> dict:
     fakeset = stage.fakeset
     return {
         "fakeset": {

@@ -21,7 +21,7 @@ from copycat_tf.export import PARITY_IMAGES, export_onnx, native_contract
 from copycat_tf.files import file_sha256, write_json
 from copycat_tf.models import build, check_name
 from copycat_tf.oracle import OnnxOracle
-from copycat_tf.training.config import _optimizer, _settings
+from copycat_tf.training.config import make_optimizer, training_settings
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def train_target(
     out_path = Path(out_path)
     if out_path.suffix != ".onnx":
         raise CopycatError(f"target file must end in .onnx; received {str(out_path)!r}")
-    settings = _settings(arch, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
+    settings = training_settings(arch, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
     spec = dataset if isinstance(dataset, str) else dataset.name
     if isinstance(dataset, str):
         if test is not None:
@@ -169,7 +169,7 @@ def train_target(
     keras.utils.set_random_seed(seed)
     model = build(arch, train.image_shape, len(classes))
     model.compile(
-        optimizer=_optimizer(settings["optimizer"], settings["learning_rate"]),
+        optimizer=make_optimizer(settings["optimizer"], settings["learning_rate"]),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
