@@ -29,7 +29,7 @@ def _vendor_dir(folder: Path, shapes: dict) -> Path:
 
 
 def _heldout_dir(folder: Path, count: int = 12) -> Path:
-    """natural/ (colour photos of mixed sizes) and faces/ (small grayscale crops), as benchmarks.data.heldout_images lays them."""
+    """natural/ (colour photos of mixed sizes) and faces/ (small grayscale crops), as heldout_images.py lays them."""
     rng = np.random.default_rng(7)
     for sub, mode in (("natural", "RGB"), ("faces", "L")):
         (folder / sub).mkdir(parents=True)

@@ -3,10 +3,10 @@
 Three parts (``--parts``, all by default):
 
     engines  ``label()`` of the same JPEG folder (500x375 -> the 64x64 conv net of
-             ``benchmarks.perf.labeling``) with the local engine, Ray on one node (``ray.init`` with every
-             core) and Ray on two nodes (``ray start`` twice on 127.0.0.1, half the cores
-             each), best of ``--repeat``, Ray already started (its start-up is printed
-             apart); then a few images through a VGG16-size 224 px target, local vs Ray
+             ``benchmarks.perf.labeling``) with the local engine, Ray on one node
+             (``ray.init`` with every core) and Ray on two nodes (``ray start`` twice on
+             127.0.0.1, half the cores each), best of ``--repeat``, Ray already started
+             (its start-up is printed apart); then a few images through a VGG16-size 224 px target, local vs Ray
              on one node. The Ray runs happen in a sandbox with only loopback
              (``unshare``; needs root), token auth on, usage reporting off.
     stages   per core, for a VGG16-class 224 px target: decoding (JPEG 500x375 -> 224x224x3,

@@ -158,8 +158,8 @@ def resolve_target(name: str, work: Path, target_dir: Path, heldout: Path) -> Ta
     folder = heldout / HELDOUT_FOLDER.get(name, DEFAULT_HELDOUT_FOLDER)
     if not folder.is_dir():
         raise SystemExit(f"{folder}: no such folder; {name} has no labelled data, so it is scored on held-out "
-                         f"images: make them with `python -m benchmarks.data.heldout_images {heldout} --source-dir SRC` "
-                         "or pass --heldout")
+                         f"images: make them with `python -m benchmarks.data.heldout_images {heldout} "
+                         "--source-dir SRC` or pass --heldout")
     return Target(name, path, eval_data=str(folder))
 
 
