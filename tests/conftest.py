@@ -1,8 +1,11 @@
 import os
 import sys
 
-# Tests import their small factories (onnx_factory, cli_runner) by plain name.
+# Tests import their small factories (onnx_factory, cli_runner) by plain name, and the
+# benchmarks package (its scripts and the KServe test server) from the repository root,
+# which `pytest` run as a command does not put on the path.
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 

@@ -1,4 +1,4 @@
-"""benchmarks/heldout_images.py: photos read from pinned wheels, sdists and Debian packages."""
+"""benchmarks.data.heldout_images: photos read from pinned wheels, sdists and Debian packages."""
 
 import hashlib
 import io
@@ -9,14 +9,9 @@ import zipfile
 
 import numpy as np
 import pytest
-from benchmark_module import benchmark_module
 from PIL import Image
 
-
-@pytest.fixture()
-def heldout():
-    with benchmark_module("heldout_images") as module:
-        yield module
+from benchmarks.data import heldout_images as heldout
 
 
 def _jpeg(seed: int, size=(300, 200)) -> bytes:
@@ -50,7 +45,7 @@ def _deb(files: dict) -> bytes:
 
 
 @pytest.fixture()
-def sources(heldout, tmp_path, monkeypatch):
+def sources(tmp_path, monkeypatch):
     """One wheel, one sdist and one .deb holding small photos, pinned like the real ones."""
     folder = tmp_path / "src"
     folder.mkdir()
@@ -69,7 +64,7 @@ def sources(heldout, tmp_path, monkeypatch):
     return folder
 
 
-def test_photos_from_wheels_sdists_and_debian_packages_become_square_crops(heldout, sources, tmp_path):
+def test_photos_from_wheels_sdists_and_debian_packages_become_square_crops(sources, tmp_path):
     counts = heldout.build(tmp_path / "out", sources)
 
     assert counts == {"natural": 3, "faces": 3}
@@ -82,13 +77,13 @@ def test_photos_from_wheels_sdists_and_debian_packages_become_square_crops(heldo
     assert Image.open(tmp_path / "out" / "faces" / "lfw-000.png").size == (25, 25)
 
 
-def test_an_archive_that_is_not_the_pinned_one_is_refused(heldout, sources, tmp_path, monkeypatch):
+def test_an_archive_that_is_not_the_pinned_one_is_refused(sources, tmp_path, monkeypatch):
     monkeypatch.setitem(heldout.ARCHIVES, "src-1.0.tar.gz", "0" * 64)
     with pytest.raises(SystemExit, match="sha256 differs"):
         heldout.build(tmp_path / "out", sources)
 
 
-def test_a_photo_of_the_query_pool_is_refused(heldout, sources, tmp_path, monkeypatch):
+def test_a_photo_of_the_query_pool_is_refused(sources, tmp_path, monkeypatch):
     from skimage import data
 
     buffer = io.BytesIO()

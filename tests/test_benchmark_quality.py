@@ -1,4 +1,4 @@
-"""benchmarks/quality.py: seeds, label-free vendor targets scored on held-out images, named grids."""
+"""benchmarks.research.quality: seeds, label-free vendor targets scored on held-out images, named grids."""
 
 import doctest
 import hashlib
@@ -7,23 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from benchmark_module import benchmark_module
 from onnx_factory import make_linear_classifier
 from PIL import Image
 
+from benchmarks.research import quality
 from copycat_tf.datasets import load_labelled
 from copycat_tf.evaluation import evaluate
 from copycat_tf.oracle import OnnxOracle
 
 
-@pytest.fixture()
-def quality():
-    with benchmark_module("quality") as module:
-        yield module
-
-
 def _vendor_dir(folder: Path, shapes: dict) -> Path:
-    """A ``benchmarks/targets.py``-like folder: one linear ONNX model per name and targets.json."""
+    """A ``benchmarks.data.targets``-like folder: one linear ONNX model per name and targets.json."""
     folder.mkdir()
     entries = {}
     for name, shape in shapes.items():
@@ -46,11 +40,11 @@ def _heldout_dir(folder: Path, count: int = 12) -> Path:
     return folder
 
 
-def test_docstring_examples_run(quality):
+def test_docstring_examples_run():
     assert doctest.testmod(quality).failed == 0
 
 
-def test_issue17_grid_is_the_issues_table(quality):
+def test_issue17_grid_is_the_issues_table():
     seeds, cells = quality.plan(quality.parser().parse_args(["--grid", "issue17"]))
     assert seeds == (0, 1, 2)
     assert [(c.target, c.budget, c.strategies) for c in cells] == [
@@ -61,13 +55,13 @@ def test_issue17_grid_is_the_issues_table(quality):
         ("fashion-mnist", 10_000): ("copycat", "random", "adaptive")}
 
 
-def test_grid_refuses_the_options_it_sets(quality):
+def test_grid_refuses_the_options_it_sets():
     args = quality.parser().parse_args(["--grid", "issue17", "--seeds", "0", "--budgets", "300"])
     with pytest.raises(SystemExit, match=r"--grid issue17 sets .* itself; drop --budgets, --seeds"):
         quality.plan(args)
 
 
-def test_options_make_the_cross_product_with_three_seeds_by_default(quality):
+def test_options_make_the_cross_product_with_three_seeds_by_default():
     seeds, cells = quality.plan(quality.parser().parse_args(
         ["--targets", "mnist,cifar10-cnn", "--budgets", "300,1000", "--strategies", "paper", "--art", "copycat"]))
     assert seeds == (0, 1, 2)
@@ -78,7 +72,7 @@ def test_options_make_the_cross_product_with_three_seeds_by_default(quality):
         quality.plan(quality.parser().parse_args(["--seeds", "0,one"]))
 
 
-def test_vendor_targets_are_scored_on_the_heldout_folder_that_fits(quality, tmp_path):
+def test_vendor_targets_are_scored_on_the_heldout_folder_that_fits(tmp_path):
     targets = _vendor_dir(tmp_path / "targets", {"cifar10-tiny": (32, 32, 3), "fer-emotion": (16, 16, 1)})
     heldout = _heldout_dir(tmp_path / "heldout")
     work = tmp_path / "work"
@@ -92,13 +86,13 @@ def test_vendor_targets_are_scored_on_the_heldout_folder_that_fits(quality, tmp_
     assert not mnist.path.exists()  # found now, trained by main() only once every name is known
 
 
-def test_vendor_target_errors_say_what_to_do(quality, tmp_path):
+def test_vendor_target_errors_say_what_to_do(tmp_path):
     targets = _vendor_dir(tmp_path / "targets", {"cifar10-tiny": (32, 32, 3)})
     heldout = _heldout_dir(tmp_path / "heldout")
     work = tmp_path / "work"
     with pytest.raises(SystemExit, match=r"unknown target 'cifar10'; choose from fashion-mnist, mnist, cifar10-tiny$"):
         quality.resolve_target("cifar10", work, targets, heldout)
-    with pytest.raises(SystemExit, match=r"targets.json not found: make it with `python benchmarks/targets.py"):
+    with pytest.raises(SystemExit, match=r"targets.json not found: make it with `python -m benchmarks.data.targets"):
         quality.resolve_target("cifar10-tiny", work, tmp_path / "nowhere", heldout)
     with pytest.raises(SystemExit, match=r"nothing/natural: no such folder; cifar10-tiny has no labelled data"):
         quality.resolve_target("cifar10-tiny", work, targets, tmp_path / "nothing")
@@ -107,7 +101,7 @@ def test_vendor_target_errors_say_what_to_do(quality, tmp_path):
         quality.resolve_target("cifar10-tiny", work, targets, heldout)
 
 
-def test_pd_share_is_refused_for_a_target_without_training_images(quality, tmp_path):
+def test_pd_share_is_refused_for_a_target_without_training_images(tmp_path):
     targets = _vendor_dir(tmp_path / "targets", {"cifar10-tiny": (32, 32, 3)})
     heldout = _heldout_dir(tmp_path / "heldout")
     with pytest.raises(SystemExit, match=r"--pd-share needs the target's training images; cifar10-tiny has none"):
@@ -116,7 +110,7 @@ def test_pd_share_is_refused_for_a_target_without_training_images(quality, tmp_p
 
 
 @pytest.mark.slow
-def test_label_free_runs_per_seed_with_a_mean_row_and_reuse_finished_runs(quality, tmp_path, capsys):
+def test_label_free_runs_per_seed_with_a_mean_row_and_reuse_finished_runs(tmp_path, capsys):
     targets = _vendor_dir(tmp_path / "targets", {"cifar10-tiny": (32, 32, 3)})
     heldout = _heldout_dir(tmp_path / "heldout")
     work, rows_file = tmp_path / "work", tmp_path / "rows.json"

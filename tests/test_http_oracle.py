@@ -1,6 +1,6 @@
 """HttpOracle against a real server: KServe's ModelServer serving ONNX targets, behind a fault proxy.
 
-The server (``kserve_target.py`` in its own virtualenv, see ``http_serving.py``) counts every
+The server (``kserve_target.py`` in its own virtualenv, see ``benchmarks/serving/``) counts every
 image it runs through a model, so accounting is checked against the server's own figure;
 the proxy between client and server injects 503, 429 with ``Retry-After``, dropped
 connections, slow answers, wrong shapes, NaN, HTML pages, oversized bodies, redirects and a
@@ -22,9 +22,9 @@ import time
 import numpy as np
 import pytest
 from cli_runner import run_cli
-from http_serving import FaultProxy, KServeServer
 from onnx_factory import make_linear_classifier
 
+from benchmarks.serving import FaultProxy, KServeServer
 from copycat_tf.contract import Preprocessing
 from copycat_tf.errors import BudgetExceeded, CopycatError
 from copycat_tf.fakeset import FakeSet, label

@@ -163,13 +163,15 @@ def test_pyproject_installs_every_package_of_the_namespace():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {name for name, path in modules().items() if path.name == "__init__.py"}
     assert found == listed  # a package left out would be missing from every wheel and Docker image
+    assert not any(name.split(".")[0] == "benchmarks" for name in listed)  # measurements stay out of the wheel
 
 
 def test_no_script_folder_shadows_a_standard_module():
-    """Benchmarks and scripts put their own folder first on ``sys.path``: a ``http.py`` there
-    hid the standard library's ``http`` from every other benchmark (urllib3 failed to import)."""
+    """Scripts and tests put their own folder first on ``sys.path`` (benchmarks did, before they
+    ran as ``python -m benchmarks...``): a ``http.py`` there hid the standard library's ``http``
+    from every other script (urllib3 failed to import)."""
     root = Path(__file__).resolve().parent.parent
-    scripts = [path for folder in ("benchmarks", "scripts", "tests") for path in (root / folder).glob("*.py")]
+    scripts = [path for folder in ("benchmarks", "scripts", "tests") for path in (root / folder).rglob("*.py")]
     assert len(scripts) > 10
     shadowing = sorted(str(p.relative_to(root)) for p in scripts if p.stem in sys.stdlib_module_names)
     assert not shadowing, f"rename these, they hide standard modules: {shadowing}"

@@ -29,8 +29,8 @@ ART is not a dependency of copycat-tf: ``pip install adversarial-robustness-tool
 (tested with 1.20.1). Without it the script says so and exits 0.
 
 Usage:
-    python benchmarks/steal_vs_art.py                      # 10,000 queries, best of 2
-    python benchmarks/steal_vs_art.py --budget 30000 --repeat 3
+    python -m benchmarks.perf.steal_vs_art                      # 10,000 queries, best of 2
+    python -m benchmarks.perf.steal_vs_art --budget 30000 --repeat 3
 """
 
 from __future__ import annotations
@@ -45,11 +45,13 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import art_thief, machine, run_python
+from benchmarks.art_thief import art_thief
+from benchmarks.measure import machine, run_python
+from benchmarks.row import Row, add_json_option, write_rows
 
-SCRIPT = os.path.abspath(__file__)
+#: How the benchmark re-runs itself for the target and ART's side, each in a fresh process.
+ME = ["-m", __spec__.name]
 SIZE, CHANNELS, CLASSES = 28, 1, 10
 ORACLE_BATCH = 64  # copycat-tf's default images per oracle call
 
@@ -114,13 +116,14 @@ def project_command(target: str, budget: int, out: str) -> list[str]:
     return args
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=int, default=10_000, help="queries")
     parser.add_argument("--repeat", type=int, default=2, help="rounds; the best run of each is kept")
     parser.add_argument("--art-worker", nargs=3, metavar=("TARGET", "BUDGET", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--make-target", metavar="PATH", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    add_json_option(parser)
+    args = parser.parse_args(argv)
     if args.art_worker:
         target, budget, out = args.art_worker
         art_worker(target, int(budget), out)
@@ -134,9 +137,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         target = os.path.join(tmp, "target.onnx")
-        run_python([SCRIPT, "--make-target", target])
+        run_python([*ME, "--make-target", target])
         command = project_command(target, args.budget, os.path.join(tmp, "steal"))
-        print(f"{machine()}; {args.budget} photos queries, small_cnn copycat, 4 epochs, batch 128")
+        host = machine()
+        print(f"{host}; {args.budget} photos queries, small_cnn copycat, 4 epochs, batch 128")
         print("project: copycat-tf " + " ".join(command[2:]).replace(tmp, "TMP"), flush=True)
         best: dict[str, float] = {}
         inner = []
@@ -145,7 +149,7 @@ def main() -> None:
                 out = Path(tmp) / f"run-{round_}-{name.split()[0]}"
                 out.mkdir()
                 if name.startswith("reference"):
-                    wall, stdout = run_python([SCRIPT, "--art-worker", target, str(args.budget), str(out)])
+                    wall, stdout = run_python([*ME, "--art-worker", target, str(args.budget), str(out)])
                     inner.append(stdout.strip())
                 else:
                     command = project_command(target, args.budget, str(out / "steal"))
@@ -159,6 +163,10 @@ def main() -> None:
         print(f"ART worker phases, s (each round): {' | '.join(inner)}")
         print(f"steal end to end at {args.budget:,} queries: project / reference = "
               f"{t_project / t_art:.2f} (goal <= 1.0)")
+        write_rows(args.json, [
+            Row("steal_vs_art", "reference ART CopycatCNN", "wall", t_art, "s", machine=host),
+            Row("steal_vs_art", f"project copycat-tf steal, {args.budget:,} queries", "wall", t_project, "s",
+                reference=t_art, machine=host)])
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
-"""A real model server for the HTTP oracle's tests: KServe in its own virtualenv, behind a fault proxy.
+"""A real model server for the HTTP oracle's tests and ``benchmarks.perf.remote_http``: KServe in its
+own virtualenv, behind a fault proxy.
 
 - :func:`server_python` makes (once, cached under ``~/.cache/copycat-tf-test/``, keyed by a
   hash of the requirements and the Python version) a virtualenv with ``kserve`` and
   ``onnxruntime``: kserve's pins clash with TensorFlow's, so it never enters the project's
   environment.
-- :class:`KServeServer` runs ``servers/kserve_target.py`` there, inside a new network namespace
+- :class:`KServeServer` runs ``kserve_target.py`` (beside this file) there, inside a new network namespace
   that has only loopback (``unshare --net``; the ModelServer listens on every interface,
   which then means that namespace's loopback alone).
-- :class:`FaultProxy` runs ``servers/fault_proxy.py``: it listens on 127.0.0.1 here and joins the
+- :class:`FaultProxy` runs ``fault_proxy.py`` (beside this file): it listens on 127.0.0.1 here and joins the
   server's namespace to reach it, so every byte travels over loopback. Tests talk to the
   proxy; its control endpoint injects faults.
 
@@ -30,8 +31,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-HERE = Path(__file__).parent
-SERVERS = HERE / "servers"
+#: kserve_target.py and fault_proxy.py: scripts run by path (the first in the server's own
+#: virtualenv), never imported.
+SERVERS = Path(__file__).parent
 #: The test server's requirements, pinned so the cached virtualenv stays what was tested.
 REQUIREMENTS = ["kserve==0.21.0", "onnxruntime==1.32.0", "numpy==2.4.6"]
 CACHE = Path(os.environ.get("COPYCAT_TEST_CACHE", Path.home() / ".cache" / "copycat-tf-test"))

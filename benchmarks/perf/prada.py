@@ -15,22 +15,20 @@ alarm and W curve, then times the project alone on ``--count`` queries (30,000 b
 the audit's largest default budget). Prints wall and CPU seconds.
 
 Usage:
-    python benchmarks/prada.py                   # 5,000 compared, 30,000 project alone
-    python benchmarks/prada.py --count 100000 --repeat 1
+    python -m benchmarks.perf.prada                   # 5,000 compared, 30,000 project alone
+    python -m benchmarks.perf.prada --count 100000 --repeat 1
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 import numpy as np
-from _common import interleaved, machine
+
+from benchmarks.measure import interleaved, machine
+from benchmarks.row import Row, add_json_option, write_rows
 
 
 def plain_prada(x: np.ndarray, labels: np.ndarray, delta: float = 0.9):
@@ -68,12 +66,13 @@ def plain_prada(x: np.ndarray, labels: np.ndarray, delta: float = 0.9):
     return first, np.array(checks), np.array(ws)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0])
     parser.add_argument("--compare", type=int, default=5000, help="queries for the side-by-side")
     parser.add_argument("--count", type=int, default=30000, help="queries for the project alone")
     parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+    add_json_option(parser)
+    args = parser.parse_args(argv)
 
     from copycat_tf.audit.detection import replay_prada
     from copycat_tf.datasets import load_labelled
@@ -81,7 +80,8 @@ def main() -> None:
     train = load_labelled("fashion-mnist:train")
     images = train.images.astype(np.float32) / 255.0
     labels = train.labels
-    print(f"{machine()}; Fashion-MNIST 28x28 training images in their file order", flush=True)
+    host = machine()
+    print(f"{host}; Fashion-MNIST 28x28 training images in their file order", flush=True)
 
     n = args.compare
     project = replay_prada(images[:n], labels[:n])
@@ -104,6 +104,11 @@ def main() -> None:
     wall, cpu = min(runs)
     print(f"{count:,} queries of 28x28: project {wall:.2f} s wall, {cpu:.2f} s CPU (best of {args.repeat}); "
           f"{len(result.w):,} checks, growing sets {result.growing_set:,}, alarm {result.first_alarm}")
+    write_rows(args.json, [
+        Row("prada", f"replay, {n:,} queries", "wall", best["project"], "s", reference=best["reference"],
+            machine=host),
+        Row("prada", f"replay, {count:,} queries, project alone", "wall", wall, "s", machine=host),
+        Row("prada", f"replay, {count:,} queries, project alone", "cpu", cpu, "s", machine=host)])
 
 
 if __name__ == "__main__":

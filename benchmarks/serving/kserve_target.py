@@ -1,6 +1,6 @@
 """A KServe ``ModelServer`` serving ONNX classifiers through onnxruntime (test target).
 
-Runs in the test-server virtualenv made by ``http_serving.py`` (kserve's pins clash with
+Runs in the test-server virtualenv made by ``benchmarks/serving/__init__.py`` (kserve's pins clash with
 TensorFlow's), inside a network namespace with only loopback (the server listens on every
 interface). It serves each ``--model NAME=PATH:ANSWER`` over KServe V1
 (``POST /v1/models/NAME:predict``, TF Serving's request and answer) and the Open Inference

@@ -1,4 +1,4 @@
-"""ART's model-extraction attacks as reference rows for ``benchmarks/quality.py --art``.
+"""ART's model-extraction attacks as reference rows for ``python -m benchmarks.research.quality --art``.
 
 Each attack gets what copycat-tf's ``paper`` strategy gets: the same ONNX target (queried
 through onnxruntime, wrapped in ART's ``BlackBoxClassifier``, hard labels), the first
@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.art_thief import art_thief
+
 #: The adaptive bandit fits the thief once per query; beyond this it takes hours on a CPU.
 ADAPTIVE_MAX_BUDGET = 10_000
 
@@ -49,7 +51,6 @@ def art_attacks(target: Path, name: str, budget: int, queries, arch: str, epochs
 
 def _run(kind, label, target, name, budget, queries, arch, epochs, seed, scored_on) -> dict:
     import numpy as np
-    from _common import art_thief
     from art.attacks.extraction import CopycatCNN, KnockoffNets
     from art.estimators.classification import BlackBoxClassifier
 

@@ -19,8 +19,8 @@ images per second: training records x epochs / wall seconds. Goal: project >= 0.
 reference.
 
 Usage:
-    python benchmarks/training.py                              # 10,000 records, 28x28x1, small_cnn
-    python benchmarks/training.py --count 30000 --size 32 --channels 3 --repeat 3
+    python -m benchmarks.perf.training                              # 10,000 records, 28x28x1, small_cnn
+    python -m benchmarks.perf.training --count 30000 --size 32 --channels 3 --repeat 3
 """
 
 from __future__ import annotations
@@ -28,23 +28,23 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np
-from _common import interleaved, machine, make_conv_target
 
+from benchmarks.inputs import make_conv_target
+from benchmarks.measure import interleaved, machine
+from benchmarks.row import Row, add_json_option, write_rows
 from copycat_tf.fakeset import FakeSet, label
 from copycat_tf.oracle import OnnxOracle
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=10_000, help="records in the fake dataset")
     parser.add_argument("--size", type=int, default=28, help="image height = width")
     parser.add_argument("--channels", type=int, default=1, choices=(1, 3))
@@ -54,7 +54,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="default: the architecture's")
     parser.add_argument("--repeat", type=int, default=2, help="rounds; the best run of each is kept")
     parser.add_argument("--no-streamed", action="store_true", help="skip the streamed variant")
-    args = parser.parse_args()
+    add_json_option(parser)
+    args = parser.parse_args(argv)
 
     import keras
 
@@ -111,7 +112,8 @@ def main() -> None:
                 fit_seconds.setdefault(name, []).append(time.perf_counter() - start - export_seconds[-1])
             return run
 
-        print(f"{machine()}; {args.arch} on {fakeset.count} records {shape}: "
+        host = machine()
+        print(f"{host}; {args.arch} on {fakeset.count} records {shape}: "
               f"{len(x_train)} train, {len(x_val)} held out, batch {config.batch_size}, "
               f"{config.epochs} epochs", flush=True)
         reference(epochs=1)  # warm-up: first TensorFlow graph builds and thread pools
@@ -127,15 +129,22 @@ def main() -> None:
         for name, seconds in fit_seconds.items():
             best[f"project train_copycat ({name})"] = min(seconds)
 
-        t_ref = best["reference model.fit (arrays in memory)"]
+        reference_name = "reference model.fit (arrays in memory)"
+        t_ref = best[reference_name]
+        rows = []
         print(f"\n{'figure':45s} {'seconds':>8s} {'images/s':>9s}")
         for name, seconds in best.items():
             print(f"{name:45s} {seconds:8.2f} {train_images / seconds:9.0f}")
+            rows.append(Row("training", name, "throughput", train_images / seconds, "img/s",
+                            reference=None if name == reference_name else train_images / t_ref, machine=host))
         print(f"ONNX export after training (not counted): {min(export_seconds):.1f} s")
         for name in runs:
             if name.startswith("project"):
                 ratio = t_ref / best[name]
                 print(f"{name}: images/s project / reference = {ratio:.2f} (goal >= 0.95)")
+        rows.append(Row("training", "ONNX export after training (not counted)", "wall", min(export_seconds), "s",
+                        machine=host))
+        write_rows(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ whether the runs of each mode trained bit-identical copycats (sha256 of the weig
 is what op determinism is for.
 
 Usage:
-    python benchmarks/determinism.py                  # 10,000 records 28x28x1, small_cnn, 4 epochs
-    python benchmarks/determinism.py --count 5000 --repeat 3
+    python -m benchmarks.perf.determinism                  # 10,000 records 28x28x1, small_cnn, 4 epochs
+    python -m benchmarks.perf.determinism --count 5000 --repeat 3
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ import json
 import logging
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import machine, make_conv_target, run_python
+from benchmarks.inputs import make_conv_target
+from benchmarks.measure import machine, run_python
+from benchmarks.row import Row, add_json_option, write_rows
 
 MODES = ("plain", "deterministic")
 
@@ -72,8 +72,8 @@ def child(args) -> None:
     print(json.dumps({"epoch_seconds": clock.seconds, "sha256": digest}))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=10_000, help="records in the fake dataset")
     parser.add_argument("--queries", default="noise:uniform", help="query source spec")
     parser.add_argument("--arch", default="small_cnn")
@@ -82,7 +82,8 @@ def main() -> None:
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--fakeset", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    add_json_option(parser)
+    args = parser.parse_args(argv)
     if args.child:
         child(args)
         return
@@ -98,7 +99,8 @@ def main() -> None:
         make_conv_target(target, 28, 1)
         print(f"labelling {args.count} {args.queries} queries ...", flush=True)
         label(OnnxOracle(target), [args.queries], args.count, tmp / "fake")
-        print(f"{machine()}; {args.arch} copycat on {args.count} records 28x28x1, "
+        host = machine()
+        print(f"{host}; {args.arch} copycat on {args.count} records 28x28x1, "
               f"{args.epochs} epochs, one process per run", flush=True)
 
         per_epoch: dict[str, list[float]] = {mode: [] for mode in MODES}
@@ -106,7 +108,7 @@ def main() -> None:
         for round_ in range(args.repeat):
             for mode in MODES:
                 wall, stdout = run_python([
-                    os.path.abspath(__file__), "--child", mode, "--fakeset", str(tmp / "fake"),
+                    "-m", __spec__.name, "--child", mode, "--fakeset", str(tmp / "fake"),
                     "--out", str(tmp / f"copycat-{mode}-{round_}"), "--arch", args.arch,
                     "--epochs", str(args.epochs),
                 ])
@@ -123,6 +125,10 @@ def main() -> None:
             same = "identical" if len(digests[mode]) == 1 else f"{len(digests[mode])} different"
             print(f"{mode:15s} {best[mode]:8.2f}  {same}")
         print(f"time per epoch deterministic / plain = {best['deterministic'] / best['plain']:.2f}")
+        write_rows(args.json, [
+            Row("determinism", "plain", "epoch_time", best["plain"], "s", machine=host),
+            Row("determinism", "deterministic vs plain", "epoch_time", best["deterministic"], "s",
+                reference=best["plain"], machine=host)])
 
 
 if __name__ == "__main__":

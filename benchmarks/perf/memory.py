@@ -19,10 +19,10 @@ uint8, 4 x that as the float32 arrays ART's CopycatCNN and a plain ``model.fit``
 Goal: peak at 100k / peak at 10k = 1.0 for labeling and streamed training.
 
 Usage:
-    python benchmarks/memory.py                           # 10,000 and 100,000 queries
-    python benchmarks/memory.py --counts 10000,100000,200000 --size 32 --channels 3
-    python benchmarks/memory.py --counts 1000 --size 240 --channels 3     # a vendor-size input
-    python benchmarks/memory.py --counts 500 --size 224 --channels 3 --arch resnet50 --no-default
+    python -m benchmarks.perf.memory                           # 10,000 and 100,000 queries
+    python -m benchmarks.perf.memory --counts 10000,100000,200000 --size 32 --channels 3
+    python -m benchmarks.perf.memory --counts 1000 --size 240 --channels 3     # a vendor-size input
+    python -m benchmarks.perf.memory --counts 500 --size 224 --channels 3 --arch resnet50 --no-default
 """
 
 from __future__ import annotations
@@ -30,17 +30,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import machine, make_conv_target, peak_rss_mib, run_python
-
-SCRIPT = os.path.abspath(__file__)
+from benchmarks.inputs import make_conv_target
+from benchmarks.measure import machine, peak_rss_mib, run_python
+from benchmarks.row import Row, add_json_option, write_rows
 
 
 def current_rss_mib() -> float:
@@ -76,8 +74,8 @@ def child_train(fakeset_dir: str, out: str, in_memory_bytes: int, epochs: int, a
     return {"before": before, "peak": peak_rss_mib(), "seconds": time.perf_counter() - start, "batch": batch}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0])
     parser.add_argument("--counts", default="10000,100000", help="query counts, comma-separated")
     parser.add_argument("--size", type=int, default=28)
     parser.add_argument("--channels", type=int, default=1, choices=(1, 3))
@@ -87,7 +85,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=0,
                         help="training batch (default: the architecture's, bounded by memory)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    add_json_option(parser)
+    args = parser.parse_args(argv)
     if args.child:
         kind, *rest = args.child
         if kind == "label":
@@ -101,7 +100,8 @@ def main() -> None:
 
     counts = [int(c) for c in args.counts.split(",")]
     record = args.size * args.size * args.channels
-    print(f"{machine()}; {args.size}x{args.size}x{args.channels} noise:uniform queries, "
+    host = machine()
+    print(f"{host}; {args.size}x{args.size}x{args.channels} noise:uniform queries, "
           f"{args.arch}, {args.epochs} epoch(s)", flush=True)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,7 +119,7 @@ def main() -> None:
                     out = os.path.join(tmp, f"copycat-{count}-{in_memory_bytes}")
                     child = ["--child", "train", fakeset, out, str(in_memory_bytes), str(args.epochs), args.arch,
                              str(args.batch_size)]
-                _, stdout = run_python([SCRIPT, *child])
+                _, stdout = run_python(["-m", __spec__.name, *child])
                 result = json.loads(stdout.strip().splitlines()[-1])
                 rows[name, count] = result
                 batch = f", batch {result['batch']}" if "batch" in result else ""
@@ -136,6 +136,10 @@ def main() -> None:
         first, last = rows[name, counts[0]]["peak"], rows[name, counts[-1]]["peak"]
         print(f"{name}: peak RSS at {counts[-1]:,} / at {counts[0]:,} queries = {last / first:.2f} "
               f"({last - first:+.0f} MiB; goal 1.0, i.e. independent of the queries)")
+    # Each peak beside the same figure at the first count: the ratio is the growth with the queries.
+    write_rows(args.json, [Row("memory", f"{name}, {count:,} queries", "peak_rss", rows[name, count]["peak"], "MiB",
+                               reference=rows[name, counts[0]]["peak"], machine=host)
+                           for name, _ in figures for count in counts])
 
 
 if __name__ == "__main__":

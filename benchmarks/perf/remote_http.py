@@ -3,7 +3,7 @@
 One small conv-net target (``small_cnn``, 32x32x3, 10 classes, untrained: throughput does
 not depend on the weights) exported to ONNX, served by KServe's ModelServer (Open
 Inference Protocol v2, one worker, onnxruntime inside; the test server of
-``tests/http_serving.py``), and timed three ways at 1, 4 and 16 requests in flight, 64
+``benchmarks.serving``), and timed three ways at 1, 4 and 16 requests in flight, 64
 images per request:
 
     http    ``HttpOracle.query`` of ``--images`` images (split into requests of 64, sent
@@ -25,50 +25,40 @@ The server listens on every interface, so the script re-runs itself inside a new
 namespace that has only loopback (``unshare --net``; needs root) and talks to 127.0.0.1.
 
 Usage:
-    python benchmarks/remote_http.py                  # 2,048 images, best of 3 rounds
-    python benchmarks/remote_http.py --images 4096 --repeat 5 --batch 32
+    python -m benchmarks.perf.remote_http                  # 2,048 images, best of 3 rounds
+    python -m benchmarks.perf.remote_http --images 4096 --repeat 5 --batch 32
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-# This file's name would hide the standard library's http package from everything imported
-# after it (urllib, urllib3): take its folder off the path, and load _common by file.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests")]
+import numpy as np
 
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("_common", HERE / "_common.py")
-_common = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_common)
-interleaved, machine = _common.interleaved, _common.machine
+from benchmarks.measure import interleaved, machine
+from benchmarks.row import Row, add_json_option, write_rows
 
 NAMESPACE_FLAG = "COPYCAT_BENCH_IN_NETNS"
 CONCURRENCY = (1, 4, 16)
 
 
-def in_private_namespace() -> None:
-    """Re-run this script inside a loopback-only network namespace (once)."""
+def in_private_namespace(argv: list[str]) -> None:
+    """Re-run this benchmark with ``argv`` inside a loopback-only network namespace (once)."""
     if os.environ.get(NAMESPACE_FLAG):
         return
     if shutil.which("unshare") is None:
-        sys.exit("benchmarks/remote_http.py needs unshare (util-linux) and root to isolate the server")
+        sys.exit(f"{__spec__.name} needs unshare (util-linux) and root to isolate the server")
     os.environ[NAMESPACE_FLAG] = "1"
     os.execvp("unshare", ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$0" "$@"',
-                          sys.executable, *sys.argv])
+                          sys.executable, "-m", __spec__.name, *argv])
 
 
 def make_target(folder: Path) -> Path:
@@ -94,21 +84,22 @@ def hey_rate(url: str, body_file: Path, requests: int, concurrency: int) -> floa
     return float(re.search(r"Requests/sec:\s*([\d.]+)", run.stdout).group(1))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2048)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--target", type=Path, help="an ONNX file instead of the generated small_cnn")
-    options = parser.parse_args()
+    add_json_option(parser)
+    options = parser.parse_args(argv)
     if options.images % options.batch or options.images // options.batch < max(CONCURRENCY):
         parser.error(f"--images must be a multiple of --batch, for at least {max(CONCURRENCY)} requests")
-    in_private_namespace()
+    in_private_namespace(argv)
     if shutil.which("hey") is None:
-        sys.exit("benchmarks/remote_http.py needs hey (apt-get install hey) for the server's limit")
+        sys.exit(f"{__spec__.name} needs hey (apt-get install hey) for the server's limit")
 
-    from http_serving import KServeServer
-
+    from benchmarks.serving import KServeServer
     from copycat_tf.oracle import OnnxOracle
     from copycat_tf.oracle.http import HttpOracle
 
@@ -126,7 +117,8 @@ def main() -> None:
         check = images[: 2 * options.batch]
         assert np.array_equal(oracles[4].query(check).labels, local.query(check).labels), "answers differ"
         body = oracles[1].request_body(images[: options.batch])
-        print(f"{machine()}; {options.images} images of {local.contract.image_shape}, "
+        host = machine()
+        print(f"{host}; {options.images} images of {local.contract.image_shape}, "
               f"{options.batch} per request ({len(body) / 1e6:.2f} MB JSON body); KServe "
               f"ModelServer, 1 worker; best of {options.repeat}", flush=True)
 
@@ -149,6 +141,7 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
     ort_rate = options.images / best["ort"]
+    rows = []
     print(f"\n{'concurrency':>11} {'http img/s':>11} {'hey img/s':>10} {'ort img/s':>10} "
           f"{'http/hey':>9} {'http/ort':>9}")
     for c in CONCURRENCY:
@@ -156,6 +149,11 @@ def main() -> None:
         limit = requests * options.batch / best[f"hey c={c}"]
         print(f"{c:>11} {rate:>11,.0f} {limit:>10,.0f} {ort_rate:>10,.0f} "
               f"{rate / limit:>9.2f} {rate / ort_rate:>9.3f}")
+        rows += [Row("remote_http", f"http c={c} vs hey (the server's limit)", "throughput", rate, "img/s",
+                     reference=limit, machine=host),
+                 Row("remote_http", f"http c={c} vs ort in-process", "throughput", rate, "img/s",
+                     reference=ort_rate, machine=host)]
+    write_rows(options.json, rows)
 
 
 if __name__ == "__main__":

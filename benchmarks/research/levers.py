@@ -15,9 +15,9 @@ held-out image folders beside the steal's own copycat (the reference) and their 
                  erasing (self-distillation, as in Black-box Dissector, Wang et al. 2022)
 
 Usage:
-    python benchmarks/levers.py runs/c10 runs/targets/cifar10-cnn.onnx \\
+    python -m benchmarks.research.levers runs/c10 runs/targets/cifar10-cnn.onnx \\
         --eval-data heldout/natural --eval-data heldout/faces
-    python benchmarks/levers.py runs/c10 target.onnx --eval-data heldout/natural --levers distilled
+    python -m benchmarks.research.levers runs/c10 target.onnx --eval-data heldout/natural --levers distilled
 """
 
 from __future__ import annotations
@@ -172,7 +172,8 @@ def self_distilled(run: Path, shape, num_classes: int, images, epochs: int, path
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="a finished `copycat-tf steal` folder (balanced strategy)")
     parser.add_argument("target", help="the target it was stolen from")
     parser.add_argument("--eval-data", action="append", required=True, help="held-out image folders, repeatable")
@@ -233,7 +234,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    # This folder's http.py would shadow the standard library's http package, which urllib3
-    # (imported by copycat_tf.oracle) needs; nothing here imports a sibling script.
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
     main()

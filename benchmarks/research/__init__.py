@@ -1,0 +1,1 @@
+"""Quality experiments: what a copycat achieves, not how fast (``python -m benchmarks.research.NAME``)."""
