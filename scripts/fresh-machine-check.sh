@@ -58,16 +58,24 @@ docker run --rm --network host "${NAMESPACE_OPTIONS[@]}" "${mounts[@]}" -w /src 
     echo "fresh-machine: the machine has $(python3 --version); no pip: $(python3 -m pip --version >/dev/null 2>&1 && echo no || echo yes)"
     bash scripts/bootstrap demo --budget 2000 --out /tmp/demo 2>&1 | tee /tmp/demo.log
     test -s /tmp/demo/steal/report/report.json
-    grep -q "^next: .venv/bin/copycat-tf --help" /tmp/demo.log || { echo "fresh-machine: the demo did not say how to go on" >&2; exit 1; }
+    if ! grep -q "^next: .venv/bin/copycat-tf --help" /tmp/demo.log; then
+        echo "fresh-machine: the demo did not end by saying how to run copycat-tf next" >&2
+        exit 1
+    fi
     if grep -E "Warning|WARNING" .venv/install.log; then
         echo "fresh-machine: the install printed the warnings above (.venv/install.log)" >&2
         exit 1
     fi
     echo "fresh-machine: ok: bash scripts/bootstrap demo (an install without warnings)"
-    bash scripts/bootstrap test -p no:cacheprovider 2>&1 | tee /tmp/test.log
-    echo "fresh-machine: ok: bash scripts/bootstrap test: $(grep -E "(passed|failed|error)" /tmp/test.log | tail -1 | tr -d "=" | xargs)"
+    tested=0
+    bash scripts/bootstrap test -p no:cacheprovider 2>&1 | tee /tmp/test.log || tested=$?
+    # The last line of pytest ("650 passed, 2 deselected in 901.5s"), for the summary outside too.
+    { grep -E "[0-9]+ (passed|failed|errors?)" /tmp/test.log || echo "no pytest summary (see above)"; } \
+        | tail -1 | sed -E "s/^=+ *//; s/ *=+$//" > .fresh-machine-counts
+    [ "$tested" -eq 0 ] || { echo "fresh-machine: bash scripts/bootstrap test failed: $(cat .fresh-machine-counts)" >&2; exit 1; }
+    echo "fresh-machine: ok: bash scripts/bootstrap test: $(cat .fresh-machine-counts)"
     start=$(date +%s)
     bash scripts/bootstrap demo --budget 2000 --out /tmp/demo >/dev/null
     echo "fresh-machine: ok: a rerun with nothing changed took $(( $(date +%s) - start )) s"
-' || fail "the two commands in a fresh container"
-say "ok: both commands passed in $((SECONDS - start)) s"
+' || fail "the two commands in a fresh container (tests: $(cat "$work/src/.fresh-machine-counts" 2>/dev/null || echo "not run"))"
+say "ok: both commands passed in $((SECONDS - start)) s; tests: $(cat "$work/src/.fresh-machine-counts")"
