@@ -62,7 +62,7 @@ RUN rm -rf /opt/venv/lib/python3.*/site-packages/tensorflow/include \
 # downloads here); its own stage, so that a change to the sources rebuilds a small layer only.
 FROM build AS project
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY copycat_tf ./copycat_tf
 COPY models ./models
 COPY cli ./cli

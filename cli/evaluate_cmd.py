@@ -6,6 +6,7 @@ import click
 from tqdm import tqdm
 
 from copycat_tf.cli import progress
+from copycat_tf.cli.output import echo_field
 from copycat_tf.cli.options import eval_data_option, oracle_kwargs, oracle_options, overwrite_option
 from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError
@@ -77,5 +78,5 @@ def evaluate_command(target, copycat, test_data, eval_data, out, limit, batch_si
         )
     paths = write_report(evaluation, out, overwrite=overwrite)
     click.echo(summary(evaluation))
-    click.echo(f"report     {', '.join(str(p) for p in paths.values())}")
+    echo_field("report", ", ".join(str(p) for p in paths.values()))
     click.echo(headline(evaluation))

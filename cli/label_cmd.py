@@ -11,6 +11,7 @@ from copycat_tf.cli.options import (
     resize_option,
     target_spec,
 )
+from copycat_tf.cli.output import class_table, echo_field
 from copycat_tf.cli.progress import LabelProgressBar
 from copycat_tf.errors import CopycatError
 from copycat_tf.fakeset import DEFAULT_SHARD_SIZE, LABEL_MODES, label, stored_contract
@@ -80,19 +81,18 @@ def _print_summary(fakeset, cost_per_1k, class_names):
     count, spent = summary["count"], summary["queries_spent"]
     state = ("complete" if summary["count"] >= summary["budget"]
              else "query sources used up" if summary["exhausted"] else "incomplete")
-    click.echo(f"labeled   {count:,} images ({state}) in {fakeset.directory}")
+    echo_field("labeled", f"{count:,} images ({state}) in {fakeset.directory}")
     rebought = f" ({summary['rebought']:,} bought again after interruptions)" if summary["rebought"] else ""
-    click.echo(f"queries   {spent:,} spent{rebought}")
+    echo_field("queries", f"{spent:,} spent{rebought}")
     rejected = f" (see {fakeset.directory / 'rejected.tsv'})" if summary["rejected"] else ""
-    click.echo(f"rejected  {summary['rejected']:,} inputs{rejected}")
+    echo_field("rejected", f"{summary['rejected']:,} inputs{rejected}")
     if len(summary["source_counts"]) > 1:
         for entry in summary["source_counts"]:
             share = entry["count"] / max(count, 1)
-            click.echo(f"source    {entry['spec']}: {entry['count']:,} ({share:.1%})")
+            echo_field("source", f"{entry['spec']}: {entry['count']:,} ({share:.1%})")
     click.echo("labels")
-    for cls, n in enumerate(summary["label_histogram"]):
-        name = f"{cls:>3} {class_names[cls]}" if class_names else f"{cls:>3}"
-        click.echo(f"  class {name}: {n:>8,} ({n / max(count, 1):6.1%})")
+    for line in class_table(summary["label_histogram"], class_names):
+        click.echo(line)
     if count and summary["dominant_share"] > 0.5:
         click.echo(
             f"warning: class {summary['dominant_class']} holds {summary['dominant_share']:.0%} of the "
@@ -100,4 +100,4 @@ def _print_summary(fakeset, cost_per_1k, class_names):
             "varied query images, or mix in some problem-domain ones: --queries PD_FOLDER:0.2)"
         )
     if cost_per_1k is not None:
-        click.echo(f"cost      {spent / 1000 * cost_per_1k:,.2f} at {cost_per_1k:g} per 1,000 queries")
+        echo_field("cost", f"{spent / 1000 * cost_per_1k:,.2f} at {cost_per_1k:g} per 1,000 queries")

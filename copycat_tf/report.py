@@ -28,6 +28,9 @@ from copycat_tf.files import OutputFolder, write_json
 MAX_ANNOTATED_CLASSES = 20
 #: Above this many classes, class names would overlap on the plot axes.
 MAX_NAMED_CLASSES = 40
+#: Width of the label column of terminal result blocks: this summary and the lines the
+#: commands print around it (``fake set``, ``report``...) start their values in one column.
+LABEL_WIDTH = 10
 
 
 def headline(evaluation: Evaluation) -> str:
@@ -77,7 +80,7 @@ def summary(evaluation: Evaluation) -> str:
     Usage::
 
         print(summary(evaluation))
-        # test data  fashion-mnist:test: 10,000 images, 10 classes
+        # test data fashion-mnist:test: 10,000 images, 10 classes
         #               target   copycat
         # accuracy       91.2%     84.9%
         # macro-F1       0.911     0.846
@@ -85,18 +88,19 @@ def summary(evaluation: Evaluation) -> str:
         # agreement      91.0%
     """
     e = evaluation
-    lines = [f"test data  {e.test_name}: {e.count:,} images, {len(e.class_names)} classes"]
+    w = LABEL_WIDTH
+    lines = [f"{'test data':{w}}{e.test_name}: {e.count:,} images, {len(e.class_names)} classes"]
     if e.labelled:
         lines += [
-            f"{'':10}{'target':>10}{'copycat':>10}",
-            f"{'accuracy':10}{e.target.accuracy:>10.1%}{e.copycat.accuracy:>10.1%}",
-            f"{'macro-F1':10}{e.target.macro_f1:>10.3f}{e.copycat.macro_f1:>10.3f}",
-            f"{'ratio':10}{percent(e.performance_ratio):>10} of the target's accuracy "
+            f"{'':{w}}{'target':>10}{'copycat':>10}",
+            f"{'accuracy':{w}}{e.target.accuracy:>10.1%}{e.copycat.accuracy:>10.1%}",
+            f"{'macro-F1':{w}}{e.target.macro_f1:>10.3f}{e.copycat.macro_f1:>10.3f}",
+            f"{'ratio':{w}}{percent(e.performance_ratio):>10} of the target's accuracy "
             f"(macro-F1: {percent(e.macro_f1_ratio)})",
         ]
     else:
         lines.append("(unlabelled test data: agreement only)")
-    lines.append(f"{'agreement':10}{e.agreement:>10.1%}")
+    lines.append(f"{'agreement':{w}}{e.agreement:>10.1%}")
     return "\n".join(lines)
 
 

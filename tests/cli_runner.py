@@ -36,3 +36,21 @@ def run_cli(*args, timeout: float = 600, env: dict | None = None, cwd=None) -> C
         capture_output=True, text=True, timeout=timeout, env=environment, cwd=cwd,
     )
     return CliResult(completed.returncode, completed.stdout, completed.stderr)
+
+
+def value_columns(stdout: str, labels: tuple[str, ...]) -> set[int]:
+    """The columns where the values of ``labels``' result lines start (one column when aligned).
+
+    Every label must have a line: a missing one fails rather than passing unseen.
+
+    >>> sorted(value_columns("fake set  runs/a\\ntest data  digits:test\\n", ("fake set", "test data")))
+    [10, 11]
+    """
+    columns = set()
+    for label in labels:
+        lines = [line for line in stdout.splitlines() if line.startswith(label + " ")]
+        assert lines, f"no `{label}` line in:\n{stdout}"
+        for line in lines:
+            rest = line[len(label):]
+            columns.add(len(label) + len(rest) - len(rest.lstrip()))
+    return columns

@@ -9,6 +9,43 @@ sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+# --- the `server` tests: run, skip with one line, or fail under CI=true (server_sandbox.py) ---
+
+import pytest  # noqa: E402
+
+_SANDBOX = pytest.StashKey()
+
+
+def _sandbox(config):
+    """The decision for this session, made at the first `server` test (never when none runs)."""
+    if _SANDBOX not in config.stash:
+        from server_sandbox import decide, probe
+
+        config.stash[_SANDBOX] = {"decision": decide(probe(), os.environ), "count": 0}
+    return config.stash[_SANDBOX]
+
+
+@pytest.hookimpl(tryfirst=True)  # before the fixtures: a server that cannot start is never tried
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("server") is None:
+        return
+    sandbox = _sandbox(item.config)
+    decision = sandbox["decision"]
+    if decision.action == "run":
+        return
+    sandbox["count"] += 1
+    if decision.action == "skip":
+        pytest.skip(decision.line)
+    pytest.fail(decision.line, pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    # Skip reasons are hidden without -rs: the one line that says why and how to fix it is not.
+    sandbox = config.stash.get(_SANDBOX, None)
+    if sandbox and sandbox["count"]:
+        terminalreporter.write_line(f"{sandbox['decision'].line} ({sandbox['count']} tests)")
+
+
 # --- query sources and fake datasets (test_queries, test_fakeset, test_label_cli) ---
 
 import struct  # noqa: E402
@@ -16,7 +53,6 @@ import zlib  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 

@@ -121,18 +121,34 @@ def _report(**changes):
     return report
 
 
-def test_verdict_says_what_label_only_answers_give_away_and_what_each_defence_cuts():
-    text = verdict(_report())
-    assert text.startswith("High risk. With label-only answers (top1), 90% of this model's accuracy was copied "
-                           "with 5,000 queries of photos (cost 7.50 at 1.50 per 1,000 queries).")
-    assert "label-only answers (top1) cut the copy's quality most: 90% against 97% with full probabilities" in text
-    assert "Label-only stealing (the Copycat CNN threat model) is unaffected by probability perturbation" in text
-    assert "round2 kept for 99.8% of these queries" in text
+def test_verdict_is_one_sentence_then_a_bullet_per_finding_with_its_thresholds():
+    sentence, *bullets = verdict(_report()).splitlines()
+    assert sentence == ("High risk: with label-only answers (top1), 90% of this model's accuracy was copied "
+                        "with 5,000 queries of photos (cost 7.50 at 1.50 per 1,000 queries).")
+    assert all(line.startswith("- ") and line.endswith(".") for line in bullets)
+    attack, top1, round2 = bullets
+    assert attack.startswith("- attack (balanced strategy, copycat small_cnn): ")
+    assert "within 1 point of its best" in attack and "High at >= 80%, Medium from 50%, Low below" in attack
+    assert top1 == ("- defence top1: label-only answers; 90% at 20,000 queries against 97% with full "
+                    "probabilities (no defence), a cut of 7.0 points.")
+    assert "no cut beyond the 1-point margin" in round2  # 96% against 97%: one point is within the margin
+    assert ("keeps the top-1 label for 99.8% of these queries, so label-only stealing (the Copycat CNN threat "
+            "model) gets what the top1 row shows") in round2
     unlabelled = _report(metric="agreement", price_per_1k=None)
     assert "agreeing with this model on 85% of fresh query images was made with 5,000 queries" in verdict(unlabelled)
-    assert "cost" not in verdict(unlabelled).split(".")[1]
+    assert "cost" not in verdict(unlabelled).splitlines()[0]
     assert verdict(_report(results=[{**r, "performance_ratio": r["performance_ratio"] / 2}
-                                     for r in _report()["results"]])).startswith("Low risk. ")
+                                     for r in _report()["results"]])).startswith("Low risk: ")
+
+
+def test_verdict_glues_no_list_into_a_sentence():
+    report = _report(queries=["photos", "noise:uniform:0.2", "pd/:0.1"])
+    report["defences"].append({"name": "round1", "description": "probabilities rounded to 1 decimal"})
+    report["results"].append({**report["results"][-1], "defence": "round1", "performance_ratio": 0.95})
+    text = verdict(report)
+    assert "queries of photos, noise:uniform:0.2 and pd/:0.1 (cost" in text
+    assert "which" not in text and "round2, round1" not in text
+    assert sum(line.startswith("- defence round") for line in text.splitlines()) == 2
 
 
 def test_verdict_says_what_monitoring_and_label_defences_would_have_done():
@@ -147,16 +163,18 @@ def test_verdict_says_what_monitoring_and_label_defences_would_have_done():
     report["detection"] = {"prada": {"delta": 0.9, "strategy": "balanced", "first_alarm": 1429,
                                      "queries_to_alarm": 1430, "min_w": 0.71, "benign_alarm": False,
                                      "benign_source": "digits:test", "benign_first_alarm": None}}
-    text = verdict(report)
-    assert ("PRADA-style monitoring (delta 0.9) would flag this attack after 1,430 queries; it stays quiet on "
-            "the benign images of digits:test.") in text
-    assert "Adaptive misinformation (misinformation) takes the copy from 90% to 52% at a cost of 0.4% of honest answers." in text
-    assert "A 0.5% watermark identifies the copy (p = 3e-13)." in text
+    lines = verdict(report).splitlines()
+    assert ("- detection: PRADA-style monitoring (alarm while Shapiro-Wilk W < delta 0.9) flags this attack after "
+            "1,430 queries (lowest W 0.710); it stays quiet on the benign images of digits:test.") in lines
+    assert ("- defence misinformation: x; 52% at 20,000 queries against 90% with label-only answers (top1), "
+            "a cut of 38.0 points; it changes 0.4% of honest answers.") in lines
+    assert ("- watermark: a 0.5% watermark identifies the copy when the binomial test gives p < 0.001; "
+            "here p = 3e-13 at 20,000 queries, so it does.") in lines
     report["detection"]["prada"].update(first_alarm=None, queries_to_alarm=None)
-    report["results"][-1]["watermark_p_value"] = 0.06
+    report["results"][-1]["watermark_p_value"] = 0.0014
     text = verdict(report)
-    assert "would not flag this attack in 20,000 queries (lowest W 0.710)" in text
-    assert "A 0.5% watermark does not identify the copy at 20,000 queries (p = 0.06)." in text
+    assert "does not flag this attack in 20,000 queries (lowest W 0.710)" in text
+    assert "gives p < 0.001; here p = 0.0014 at 20,000 queries, so it does not." in text
     page = write_audit_report({**report, "verdict": text}, Path(tempfile.mkdtemp()))["markdown"].read_text()
     assert "## Detection and defences" in page and "matches 11 of 12 disagreements" in page
 
@@ -170,12 +188,31 @@ def test_report_files_are_complete_self_contained_and_escape_model_metadata(tmp_
         assert key in data
     assert files["curve"].read_bytes().startswith(PNG_MAGIC)
     page = files["html"].read_text()
-    assert report["sha256"] in page and html.escape(report["verdict"]) in page
+    assert report["sha256"] in page and all(html.escape(line.removeprefix("- ")) in page
+                                            for line in report["verdict"].splitlines())
     assert "data:image/png;base64," in page
     assert "http" not in page and "<script" not in page and "<link" not in page
     assert "onerror=alert(1)>" not in page and html.escape(HOSTILE) in page
     markdown = files["markdown"].read_text()
-    assert "<script" not in markdown and "probs\\|x" in markdown and report["verdict"] in markdown
+    assert "<script" not in markdown and "probs\\|x" in markdown
+    assert all(line in markdown for line in report["verdict"].splitlines()[1:])  # the bullets, as a list
+
+
+def test_report_says_grayscale_for_one_channel_and_never_none(tmp_path):
+    report = _report(model={"producer": "tf2onnx 1.17.0 None", "parameters": None, "metadata": {}},
+                     strategy=None, arch=None)
+    report["contract"]["input"]["shape"] = [None, 28, 28, 1]  # dynamic batch: shown, but not as None
+    report["contract"]["preprocessing"] = {"mean": [0.0], "std": [255.0], "channel_order": "rgb"}
+    report["results"][0]["performance_ratio"] = None  # a cell that could not be scored
+    report["verdict"] = verdict(report)
+    files = write_audit_report(report, tmp_path)
+    for page in (files["markdown"].read_text(), files["html"].read_text()):
+        assert "None" not in page
+        assert "tf2onnx 1.17.0" in page and "255.0], grayscale" in page and "rgb" not in page
+    colour = _report()
+    colour["contract"]["input"]["shape"] = [None, 8, 8, 3]
+    colour["verdict"] = verdict(colour)
+    assert "255.0], rgb" in write_audit_report(colour, tmp_path / "colour")["markdown"].read_text()
 
 
 # ------------------------------------------------------------------- end to end, CLI
@@ -238,9 +275,10 @@ def test_audit_json_holds_every_result(audited, digits_target):
     assert isinstance(prada["benign_alarm"], bool) and prada["streams"]["balanced"]["queries"] == 200
     assert (out / report["detection"]["plot"]).read_bytes().startswith(PNG_MAGIC)
     assert [s["tau"] for s in report["misinformation_sweep"]] == [0.3, 0.5, 0.7]
-    assert result.stdout.strip().splitlines()[-1] == report["verdict"]
-    assert re.match(r"(High|Medium|Low) risk\. With label-only answers \(top1\), ", report["verdict"])
-    assert "PRADA-style monitoring (delta 0.9) would" in report["verdict"]
+    assert result.stdout.rstrip().endswith(report["verdict"])
+    assert re.match(r"(High|Medium|Low) risk: with label-only answers \(top1\), ", report["verdict"])
+    assert "- detection: PRADA-style monitoring (alarm while Shapiro-Wilk W < delta 0.9) " in report["verdict"]
+    assert "None" not in report["verdict"]
     assert (out / "audit_curve.png").read_bytes().startswith(PNG_MAGIC)
     page = (out / "audit.html").read_text()
     assert report["sha256"] in page and "http" not in page and "<script" not in page
@@ -282,7 +320,7 @@ def test_audit_html_renders_in_headless_chromium(audited, tmp_path):
         capture_output=True, text=True, timeout=120, check=False,
     ).stdout
     report = json.loads((out / "audit.json").read_text())
-    assert html.escape(report["verdict"], quote=False) in dom
+    assert all(html.escape(line.removeprefix("- "), quote=False) in dom for line in report["verdict"].splitlines())
     assert 'id="verdict"' in dom and 'id="detection"' in dom and dom.count("data:image/png;base64,") == 2
 
 

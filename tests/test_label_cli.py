@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from cli_runner import run_cli
+from cli_runner import run_cli, value_columns
 from onnx_factory import make_linear_classifier
 
 from copycat_tf.fakeset import FakeSet, label
@@ -167,11 +167,14 @@ def _records(fakeset):
     return {name: np.concatenate([s[name] for s in shards]) for name in shards[0]}
 
 
-def test_label_histogram_names_the_classes_the_model_names(tmp_path):
+def test_label_histogram_names_the_classes_the_model_names_in_aligned_columns(tmp_path):
     path = tmp_path / "named.onnx"
-    names = ["cat", "dog", "ship", "frog"]
+    names = ["T-shirt/top", "cat", "Ankle boot", "frog"]
     make_linear_classifier(path, metadata={"copycat_tf.class_names": json.dumps(names)})
     result = run_cli("label", path, "--queries", "noise:uniform", "--budget", 32, "--out", tmp_path / "fake")
     assert result.returncode == 0, result.stderr
     histogram = [line for line in result.stdout.splitlines() if line.startswith("  class ")]
-    assert [line.split(":")[0].split()[-1] for line in histogram] == names
+    assert [line.split(":")[0].split(maxsplit=2)[2] for line in histogram] == names
+    # counts end in one column, whatever the names' lengths
+    assert len({line.index(" (") for line in histogram}) == 1 and len(set(map(len, histogram))) == 1
+    assert value_columns(result.stdout, ("labeled", "queries", "rejected")) == {10}

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from cli_runner import run_cli
+from cli_runner import run_cli, value_columns
 from onnx_factory import make_linear_classifier
 
 import copycat_tf
@@ -23,6 +23,8 @@ def test_steal_writes_every_stage_and_ends_with_the_headline(stolen, digits_targ
     assert result.returncode == 0, result.stderr
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("copycat reaches ") and "with 700 queries" in last
+    # the result block's values start in one column: `test data` as `fake set` and `report`
+    assert value_columns(result.stdout, ("fake set", "test data", "report")) == {10}
     report = json.loads((out / "report" / "report.json").read_text())
     for key in ("performance_ratio", "agreement", "queries"):
         assert key in report

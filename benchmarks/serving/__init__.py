@@ -68,11 +68,46 @@ def _die_with_parent():
     _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: no server outlives the tests
 
 
+def log_tail(log: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of ``log`` (what a server said before it died), or a note if none."""
+    try:
+        text = log.read_text(errors="replace").rstrip()
+    except OSError as exc:
+        return f"(no log: {exc})"
+    return "\n".join(text.splitlines()[-lines:]) if text else "(its log is empty)"
+
+
+def did_not_start(what: str, process: subprocess.Popen, log: Path) -> RuntimeError:
+    """The error of a server that never answered: its exit status and last log lines."""
+    state = "still running" if process.poll() is None else f"exited with status {process.returncode}"
+    return RuntimeError(f"{what} did not start ({state}); the last lines of {log}:\n{log_tail(log)}")
+
+
+def own_network_namespace(process: subprocess.Popen, what: str, log: Path, seconds: float = 30) -> str:
+    """``/proc/PID/ns/net`` of ``process`` once it has left ours (``unshare --net``).
+
+    Joining it before then would join our own namespace; after the process died there is
+    nothing to join, and the error says why it died (its log) rather than that the
+    ``/proc`` entry is gone.
+    """
+    ours = os.readlink("/proc/self/ns/net")
+    path = f"/proc/{process.pid}/ns/net"
+    deadline = time.monotonic() + seconds
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            if os.readlink(path) != ours:
+                return path
+        except OSError:  # it ended meanwhile: poll() says so next
+            pass
+        time.sleep(0.02)
+    raise did_not_start(what, process, log)
+
+
 def _wait_for(path: Path, process: subprocess.Popen, what: str, log: Path, seconds: float = 120):
     deadline = time.monotonic() + seconds
     while not path.exists():
         if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not start:\n{log.read_text()[-3000:]}")
+            raise did_not_start(what, process, log)
         time.sleep(0.05)
 
 
@@ -101,15 +136,25 @@ class KServeServer:
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen([*launcher, *command], stdout=log, stderr=subprocess.STDOUT,
                                             preexec_fn=_die_with_parent)
-        self.netns = f"/proc/{self.process.pid}/ns/net"
-        self.front = FaultProxy(self, folder / "front") if isolate else None
-        self.url = self.front.url if isolate else f"http://127.0.0.1:{SERVER_PORT}"
-        deadline = time.monotonic() + 120
-        while not self._ready():
-            if self.process.poll() is not None or time.monotonic() > deadline:
+        self.front = None
+        try:
+            if isolate:
+                self.netns = own_network_namespace(self.process, "kserve", self.log)
+                self.front = FaultProxy(self, folder / "front")
+            self.url = self.front.url if isolate else f"http://127.0.0.1:{SERVER_PORT}"
+            deadline = time.monotonic() + 120
+            while not self._ready():
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise did_not_start("kserve", self.process, self.log)
+                time.sleep(0.2)
+        except RuntimeError as exc:
+            if self.process.poll() is None or str(exc).startswith("kserve"):
                 self.stop()
-                raise RuntimeError(f"kserve did not start:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.2)
+                raise
+            # The server died first (the proxy then finds no namespace to join): its log says why.
+            error = did_not_start("kserve", self.process, self.log)
+            self.stop()
+            raise error from exc
 
     def _ready(self) -> bool:
         try:

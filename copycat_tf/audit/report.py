@@ -20,6 +20,7 @@ import io
 import os
 from pathlib import Path
 
+from copycat_tf.contract import ImageInput
 from copycat_tf.errors import CopycatError
 from copycat_tf.files import atomic_write, write_json
 from copycat_tf.report import percent
@@ -50,6 +51,8 @@ def _defence_phrase(report: dict, name: str) -> str:
 #: with labelled test data, else agreement. At or above the first bound the risk is high,
 #: at or above the second medium, else low.
 RISK_BOUNDS = (0.8, 0.5)
+#: A watermark identifies the copy when the binomial test's p-value is below this.
+WATERMARK_P = 1e-3
 
 
 def risk_level(score: float | None) -> str:
@@ -66,106 +69,172 @@ def risk_level(score: float | None) -> str:
     return "High" if score >= high else "Medium" if score >= medium else "Low"
 
 
+def _bound(value: float) -> str:
+    return f"{value:.0%}"
+
+
 def verdict(report: dict) -> str:
-    """The audit's conclusion in plain language, computed from ``report["results"]``: a risk
-    level first, then what was copied, what the defences did and what monitoring saw.
+    """The audit's conclusion, computed from ``report["results"]``: one sentence with the risk
+    level and the headline figure, then one ``- `` bullet per finding (the attack, each
+    defence, detection, the watermark), each stating the thresholds it applies.
 
     Usage::
 
-        verdict(report)
-        # "With label-only answers (top1), 90% of this model's accuracy was copied with 5,000 queries ..."
+        print(verdict(report))
+        # High risk: with label-only answers (top1), 90% of this model's accuracy was copied with ...
+        # - attack: balanced strategy, copycat small_cnn, ...; risk is High at >= 80%, Medium from 50%, ...
+        # - defence round2 (...): 96% at 20,000 queries against 97% with full probabilities, ...
     """
+    sentence, points = verdict_parts(report)
+    return "\n".join([sentence, *(f"- {point}" for point in points)])
+
+
+def split_verdict(text: str) -> tuple[str, list[str]]:
+    """:func:`verdict`'s text back into its sentence and bullets (for the Markdown and HTML).
+
+    >>> split_verdict("Low risk: ...\\n- attack: a\\n- detection: b")
+    ('Low risk: ...', ['attack: a', 'detection: b'])
+    """
+    first, *rest = text.splitlines() or [""]
+    return first, [line.removeprefix("- ") for line in rest]
+
+
+def verdict_parts(report: dict) -> tuple[str, list[str]]:
+    """:func:`verdict` as ``(sentence, bullets)``."""
     metric = report["metric"]
     results = [r for r in report["results"] if _value(r, metric) is not None]
     if not results:
-        return "No copycat could be scored, so the audit has no verdict."
+        return "No copycat could be scored, so the audit has no verdict.", []
     defences = list(dict.fromkeys(r["defence"] for r in report["results"]))
     headline = next((d for d in ("top1", "none") if d in defences), defences[0])
     rows = sorted((r for r in results if r["defence"] == headline), key=lambda r: r["queries"])
-    sentences = []
+    largest = max(r["queries"] for r in results)
+    at_largest = {r["defence"]: r for r in report["results"] if r["queries"] == largest}
+    points = []
+    sentence = "No copycat trained on the headline answers could be scored."
     if rows:
         best = max(_value(r, metric) for r in rows)
         chosen = next(r for r in rows if _value(r, metric) >= best - _SAME)
-        sources = ", ".join(report.get("queries") or []) or "the query images"
-        amount = f"{chosen['queries']:,} queries of {sources}"
-        if metric == "performance_ratio":
-            core = f"{percent(_value(chosen, metric), 0)} of this model's accuracy was copied with {amount}"
-        else:
-            core = (f"a copy agreeing with this model on {percent(_value(chosen, metric), 0)} of fresh "
-                    f"query images was made with {amount}")
-        price = report.get("price_per_1k")
-        cost = "" if price is None else f" (cost {_money(chosen.get('cost'))} at {_money(price)} per 1,000 queries)"
-        sentences.append(f"{risk_level(_value(chosen, metric))} risk. "
-                         f"With {_defence_phrase(report, headline)}, {core}{cost}.")
-    largest = max(r["queries"] for r in results)
-    at_largest = {r["defence"]: _value(r, metric) for r in results if r["queries"] == largest}
-    if len(at_largest) > 1:
-        baseline_name = "none" if "none" in at_largest else max(at_largest, key=at_largest.get)
-        baseline = at_largest[baseline_name]
-        others = {d: v for d, v in at_largest.items() if d != baseline_name}
-        worst = min(others, key=others.get)
-        against = ("with full probabilities" if baseline_name == "none"
-                   else f"with {_defence_phrase(report, baseline_name)}")
-        if baseline - others[worst] > _SAME:
-            sentences.append(
-                f"At {largest:,} queries, {_defence_phrase(report, worst)} cut the copy's quality most: "
-                f"{percent(others[worst], 0)} against {percent(baseline, 0)} {against}."
-            )
-        else:
-            sentences.append(
-                f"At {largest:,} queries, no simulated output policy cut the copy's quality by more than "
-                f"a point ({percent(others[worst], 0)} at worst against {percent(baseline, 0)} {against})."
-            )
-    kept = {r["defence"]: r.get("top1_kept") for r in report["results"]
-            if r["queries"] == largest and r["defence"] not in ("none", "top1") and r.get("top1_kept") is not None}
-    note = ("Label-only stealing (the Copycat CNN threat model) is unaffected by probability "
-            "perturbation: it needs only the top-1 label")
-    if kept:
-        low, high = min(kept.values()), max(kept.values())
-        span = percent(low) if abs(high - low) < 5e-4 else f"{percent(low)} to {percent(high)}"
-        then = ("the top1 results are what an attacker behind any of them still gets" if "top1" in defences
-                else "an attacker behind any of them can still fall back on labels alone (add top1 to "
-                     "the defences to measure that)")
-        note += f", which {', '.join(kept)} kept for {span} of these queries, so {then}"
-    sentences.append(note + ".")
-    sentences += _owner_sentences(report, metric, largest)
-    return " ".join(sentences)
+        sentence = _headline_sentence(report, headline, chosen)
+        points.append(_attack_point(report, headline, chosen))
+    points += _defence_points(report, at_largest, largest)
+    points += _detection_points(report)
+    points += _watermark_points(report, at_largest, largest)
+    return sentence, points
 
 
-def _owner_sentences(report: dict, metric: str, largest: int) -> list[str]:
-    """What monitoring and label-acting defences would have done, in plain words."""
-    sentences = []
-    prada = (report.get("detection") or {}).get("prada")
-    if prada:
-        control = ""
-        if prada.get("benign_source"):
-            control = (f"; it {'also flags' if prada['benign_alarm'] else 'stays quiet on'} the benign "
-                       f"images of {prada['benign_source']}")
-        if prada["first_alarm"] is None:
-            sentences.append(f"PRADA-style monitoring (delta {prada['delta']:g}) would not flag this attack in "
-                             f"{report['queries_spent']:,} queries (lowest W {_w(prada['min_w'])}){control}.")
-        else:
-            sentences.append(f"PRADA-style monitoring (delta {prada['delta']:g}) would flag this attack after "
-                             f"{prada['queries_to_alarm']:,} queries{control}.")
-    at_largest = {r["defence"]: r for r in report["results"] if r["queries"] == largest}
-    reference = at_largest.get("top1") or at_largest.get("none")
+def _headline_sentence(report: dict, headline: str, chosen: dict) -> str:
+    metric = report["metric"]
+    score = _value(chosen, metric)
+    sources = _plain_list(report.get("queries") or []) or "the query images"
+    amount = f"{chosen['queries']:,} queries of {sources}"
+    if metric == "performance_ratio":
+        core = f"{percent(score, 0)} of this model's accuracy was copied with {amount}"
+    else:
+        core = f"a copy agreeing with this model on {percent(score, 0)} of fresh query images was made with {amount}"
+    price = report.get("price_per_1k")
+    cost = "" if price is None else f" (cost {_money(chosen.get('cost'))} at {_money(price)} per 1,000 queries)"
+    return f"{risk_level(score)} risk: with {_defence_phrase(report, headline)}, {core}{cost}."
+
+
+def _attack_point(report: dict, headline: str, chosen: dict) -> str:
+    high, medium = RISK_BOUNDS
+    setup = ", ".join(part for part in (
+        f"{report['strategy']} strategy" if report.get("strategy") else "",
+        f"copycat {report['arch']}" if report.get("arch") else "",
+    ) if part)
+    score = "performance ratio" if report["metric"] == "performance_ratio" else "agreement on fresh query images"
+    return (f"attack{f' ({setup})' if setup else ''}: the headline is the fewest queries whose {score} with "
+            f"{_defence_phrase(report, headline)} comes within {_SAME * 100:.0f} point of its best; risk is "
+            f"High at >= {_bound(high)}, Medium from {_bound(medium)}, Low below.")
+
+
+def _reference(at_largest: dict, name: str) -> str | None:
+    """What ``name`` is compared with: label-acting defences with label-only answers (what
+    their attacker would otherwise get), the others with full probabilities."""
+    label_acting = name.startswith(("misinformation", "watermark"))
+    for candidate in (("top1", "none") if label_acting else ("none",)):
+        if candidate in at_largest and candidate != name:
+            return candidate
+    return None
+
+
+def _defence_points(report: dict, at_largest: dict, largest: int) -> list[str]:
+    """One bullet per defence scored at the largest budget: its score against its reference."""
+    metric, points = report["metric"], []
+    label_only = "top1" in at_largest
     for name, row in at_largest.items():
-        if name.startswith("misinformation") and reference is not None and _value(row, metric) is not None:
-            honest = ("" if row.get("owner_changed") is None
-                      else f" at a cost of {percent(row['owner_changed'])} of honest answers")
-            sentences.append(f"Adaptive misinformation ({name}) takes the copy from "
-                             f"{percent(_value(reference, metric), 0)} to {percent(_value(row, metric), 0)}{honest}.")
-        if name.startswith("watermark") and "watermark_p_value" in row:
-            rate = next((d.get("parameters", {}).get("rate") for d in report.get("defences", [])
-                         if d["name"] == name), None)
-            which = f"a {percent(rate)} watermark" if rate is not None else "the watermark"
-            p = row["watermark_p_value"]
-            if p is not None and p < 1e-3:
-                sentences.append(f"{which.capitalize()} identifies the copy (p = {p:.1g}).")
-            else:
-                shown = "no marked query" if p is None else f"p = {p:.2g}"
-                sentences.append(f"{which.capitalize()} does not identify the copy at {largest:,} queries ({shown}).")
-    return sentences
+        reference = _reference(at_largest, name)
+        if name == "none" or reference is None:
+            continue
+        score, base = _value(row, metric), _value(at_largest[reference], metric)
+        if score is None or base is None:
+            continue
+        cut = round(base - score, 6)  # 0.97 - 0.96 is 0.0100000001: one point, not more
+        effect = (f"a cut of {cut * 100:.1f} points" if cut > _SAME
+                  else f"no cut beyond the {_SAME * 100:.0f}-point margin")
+        point = (f"defence {name}: {_description(report, name)}; {percent(score, 0)} "
+                 f"at {largest:,} queries against {percent(base, 0)} with {_defence_phrase(report, reference)}, "
+                 f"{effect}")
+        if row.get("owner_changed") is not None:
+            point += f"; it changes {percent(row['owner_changed'])} of honest answers"
+        if name != "top1" and row.get("top1_kept") is not None:
+            then = ("label-only stealing (the Copycat CNN threat model) gets what the top1 row shows" if label_only
+                    else "label-only stealing (the Copycat CNN threat model) is unaffected (add top1 to the "
+                         "defences to measure it)")
+            point += f"; it keeps the top-1 label for {percent(row['top1_kept'])} of these queries, so {then}"
+        points.append(point + ".")
+    return points
+
+
+def _description(report: dict, name: str) -> str:
+    if name == "top1":
+        return "label-only answers"
+    return next((d["description"] for d in report.get("defences", []) if d["name"] == name), name)
+
+
+def _detection_points(report: dict) -> list[str]:
+    prada = (report.get("detection") or {}).get("prada")
+    if not prada:
+        return []
+    rule = f"PRADA-style monitoring (alarm while Shapiro-Wilk W < delta {prada['delta']:g})"
+    if prada["first_alarm"] is None:
+        found = (f"does not flag this attack in {report['queries_spent']:,} queries "
+                 f"(lowest W {_w(prada['min_w'])})")
+    else:
+        found = f"flags this attack after {prada['queries_to_alarm']:,} queries (lowest W {_w(prada['min_w'])})"
+    control = ""
+    if prada.get("benign_source"):
+        control = (f"; it {'also flags' if prada['benign_alarm'] else 'stays quiet on'} the benign "
+                   f"images of {prada['benign_source']}")
+    return [f"detection: {rule} {found}{control}."]
+
+
+def _watermark_points(report: dict, at_largest: dict, largest: int) -> list[str]:
+    points = []
+    for name, row in at_largest.items():
+        if not name.startswith("watermark") or "watermark_p_value" not in row:
+            continue
+        rate = next((d.get("parameters", {}).get("rate") for d in report.get("defences", [])
+                     if d["name"] == name), None)
+        which = f"a {percent(rate)} watermark" if rate is not None else "the watermark"
+        rule = f"{which} identifies the copy when the binomial test gives p < {WATERMARK_P:g}"
+        p = row["watermark_p_value"]
+        if p is None:
+            found = f"no marked query was among the {largest:,}, so it cannot"
+        elif p < WATERMARK_P:
+            found = f"here p = {p:.1g} at {largest:,} queries, so it does"
+        else:
+            found = f"here p = {p:.2g} at {largest:,} queries, so it does not"
+        label = "watermark" if name == "watermark" else f"watermark {name}"
+        points.append(f"{label}: {rule}; {found}.")
+    return points
+
+
+def _plain_list(items) -> str:
+    """``a``, ``a and b``, ``a, b and c``: a list read as words, never glued on with commas."""
+    items = [str(item) for item in items]
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}" if items else ""
 
 
 def _w(value) -> str:
@@ -273,10 +342,11 @@ def curve_png(report: dict) -> bytes:
 
 def _contract_rows(report: dict) -> list[tuple[str, str]]:
     c = report["contract"]
-    i, o, p = c["input"], c["output"], c.get("preprocessing", {})
+    i, o, p = c["input"], c["output"], c.get("preprocessing") or {}
+    shape = ["dynamic" if d is None else d for d in i["shape"]]
     rows = [
-        ("input", f"{i['name']}: {i['dtype']} {list(i['shape'])} ({i['layout']})"),
-        ("preprocessing", f"(pixel - {p.get('mean')}) / {p.get('std')}, {p.get('channel_order', 'rgb')}"),
+        ("input", f"{i['name']}: {i['dtype']} [{', '.join(map(str, shape))}] ({i['layout']})"),
+        ("preprocessing", _preprocessing(p, channels=ImageInput.from_dict(i).image_shape[2])),
         ("output", f"{o['name']}: {o['num_classes']} classes, {o['kind']}"),
     ]
     if c.get("extra_outputs"):
@@ -284,9 +354,34 @@ def _contract_rows(report: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def _preprocessing(p: dict, channels) -> str:
+    """``(pixel - mean) / std`` and the channel order: ``grayscale`` for one channel (an order
+    only means something with three).
+
+    >>> _preprocessing({"mean": [0.0], "std": [255.0], "channel_order": "rgb"}, channels=1)
+    '(pixel - [0.0]) / [255.0], grayscale'
+    >>> _preprocessing({}, channels=3)
+    'not recorded, rgb'
+    """
+    order = "grayscale" if channels == 1 else p.get("channel_order") or "rgb"
+    if p.get("mean") is None or p.get("std") is None:
+        return f"not recorded, {order}"
+    return f"(pixel - {p['mean']}) / {p['std']}, {order}"
+
+
+def _known(value) -> str:
+    """``value`` as text without the ``None`` some tools write into version strings.
+
+    >>> _known("tf2onnx 1.17.0 None"), _known(None), _known("None")
+    ('tf2onnx 1.17.0', 'unknown', 'unknown')
+    """
+    words = [word for word in str(value if value is not None else "").split() if word != "None"]
+    return " ".join(words) or "unknown"
+
+
 def _metadata_rows(report: dict) -> list[tuple[str, str]]:
     model = report.get("model") or {}
-    rows = [("producer", str(model.get("producer", "unknown")))]
+    rows = [("producer", _known(model.get("producer")))]
     if model.get("parameters") is not None:
         rows.append(("parameters", f"{model['parameters']:,}"))
     for key, value in sorted((model.get("metadata") or {}).items()):
@@ -317,8 +412,8 @@ _RESULT_HEADER = ["queries", "defence", "performance ratio", "agreement", "copyc
 def _spending_rows(report: dict) -> list[tuple[str, str]]:
     price = report.get("price_per_1k")
     rows = [
-        ("query sources", ", ".join(report.get("queries") or [])),
-        ("strategy", f"{report.get('strategy')} (copycat {report.get('arch')})"),
+        ("query sources", ", ".join(report.get("queries") or []) or "n/a"),
+        ("strategy", f"{_known(report.get('strategy'))} (copycat {_known(report.get('arch'))})"),
         ("budgets", ", ".join(f"{b:,}" for b in report.get("budgets", []))),
         ("queries bought for the attack", f"{report['queries_spent']:,} (once, for every budget and defence)"),
         ("queries bought to measure agreement", f"{report.get('eval_queries_spent', 0):,}"),
@@ -338,8 +433,10 @@ def _md(text) -> str:
 
 def markdown(report: dict, *, curve: str | None = "audit_curve.png") -> str:
     """The report as Markdown (the curve linked by file name)."""
-    lines = [f"# Copycat audit: {_md(report.get('target', 'target'))}", "", f"**{_md(report['verdict'])}**", "",
-             f"sha256 `{report['sha256']}`", "", "## Model contract", "", "| | |", "|---|---|"]
+    sentence, points = split_verdict(report["verdict"])
+    lines = [f"# Copycat audit: {_md(report.get('target', 'target'))}", "", f"**{_md(sentence)}**", ""]
+    lines += [f"- {_md(point)}" for point in points] + ([""] if points else [])
+    lines += [f"sha256 `{report['sha256']}`", "", "## Model contract", "", "| | |", "|---|---|"]
     lines += [f"| {_md(k)} | {_md(v)} |" for k, v in _contract_rows(report) + _metadata_rows(report)]
     lines += ["", "## Queries and cost", "", "| | |", "|---|---|"]
     lines += [f"| {_md(k)} | {_md(v)} |" for k, v in _spending_rows(report)]
@@ -371,7 +468,8 @@ _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:980px;margin:2em auto;
 padding:0 1em;color:#1b1b1b;line-height:1.45}
 h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
-.verdict{background:#fff6e0;border-left:5px solid #e0a800;padding:.8em 1em;font-size:1.08em}
+.verdict{background:#fff6e0;border-left:5px solid #e0a800;padding:.1em 1em;font-size:1.02em}
+.verdict p{font-size:1.06em}.verdict ul{padding-left:1.2em}.verdict li{margin:.25em 0}
 table{border-collapse:collapse;margin:.5em 0;font-size:.93em}
 th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}
 th{background:#f2f2f2}td.n{text-align:right;font-variant-numeric:tabular-nums}
@@ -400,6 +498,13 @@ def _pairs_table(rows: list[tuple[str, str]]) -> str:
     return f"<table>{body}</table>"
 
 
+def _verdict_html(text: str) -> str:
+    sentence, points = split_verdict(text)
+    items = "".join(f"<li>{_e(point)}</li>" for point in points)
+    return (f'<div class="verdict" id="verdict"><p><strong>{_e(sentence)}</strong></p>'
+            + (f"<ul>{items}</ul>" if items else "") + "</div>")
+
+
 def html_page(report: dict, png: bytes | None = None, prada_png: bytes | None = None) -> str:
     """The self-contained HTML report; ``png`` is the curve (drawn when not given),
     ``prada_png`` the detection replay's W curve (left out when not given)."""
@@ -421,7 +526,7 @@ def html_page(report: dict, png: bytes | None = None, prada_png: bytes | None = 
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
         f'<p class="small">sha256 <code>{_e(report["sha256"])}</code> · copycat-tf {_e(report.get("tool_version", ""))}</p>',
-        f'<p class="verdict" id="verdict">{_e(report["verdict"])}</p>',
+        _verdict_html(report["verdict"]),
         "<h2>Results</h2>",
         f"<p>Score: {_e(_metric_label(report['metric']))}.</p>",
         f"<table><tr>{header}</tr>{body}</table>",
