@@ -100,6 +100,22 @@ def test_every_command_has_the_options_its_library_call_takes():
     assert not any("--cost-per-1k" in options for options in visible.values())
 
 
+@pytest.mark.slow
+def test_audit_overwrite_starts_again_and_keeps_other_files(tmp_path):
+    # Needs copycat_tf.audit.audit(overwrite=...), which the audit rewrite adds.
+    target = tmp_path / "t.onnx"
+    make_linear_classifier(target, image_shape=(8, 8, 1), num_classes=3)
+    out = tmp_path / "audit"
+    args = ("audit", target, "--queries", "noise:uniform", "--budgets", 16, "--defences", "none",
+            "--epochs", 1, "--eval-queries", 16, "--no-detection", "--strategy", "paper", "--out", out)
+    assert run_cli(*args).returncode == 0
+    (out / "notes.txt").write_text("mine")
+    run_cli(*args, "--seed", 1).assert_clean_error("--overwrite")
+    again = run_cli(*args, "--seed", 1, "--overwrite")
+    assert again.returncode == 0, again.stderr
+    assert (out / "notes.txt").read_text() == "mine"
+
+
 def test_label_still_reads_cost_per_1k_with_a_one_line_notice(tmp_path):
     target = tmp_path / "t.onnx"
     make_linear_classifier(target, image_shape=(8, 8, 3))
