@@ -31,7 +31,7 @@ from copycat_tf.cli.options import (
     seed_option,
     strategy_option,
     target_argument,
-    test_data_option,
+    labelled_test_option,
     train_config,
 )
 from copycat_tf.cli.progress import StageBars
@@ -74,7 +74,7 @@ def _taus(ctx, param, value):
               help="PRADA detection alarms when the Shapiro-Wilk W of query distances drops below D.")
 @click.option("--no-detection", "detect", is_flag=True, flag_value=False, default=True,
               help="Skip the PRADA replay over the queries as bought.")
-@test_data_option
+@labelled_test_option
 @eval_data_option
 @price_option
 @click.option("--eval-queries", type=int, default=DEFAULT_EVAL_QUERIES, show_default=True, metavar="N",

@@ -15,7 +15,7 @@ from copycat_tf.cli.options import (
     overwrite_option,
     renamed_option,
     target_argument,
-    test_data_option,
+    labelled_test_option,
 )
 from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError
@@ -27,7 +27,7 @@ from copycat_tf.report import headline, summary, write_report
 @click.command("evaluate", cls=Command)
 @target_argument
 @click.argument("copycat", type=click.Path(dir_okay=False))
-@test_data_option
+@labelled_test_option
 @eval_data_option
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for report.json, report.md and the PNG plots.")

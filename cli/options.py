@@ -320,7 +320,7 @@ strategy_option = click.option(
          "single pass over the queries as they come.")
 
 
-test_data_option = click.option(
+labelled_test_option = click.option(
     "--test-data", metavar="SPEC",
     help="Labelled test images to compare TARGET and the copycat on: a named split "
          "(fashion-mnist:test, digits:test, mnist:test), a .npz with x and y, or a folder of "

@@ -16,7 +16,7 @@ from copycat_tf.cli.options import (
     resize_option,
     run_options,
     target_argument,
-    test_data_option,
+    labelled_test_option,
     train_config,
 )
 from copycat_tf.cli.output import print_steal_result
@@ -29,7 +29,7 @@ from copycat_tf.pipeline import STEAL_BUDGET, steal
 @queries_option()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="The run's folder (fakeset/, copycat/, report/, steal.json). Rerun to resume.")
-@test_data_option
+@labelled_test_option
 @price_option
 @eval_data_option
 @run_options(budget=STEAL_BUDGET)
