@@ -6,9 +6,10 @@ from copycat_tf.attack import Execution
 from copycat_tf.audit import DEFAULT_BUDGETS, DEFAULT_DEFENCES, DEFAULT_EVAL_QUERIES, AuditPlan, audit
 from copycat_tf.audit.detection import DEFAULT_DELTA
 from copycat_tf.audit.label_defences import DEFAULT_TAU, DEFAULT_WATERMARK_RATE
+from copycat_tf.cli.helptext import Command
 from copycat_tf.cli.options import (
-    QUERIES_HELP,
     arch_option,
+    batch_size_option,
     deterministic_option,
     devices_option,
     engine_options,
@@ -16,10 +17,14 @@ from copycat_tf.cli.options import (
     eval_data_option,
     labeling_engine,
     oracle_options,
-    seed_option,
     overwrite_option,
+    price_option,
+    queries_option,
+    resize_option,
     seed_option,
     strategy_option,
+    labelled_test_option,
+    target_argument,
     target_spec,
     train_config,
 )
@@ -36,10 +41,9 @@ def _taus(ctx, param, value):
         raise click.BadParameter(f"expected numbers between 0 and 1 such as 0.3,0.5; received {value!r}") from None
 
 
-@click.command("audit")
-@click.argument("target", type=click.Path(dir_okay=False))
-@click.option("--queries", "queries", multiple=True, required=True, metavar="SRC[:WEIGHT]",
-              help=QUERIES_HELP)
+@click.command("audit", cls=Command)
+@target_argument
+@queries_option()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="The audit's folder (fakeset/, fakesets/, copycats/, audit.html, ...). Rerun to resume.")
 @click.option("--budgets", default=",".join(map(str, DEFAULT_BUDGETS)), show_default=True, metavar="N,N,...",
@@ -65,13 +69,9 @@ def _taus(ctx, param, value):
               help="PRADA detection alarms when the Shapiro-Wilk W of query distances drops below D.")
 @click.option("--no-detection", "detect", is_flag=True, flag_value=False, default=True,
               help="Skip the PRADA replay over the queries as bought.")
-@click.option("--test-data", metavar="SPEC",
-              help="Labelled test data for performance ratios: fashion-mnist:test, digits:test, "
-                   "mnist:test, a .npz with x/y, or a folder of class subfolders. Without it "
-                   "copycats are scored by agreement on --eval-queries fresh query images.")
+@labelled_test_option
 @eval_data_option
-@click.option("--price-per-1k", type=click.FloatRange(min=0), metavar="PRICE",
-              help="Price of 1,000 queries, to state what each copy costs.")
+@price_option
 @click.option("--eval-queries", type=click.IntRange(min=0), default=DEFAULT_EVAL_QUERIES, show_default=True,
               metavar="N",
               help="Fresh query images bought to measure agreement when there is no --test-data "
@@ -82,12 +82,14 @@ def _taus(ctx, param, value):
 @seed_option
 @deterministic_option
 @overwrite_option("the audit")
+@batch_size_option()
+@resize_option
 @devices_option
 @engine_options
 @oracle_options
 def audit_command(target, queries, out_dir, budgets, defences, misinformation_taus, watermark_rate, benign_data,
                   prada_delta, detect, test_data, eval_data, price_per_1k, eval_queries, strategy, arch, epochs,
-                  seed, deterministic, overwrite, devices, **options):
+                  seed, deterministic, overwrite, batch_size, resize, devices, **options):
     """Measure how much of TARGET can be copied, for how many queries, behind which output policy.
 
     The largest budget's queries are bought once, keeping TARGET's full probabilities.
@@ -117,7 +119,7 @@ def audit_command(target, queries, out_dir, budgets, defences, misinformation_ta
     config = train_config(strategy, arch, epochs, None, seed, deterministic)
     target = target_spec(target, options, price_per_1k)
     with labeling_engine(options) as engine, StageBars() as bars:
-        result = audit(target, QuerySpec(tuple(queries)), out_dir, plan=plan, strategy=strategy, train_config=config,
+        result = audit(target, QuerySpec(tuple(queries), resize=resize, batch_size=batch_size), out_dir, plan=plan, strategy=strategy, train_config=config,
                        test_data=test_data if test_data is not None else eval_data,
                        execution=Execution(overwrite=overwrite, engine=engine, devices=devices, label_progress=bars,
                                            on_stage=bars.stage))

@@ -2,7 +2,8 @@
 
 import click
 
-from copycat_tf.cli.options import run_options, train_config
+from copycat_tf.cli.helptext import Command
+from copycat_tf.cli.options import queries_option, run_options, train_config
 from copycat_tf.cli.output import print_steal_result
 from copycat_tf.cli.progress import LabelProgressBar
 from copycat_tf.attack import Execution
@@ -10,11 +11,10 @@ from copycat_tf.pipeline import DEMO_BUDGET, demo
 from copycat_tf.queries.spec import QuerySpec
 
 
-@click.command("demo")
+@click.command("demo", cls=Command)
 @click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
               help="The demo's folder (target.onnx and the steal run); rerun to resume or reuse.")
-@click.option("--queries", "queries", multiple=True, default=("photos",), show_default=True,
-              metavar="SRC[:WEIGHT]", help="Query sources, as for `steal`.")
+@queries_option(default=("photos",))
 @click.option("--target-epochs", type=int, metavar="N",
               help="Epochs for the Fashion-MNIST target (default: small_cnn's).")
 @run_options(budget=DEMO_BUDGET)

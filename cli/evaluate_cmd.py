@@ -7,7 +7,17 @@ from tqdm import tqdm
 
 from copycat_tf.cli import progress
 from copycat_tf.cli.output import echo_field
-from copycat_tf.cli.options import eval_data_option, oracle_kwargs, oracle_options, overwrite_option
+from copycat_tf.cli.helptext import Command
+from copycat_tf.cli.options import (
+    batch_size_option,
+    eval_data_option,
+    oracle_kwargs,
+    oracle_options,
+    overwrite_option,
+    renamed_option,
+    target_argument,
+    labelled_test_option,
+)
 from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError
 from copycat_tf.evaluation import evaluate
@@ -15,33 +25,28 @@ from copycat_tf.oracle import OnnxOracle, open_oracle
 from copycat_tf.report import headline, summary, write_report
 
 
-@click.command("evaluate")
-@click.argument("target", type=click.Path(dir_okay=False))
+@click.command("evaluate", cls=Command)
+@target_argument
 @click.argument("copycat", type=click.Path(dir_okay=False))
-@click.option("--test-data", metavar="SPEC",
-              help="Labelled test images: a named split (fashion-mnist:test, digits:test, "
-                   "mnist:test), a .npz file with x (and y) arrays, or a folder of class "
-                   "subfolders. Without labels (a flat folder, an .npz without y) only the "
-                   "agreement is reported.")
+@labelled_test_option
 @eval_data_option
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for report.json, report.md and the PNG plots.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N",
               help="Evaluate on the first N test images only (quick checks).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
-              help="Images per query to each model.")
+@batch_size_option(256)
 @click.option("--queries-spent", "queries_spent", type=click.IntRange(min=0), metavar="N",
               help="Queries the attack spent, for the report. Default: read from the "
                    "copycat's ONNX metadata.")
-@click.option("--queries", "old_queries_spent", type=click.IntRange(min=0), hidden=True,
-              help="Old spelling of --queries-spent.")
+@renamed_option("--queries", "--queries-spent", why=" (--queries names image sources in every other command)",
+                type=click.IntRange(min=0))
 @overwrite_option("the report")
 @oracle_options
-def evaluate_command(target, copycat, test_data, eval_data, out, limit, batch_size, queries_spent, old_queries_spent,
+def evaluate_command(target, copycat, test_data, eval_data, out, limit, batch_size, queries_spent,
                      overwrite, **options):
     """Compare a copycat with its target on the same test images.
 
-    Both ONNX models are run through onnxruntime as black boxes. Reports each model's
+    COPYCAT is an ONNX file, run through onnxruntime; both models are black boxes. Reports each model's
     accuracy and macro-F1, the performance ratio (copycat / target accuracy, the Copycat
     CNN papers' headline), the agreement (same predicted label), per-class precision and
     recall, and both confusion matrices; on unlabelled images (--eval-data, or a flat
@@ -57,14 +62,10 @@ def evaluate_command(target, copycat, test_data, eval_data, out, limit, batch_si
       copycat-tf evaluate vendor.onnx copycat.onnx --test-data ./test-images --out runs/eval \\
           --layout NCHW --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4
     """
-    if old_queries_spent is not None:
-        click.echo("copycat-tf: note: --queries N is now --queries-spent N (--queries names image "
-                   "sources in every other command)", err=True)
-        queries_spent = queries_spent if queries_spent is not None else old_queries_spent
     if (test_data is None) == (eval_data is None):
         raise CopycatError("give the images to compare on as --test-data SPEC or --eval-data SPEC "
                            f"(one of them); received {'both' if test_data else 'neither'}")
-    target_kwargs = oracle_kwargs(options)
+    target_kwargs = oracle_kwargs(options, target)
     target_oracle = open_oracle(target, **target_kwargs)
     # The contract overrides describe TARGET only; the execution providers are the machine's.
     copycat_oracle = OnnxOracle(copycat, providers=target_kwargs.get("providers"))

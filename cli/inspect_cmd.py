@@ -4,36 +4,39 @@ import json
 
 import click
 
-from copycat_tf.cli.options import oracle_kwargs, oracle_options
+from copycat_tf.cli.helptext import Command
+from copycat_tf.cli.options import oracle_kwargs, oracle_options, target_argument
 from copycat_tf.oracle import is_url, open_oracle
 
 #: Image size a model with dynamic height and width is read at, to show its contract.
 INSPECT_SIZE = (64, 64)
 
 
-@click.command("inspect")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.command("inspect", cls=Command)
+@target_argument
 @click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON object.")
 @oracle_options
-def inspect_command(model, as_json, **options):
-    """Check an ONNX model and print its input/output contract.
+def inspect_command(target, as_json, **options):
+    """Check a target model and print its input/output contract.
 
-    Runs onnx.checker, opens the model in onnxruntime as a black box, and reports the
+    An ONNX file: runs onnx.checker, opens it in onnxruntime as a black box, and reports the
     image input (name, shape, dtype, layout, batch), the class output (classes and
     whether it holds probabilities, logits or scores), the preprocessing that will be
     applied, opset, producer, parameter count and the file's sha256. A model whose image
-    size is dynamic is read at 64x64 and said to need --input-size for labeling.
+    size is dynamic is read at 64x64 and said to need --input-size for labeling. A URL:
+    the protocol, model, version and contract (from its metadata endpoint, else from the
+    options and a probe of two images, charged like any query); header values are never shown.
 
     \b
     Examples:
       copycat-tf inspect target.onnx
       copycat-tf inspect vendor.onnx --layout NCHW --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4
       copycat-tf inspect target.onnx --json | jq .num_classes
-      copycat-tf inspect http://127.0.0.1:8080/v2/models/fer --header "Authorization: Bearer $TOKEN"
+      copycat-tf inspect http://127.0.0.1:8080/v2/models/fer --header @headers.txt
     """
-    kwargs = oracle_kwargs(options)
-    size = {} if is_url(model) else {"probe_size": INSPECT_SIZE}
-    info = open_oracle(model, **size, **kwargs).info()
+    kwargs = oracle_kwargs(options, target)
+    size = {} if is_url(target) else {"probe_size": INSPECT_SIZE}
+    info = open_oracle(target, **size, **kwargs).info()
     if as_json:
         click.echo(json.dumps(info.to_dict(), indent=2, sort_keys=True))
         return

@@ -2,45 +2,48 @@
 
 import click
 
+from copycat_tf.cli.helptext import Command
 from copycat_tf.cli.options import (
-    QUERIES_HELP,
+    batch_size_option,
+    budget_option,
     engine_options,
     labeling_engine,
+    labels_option,
     oracle_options,
     overwrite_option,
+    price_option,
+    queries_option,
+    renamed_option,
     resize_option,
+    seed_option,
+    target_argument,
     target_spec,
 )
 from copycat_tf.cli.output import class_table, echo_field
 from copycat_tf.cli.progress import LabelProgressBar
-from copycat_tf.errors import CopycatError
-from copycat_tf.fakeset import DEFAULT_SHARD_SIZE, LABEL_MODES, label, stored_contract
+from copycat_tf.fakeset import DEFAULT_SHARD_SIZE, label, stored_contract
 from copycat_tf.pipeline import STEAL_BUDGET
 
 
-@click.command("label")
-@click.argument("target", type=click.Path(dir_okay=False))
-@click.option("--queries", "-q", multiple=True, required=True, metavar="SRC[:WEIGHT]", help=QUERIES_HELP)
-@click.option("--budget", type=int, default=STEAL_BUDGET, show_default=True,
-              help="Images to label (= queries to the target).")
+@click.command("label", cls=Command)
+@target_argument
+@queries_option()
+@budget_option(STEAL_BUDGET)
 @click.option("--out", "out_dir", required=True, type=click.Path(),
               help="Folder for the fake dataset; rerun into it to resume or extend.")
-@click.option("--labels", type=click.Choice(LABEL_MODES), default="hard", show_default=True,
-              help="Keep class labels only, or also the target's probabilities.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seeds file order, mixing, noise and photo crops.")
-@click.option("--batch-size", type=int, default=64, show_default=True,
-              help="Images per call to the target.")
+@labels_option
+@seed_option
+@batch_size_option()
 @resize_option
 @click.option("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, show_default=True,
               help="Records per shard file; an interruption re-buys at most one shard.")
 @overwrite_option("the fake dataset")
-@click.option("--cost-per-1k", type=float, metavar="PRICE",
-              help="Price of 1,000 queries, to report what a paid API would have charged.")
+@price_option
+@renamed_option("--cost-per-1k", "--price-per-1k", type=click.FloatRange(min=0))
 @engine_options
 @oracle_options
 def label_command(target, queries, budget, out_dir, labels, seed, batch_size, resize, shard_size,
-                  overwrite, cost_per_1k, **options):
+                  overwrite, price_per_1k, **options):
     """Query TARGET with unlabeled images and save its answers as a fake dataset.
 
     Images from --queries are decoded, fitted to the target's input (size and colour)
@@ -58,25 +61,26 @@ def label_command(target, queries, budget, out_dir, labels, seed, batch_size, re
     Examples:
       copycat-tf label target.onnx --queries ~/imagenet --budget 50000 --out runs/fake
       copycat-tf label target.onnx --queries photos --budget 10000 --out runs/photos
-      copycat-tf label target.onnx -q ~/imagenet -q pd_images/:0.2 --out runs/npd_pd
-      copycat-tf label target.onnx -q noise:uniform --budget 5000 --labels soft --out runs/noise
-      copycat-tf label target.onnx -q list.txt --cost-per-1k 1.50 --out runs/paid
-      copycat-tf label target.onnx -q /data/imagenet --engine ray --ray-address auto --out runs/big
+      copycat-tf label target.onnx --queries ~/imagenet --queries pd_images/:0.2 --out runs/npd_pd
+      copycat-tf label target.onnx --queries noise:uniform --budget 5000 --labels soft --out runs/noise
+      copycat-tf label target.onnx --queries list.txt --price-per-1k 1.50 --out runs/paid
+      COPYCAT_TF_HEADERS="$(cat headers.txt)" copycat-tf label \\
+          https://api.example.com/v2/models/fer --queries photos --out runs/fer
+      copycat-tf label target.onnx --queries /data/imagenet --engine ray --ray-address auto \\
+          --out runs/big
     """
-    if cost_per_1k is not None and cost_per_1k < 0:
-        raise CopycatError(f"--cost-per-1k must be >= 0; received {cost_per_1k}")
     engine = labeling_engine(options)
     # A rerun into a fake dataset reuses the contract it was labelled under: a remote target
     # is not probed again, and a probe's images count against --budget like any query.
-    oracle = target_spec(target, options, cost_per_1k).open(budget=budget, contract=stored_contract(out_dir))
+    oracle = target_spec(target, options, price_per_1k).open(budget=budget, contract=stored_contract(out_dir))
     with engine as engine, LabelProgressBar() as bar:
         fakeset = label(oracle, list(queries), budget, out_dir, labels=labels, seed=seed,
                         resize=resize, batch_size=batch_size, shard_size=shard_size,
                         overwrite=overwrite, progress=bar, engine=engine)
-    _print_summary(fakeset, cost_per_1k, oracle.info().class_names)
+    _print_summary(fakeset, price_per_1k, oracle.info().class_names)
 
 
-def _print_summary(fakeset, cost_per_1k, class_names):
+def _print_summary(fakeset, price_per_1k, class_names):
     summary = fakeset.summary()
     count, spent = summary["count"], summary["queries_spent"]
     state = ("complete" if summary["count"] >= summary["budget"]
@@ -99,5 +103,5 @@ def _print_summary(fakeset, cost_per_1k, class_names):
             "labels; a copycat trained on this learns little about the other classes (try more "
             "varied query images, or mix in some problem-domain ones: --queries PD_FOLDER:0.2)"
         )
-    if cost_per_1k is not None:
-        echo_field("cost", f"{spent / 1000 * cost_per_1k:,.2f} at {cost_per_1k:g} per 1,000 queries")
+    if price_per_1k is not None:
+        echo_field("cost", f"{spent / 1000 * price_per_1k:,.2f} at {price_per_1k:g} per 1,000 queries")

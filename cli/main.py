@@ -16,6 +16,7 @@ import click
 
 from copycat_tf._version import __version__
 from copycat_tf.cli import progress
+from copycat_tf.cli.helptext import HelpContext
 from copycat_tf.errors import CopycatError
 
 # Commands import on use, so `--help` and `inspect` start without loading TensorFlow.
@@ -75,6 +76,8 @@ class _SilencedLoader:
 
 
 class LazyGroup(click.Group):
+    context_class = HelpContext
+
     def list_commands(self, ctx):
         return list(COMMANDS)
 

@@ -6,6 +6,10 @@ Commands never import each other; what two of them share lives here (options) or
 
 from __future__ import annotations
 
+import functools
+import inspect
+import os
+
 import click
 
 from copycat_tf.contract import CHANNEL_ORDERS, LAYOUTS
@@ -13,8 +17,15 @@ from copycat_tf.errors import CopycatError
 from copycat_tf.fakeset import LABEL_MODES
 from copycat_tf.fakeset.ray_engine import ENGINES, INSTALL_HINT, RayEngine, open_engine
 from copycat_tf.models import ARCHITECTURES
-from copycat_tf.oracle import ContractOverrides, HttpOptions, TargetSpec
-from copycat_tf.oracle.http import HTTP_OUTPUT_KINDS, PROTOCOLS
+from copycat_tf.oracle import ContractOverrides, HttpOptions, TargetSpec, is_url
+from copycat_tf.oracle.http import (
+    HTTP_OUTPUT_KINDS,
+    PROTOCOLS,
+    merge_headers,
+    parse_header_lines,
+    parse_headers,
+    read_header_file,
+)
 from copycat_tf.queries import RESIZE_POLICIES
 from copycat_tf.strategies import DEFAULT_STRATEGY, STRATEGIES, strategy_named
 from copycat_tf.training import BALANCE_MODES, TrainConfig
@@ -22,6 +33,12 @@ from copycat_tf.training.devices import parse_devices
 
 ARCH_HELP = (f"Architecture: {', '.join(ARCHITECTURES)}. small_cnn is fast on a CPU; vgg16 is the "
              "paper's copycat (slow on a CPU).")
+#: Where a URL target's headers may come from besides --header: newline-separated
+#: 'Name: value' lines, kept out of the process list and shell history.
+HEADERS_VARIABLE = "COPYCAT_TF_HEADERS"
+TARGET_HELP = ("TARGET is an ONNX file, or the http(s) URL of a model served with the Open Inference "
+               "Protocol v2 (KServe, Triton, MLServer: .../v2/models/NAME) or TF Serving REST "
+               "(.../v1/models/NAME); see README, Remote targets.")
 QUERIES_HELP = ("Query images, repeatable: a folder (searched recursively), a .txt list of image "
                 "paths, a .npy/.npz array, noise:uniform, noise:gaussian, photos (the built-in "
                 "photo pool) or procedural (drawn pictures: dead leaves, 1/f noise, fractals); "
@@ -93,9 +110,12 @@ def oracle_options(command):
         click.option("--protocol", type=click.Choice(PROTOCOLS),
                      help="URL targets: the inference protocol (default read from the URL's path: "
                           "/v2/models/NAME is v2, /v1/models/NAME is tfserving)."),
-        click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'",
-                     help="URL targets: a request header, repeatable (e.g. 'Authorization: Bearer "
-                          "...'); values are never written to disk or logs."),
+        click.option("--header", "headers", multiple=True, metavar="@FILE|'NAME: VALUE'",
+                     help=f"URL targets: request headers, repeatable. Keep a token off the command "
+                          f"line: @FILE reads 'Name: value' lines from FILE (blank and # lines "
+                          f"ignored), and {HEADERS_VARIABLE} holds such lines too; a 'NAME: VALUE' "
+                          f"given here adds a header or replaces one of the same name. Values are "
+                          f"never shown, written to disk or logged."),
         click.option("--rate", metavar="N/s",
                      help="URL targets: at most N requests per second (or N/min), retries included."),
         click.option("--concurrency", type=click.IntRange(min=1), metavar="N",
@@ -111,22 +131,24 @@ def oracle_options(command):
 
 def target_spec(target: str, options: dict, price_per_1k: float | None = None) -> TargetSpec:
     """Pop the target options out of a command's options as one :class:`TargetSpec`."""
-    given = oracle_kwargs(options)
+    given = oracle_kwargs(options, target)
     overrides = ContractOverrides(**{name: given.pop(name) for name in
                                      ("preprocessing", "layout", "output", "output_kind", "input_size", "class_names")
                                      if name in given})
-    http = HttpOptions(**{name: (tuple(value) if name == "headers" else value) for name, value in
-                          ((n, given.pop(n)) for n in ("protocol", "headers", "rate", "concurrency", "timeout",
-                                                       "insecure") if n in given)})
+    headers = tuple(f"{name}: {value}" for name, value in given.pop("headers", {}).items())
+    http = HttpOptions(headers=headers, **{name: given.pop(name) for name in
+                                           ("protocol", "rate", "concurrency", "timeout", "insecure") if name in given})
     providers = tuple(given.pop("providers")) if "providers" in given else None
     return TargetSpec(target, overrides=overrides, http=http, providers=providers, price_per_1k=price_per_1k)
 
 
-def oracle_kwargs(options: dict) -> dict:
-    """Pop the --mean/--std/... values out of a command's options as OnnxOracle arguments.
+def oracle_kwargs(options: dict, target: str) -> dict:
+    """Pop the --mean/--std/... values out of a command's options as ``open_oracle`` arguments.
 
     Each of ``--mean``, ``--std`` and ``--channel-order`` overrides only its own field of
     the preprocessing; the others keep the model's metadata or its input type's default.
+    A URL ``target`` also gets the headers of :data:`HEADERS_VARIABLE` (see
+    :func:`request_headers`).
     """
     overrides = {name: options.pop(key) for name, key in
                  (("mean", "mean"), ("std", "std"), ("channel_order", "channel_order"))}
@@ -139,7 +161,7 @@ def oracle_kwargs(options: dict) -> dict:
         "input_size": options.pop("input_size"),
         "providers": list(options.pop("providers")) or None,
         "protocol": options.pop("protocol"),
-        "headers": list(options.pop("headers")) or None,
+        "headers": request_headers(target, options.pop("headers")),
         "rate": options.pop("rate"),
         "concurrency": options.pop("concurrency"),
         "timeout": options.pop("timeout"),
@@ -148,6 +170,52 @@ def oracle_kwargs(options: dict) -> dict:
     }
     # Only what was given: open_oracle() refuses an option that does not fit the target.
     return {name: value for name, value in kwargs.items() if value is not None}
+
+
+def request_headers(target: str, given) -> dict[str, str] | None:
+    """The headers for ``target``: :data:`HEADERS_VARIABLE` (URL targets only), then each
+    ``--header @FILE``, then the ``--header 'Name: value'`` options, a later source replacing
+    an earlier one's header of the same name. None when there are none.
+    """
+    environment = os.environ.get(HEADERS_VARIABLE, "")
+    layers = [parse_header_lines(environment, HEADERS_VARIABLE)] if is_url(target) and environment.strip() else []
+    layers += [read_header_file(text[1:]) for text in given if text.startswith("@")]
+    inline = [text for text in given if not text.startswith("@")]
+    if inline:
+        layers.append(parse_headers(inline))
+    return merge_headers(*layers) if layers else None
+
+
+def target_argument(command):
+    """The TARGET argument, with :data:`TARGET_HELP` as the second paragraph of the command's help."""
+    summary, _, rest = inspect.cleandoc(command.__doc__).partition("\n\n")
+    command.__doc__ = f"{summary}\n\n{TARGET_HELP}\n\n{rest}"
+    return click.argument("target", type=click.Path(dir_okay=False))(command)
+
+
+def renamed_option(old: str, new: str, *, why: str = "", **attrs):
+    """Still read ``old``, an option renamed ``new``: hidden from ``--help``, a one-line notice
+    on stderr, and its value given to the command as ``new``'s when ``new`` is not given.
+
+    ``attrs`` are ``new``'s click type and checks, so the old spelling accepts what the new
+    one does.
+    """
+    dest = new.lstrip("-").replace("-", "_")
+    hidden = f"renamed_{dest}"
+
+    def decorate(function):
+        @functools.wraps(function)
+        def command(*args, **kwargs):
+            value = kwargs.pop(hidden)
+            if value is not None:
+                click.echo(f"copycat-tf: {old} is now {new}{why}", err=True)
+                if kwargs.get(dest) is None:
+                    kwargs[dest] = value
+            return function(*args, **kwargs)
+
+        return click.option(old, hidden, hidden=True, **attrs)(command)
+
+    return decorate
 
 
 def _devices(ctx, param, value):
@@ -209,12 +277,49 @@ resize_option = click.option(
     "--resize", type=click.Choice(RESIZE_POLICIES), default=RESIZE_POLICIES[0], show_default=True,
     help="Fit images to the target's size by stretching, centre-cropping or padding.")
 
+learning_rate_option = click.option(
+    "--learning-rate", type=float, metavar="LR",
+    help="Starting learning rate, decayed along a half cosine over the epochs (default: the "
+         "architecture's).")
+
 epochs_option = click.option(
     "--epochs", type=int, metavar="N",
-    help="Copycat epochs (default: the architecture's, raised to at least 500 training steps "
-         "on small fake datasets).")
+    help="Training epochs (default: the architecture's; a copycat's are raised to at least 500 "
+         "training steps on small fake datasets).")
 
-seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seeds queries and training.")
+seed_option = click.option(
+    "--seed", type=int, default=0, show_default=True,
+    help="Seeds every random choice: query order, mixing, noise and crops, weights, shuffling "
+         "and held-out slices. The same seed and inputs give the same run.")
+
+labels_option = click.option(
+    "--labels", type=click.Choice(LABEL_MODES), default="hard", show_default=True,
+    help="hard: the target's top class only (the paper's threat model); soft: also its "
+         "probabilities, kept when labeling and learnt when training (which needs a fake "
+         "dataset labelled soft).")
+
+price_option = click.option(
+    "--price-per-1k", type=click.FloatRange(min=0), metavar="PRICE",
+    help="Price of 1,000 queries, to state what the queries bought cost on a paid API.")
+
+
+def queries_option(default: tuple[str, ...] | None = None):
+    """``--queries``, required unless a ``default`` is given."""
+    return click.option("--queries", multiple=True, required=default is None, default=default,
+                        show_default=default is not None, metavar="SRC[:WEIGHT]", help=QUERIES_HELP)
+
+
+def budget_option(default: int):
+    """``--budget``: the queries a command may buy."""
+    # A plain int: the library's own check says what a budget must be.
+    return click.option("--budget", type=int, default=default, show_default=True,
+                        metavar="N", help="Queries to buy from the target (one image each).")
+
+
+def batch_size_option(default: int = 64):
+    """``--batch-size`` of querying: images per call (training batches are ``train``'s own)."""
+    return click.option("--batch-size", type=click.IntRange(min=1), default=default, show_default=True,
+                        metavar="N", help="Images sent in one call to a model (one request to a URL target).")
 
 deterministic_option = click.option(
     "--deterministic", is_flag=True,
@@ -227,6 +332,12 @@ strategy_option = click.option(
          "target's rare classes, training a scout copycat between rounds; paper: the papers' "
          "single pass over the queries as they come.")
 
+
+labelled_test_option = click.option(
+    "--test-data", metavar="SPEC",
+    help="Labelled test images to compare TARGET and the copycat on: a named split "
+         "(fashion-mnist:test, digits:test, mnist:test), a .npz with x and y, or a folder of "
+         "class subfolders.")
 
 eval_data_option = click.option(
     "--eval-data", metavar="SPEC",
@@ -245,14 +356,11 @@ def overwrite_option(what: str):
 def run_options(budget: int):
     """Options shared by `steal` and `demo`: the attack's budget and the copycat's training."""
     return _stack([
-        click.option("--budget", type=int, default=budget, show_default=True, metavar="N",
-                     help="Queries to buy from the target."),
+        budget_option(budget),
         strategy_option,
         arch_option(),
         epochs_option,
-        click.option("--labels", type=click.Choice(LABEL_MODES), default="hard", show_default=True,
-                     help="hard: the target's classes only (the paper's threat model); soft: "
-                          "also its probabilities."),
+        labels_option,
         click.option("--balance", type=click.Choice(BALANCE_MODES),
                      help="Rebalance rare classes when training the copycat (default: "
                           "sqrt-weights with --strategy balanced, none with paper)."),

@@ -2,14 +2,20 @@
 
 import click
 
+from copycat_tf.cli.helptext import Command
 from copycat_tf.cli.options import (
-    QUERIES_HELP,
+    batch_size_option,
     devices_option,
     engine_options,
     eval_data_option,
     labeling_engine,
     oracle_options,
+    price_option,
+    queries_option,
+    resize_option,
     run_options,
+    labelled_test_option,
+    target_argument,
     target_spec,
     train_config,
 )
@@ -20,26 +26,25 @@ from copycat_tf.pipeline import STEAL_BUDGET, steal
 from copycat_tf.queries.spec import QuerySpec
 
 
-@click.command("steal")
-@click.argument("target", type=click.Path(dir_okay=False))
-@click.option("--queries", "queries", multiple=True, required=True, metavar="SRC[:WEIGHT]", help=QUERIES_HELP)
+@click.command("steal", cls=Command)
+@target_argument
+@queries_option()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="The run's folder (fakeset/, copycat/, report/, steal.json). Rerun to resume.")
-@click.option("--test-data", metavar="SPEC",
-              help="Labelled test data for the side-by-side report: fashion-mnist:test, "
-                   "digits:test, mnist:test, a .npz with x/y, or a folder of class subfolders.")
-@click.option("--price-per-1k", type=click.FloatRange(min=0), metavar="PRICE",
-              help="Price of 1,000 queries: the progress bar and the result say what was spent.")
+@labelled_test_option
+@price_option
 @eval_data_option
 @run_options(budget=STEAL_BUDGET)
+@batch_size_option()
+@resize_option
 @devices_option
 @engine_options
 @oracle_options
 def steal_command(target, queries, out_dir, test_data, price_per_1k, eval_data, budget, strategy, arch, epochs,
-                  labels, balance, seed, deterministic, overwrite, devices, **options):
-    """Copy TARGET (an ONNX model) through its answers alone: label, train, export, evaluate.
+                  labels, balance, seed, deterministic, overwrite, batch_size, resize, devices, **options):
+    """Copy TARGET through its answers alone: label, train, export, evaluate.
 
-    TARGET is queried through onnxruntime as a black box with the --queries images; its
+    TARGET is queried as a black box with the --queries images; its
     answers become OUT/fakeset; a copycat is trained on them and exported as
     OUT/copycat/copycat.onnx with TARGET's exact input contract; with --test-data both
     models are compared in OUT/report, and with --eval-data (any images, no labels
@@ -54,13 +59,15 @@ def steal_command(target, queries, out_dir, test_data, price_per_1k, eval_data, 
           --test-data fashion-mnist:test --out runs/fmnist
       copycat-tf steal target.onnx --queries photos --eval-data ./my-photos --out runs/c10
       copycat-tf steal target.onnx --queries ./imagenet --strategy paper --out runs/paper
+      copycat-tf steal https://ml.example.com/v2/models/fer --header @headers.txt \\
+          --queries photos --rate 20/s --out runs/fer
       copycat-tf steal vendor.onnx --queries ./imagenet --queries ./pd:0.1 --arch vgg16 \\
           --layout NCHW --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4 --out runs/vendor
     """
     config = train_config(strategy, arch, epochs, balance, seed, deterministic, labels)
     target = target_spec(target, options, price_per_1k)
     with labeling_engine(options) as engine, LabelProgressBar() as bar:
-        result = steal(target, QuerySpec(tuple(queries)), out_dir, budget=budget, strategy=strategy,
-                       train_config=config, measure=Measurement(test_data, eval_data),
+        result = steal(target, QuerySpec(tuple(queries), resize=resize, batch_size=batch_size), out_dir,
+                       budget=budget, strategy=strategy, train_config=config, measure=Measurement(test_data, eval_data),
                        execution=Execution(overwrite=overwrite, engine=engine, devices=devices, label_progress=bar))
     print_steal_result(result)

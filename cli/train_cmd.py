@@ -4,18 +4,22 @@ import sys
 
 import click
 
+from copycat_tf.cli.helptext import Command
 from copycat_tf.cli.options import (
     arch_option,
     deterministic_option,
     epochs_option,
+    labels_option,
+    learning_rate_option,
     overwrite_option,
+    seed_option,
 )
 from copycat_tf.fakeset import FakeSet
 from copycat_tf.models import OPTIMIZERS
-from copycat_tf.training import BALANCE_MODES, LABEL_MODES, TrainConfig, train_copycat
+from copycat_tf.training import BALANCE_MODES, TrainConfig, train_copycat
 
 
-@click.command("train")
+@click.command("train", cls=Command)
 @click.argument("fakeset_dir", metavar="FAKESET_DIR", type=click.Path(file_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the copycat: copycat.onnx, copycat.keras, training.json, "
@@ -25,13 +29,9 @@ from copycat_tf.training import BALANCE_MODES, LABEL_MODES, TrainConfig, train_c
 @click.option("--batch-size", type=int, metavar="N",
               help="Records per batch (default: the architecture's, halved for large inputs until a "
                    "batch's estimated training memory fits 4 GiB).")
-@click.option("--learning-rate", type=float, metavar="LR",
-              help="Starting learning rate, decayed along a half cosine over the epochs "
-                   "(default: the architecture's).")
+@learning_rate_option
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), help="Optimizer (default: the architecture's).")
-@click.option("--labels", type=click.Choice(LABEL_MODES), default="hard", show_default=True,
-              help="Learn the oracle's classes (the paper) or its probabilities (needs a fake "
-                   "dataset labelled with --labels soft).")
+@labels_option
 @click.option("--balance", type=click.Choice(BALANCE_MODES), default="none", show_default=True,
               help="Even out classes: replicate records of rare classes (the 2021 paper) or "
                    "weight the loss per class.")
@@ -44,8 +44,7 @@ from copycat_tf.training import BALANCE_MODES, LABEL_MODES, TrainConfig, train_c
 @click.option("--finetune-epochs", type=int, metavar="N", help="Fine-tuning epochs (default: --epochs).")
 @click.option("--finetune-learning-rate", type=float, metavar="LR",
               help="Fine-tuning learning rate (default: a tenth of --learning-rate).")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seeds weights, shuffling, the validation slice and augmentation.")
+@seed_option
 @deterministic_option
 @overwrite_option("training")
 def train_command(fakeset_dir, out_dir, finetune_dir, overwrite, **options):

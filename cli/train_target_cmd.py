@@ -2,11 +2,12 @@ import sys
 
 import click
 
-from copycat_tf.cli.options import arch_option, shape_option
+from copycat_tf.cli.helptext import Command
+from copycat_tf.cli.options import arch_option, epochs_option, learning_rate_option, seed_option, shape_option
 from copycat_tf.training import train_target
 
 
-@click.command("train-target")
+@click.command("train-target", cls=Command)
 @click.option("--dataset", required=True, metavar="SPEC",
               help="Labelled data: fashion-mnist, digits or mnist (their own train/test "
                    "splits), a .npz file with x/y arrays, or a folder of class subfolders "
@@ -14,14 +15,11 @@ from copycat_tf.training import train_target
 @arch_option()
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), metavar="FILE.onnx",
               help="The target ONNX file to write; its card goes next to it as FILE.json.")
-@click.option("--epochs", type=int, metavar="N", help="Training epochs (default: the architecture's).")
+@epochs_option
 @click.option("--batch-size", type=int, metavar="N", help="Images per batch (default: the architecture's).")
-@click.option("--learning-rate", type=float, metavar="LR",
-              help="Starting learning rate, decayed along a half cosine over the epochs "
-                   "(default: the architecture's).")
+@learning_rate_option
 @shape_option
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seeds weights, shuffling and the test hold-out.")
+@seed_option
 def train_target_command(dataset, arch, out_path, epochs, batch_size, learning_rate, image_shape, seed):
     """Train a classifier to act as the black-box target, and export it as ONNX.
 

@@ -224,7 +224,7 @@ def inspect(path) -> list:
 
 
 def label_with(path, *extra) -> list:
-    return ["label", path, "-q", "noise:uniform", "--budget", 4, "--out", OUT, *extra]
+    return ["label", path, "--queries", "noise:uniform", "--budget", 4, "--out", OUT, *extra]
 
 
 def _onnx_zero_byte(d):
@@ -489,7 +489,7 @@ def _onnx_hostile_label_target(d):
 
 
 def _query_label(d, queries, *extra):
-    return ["label", target(d), "-q", queries, "--budget", 8, "--out", OUT, *extra]
+    return ["label", target(d), "--queries", queries, "--budget", 8, "--out", OUT, *extra]
 
 
 def _only_hostile_images(d):

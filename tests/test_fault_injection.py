@@ -287,7 +287,7 @@ def test_label_killed_again_and_again_ends_like_an_uninterrupted_run(
                       shard_size=LABEL_SHARD, batch_size=LABEL_BATCH)
     out = tmp_path / "killed"
     rng = random.Random(SEED)
-    chain = Chain(["label", target, "-q", specs[0], "-q", specs[1], "--budget", LABEL_BUDGET,
+    chain = Chain(["label", target, "--queries", specs[0], "--queries", specs[1], "--budget", LABEL_BUDGET,
                    "--out", out, "--seed", 3, "--shard-size", LABEL_SHARD, "--batch-size", LABEL_BATCH],
                   tmp_path, rng)
     checks = FakeSetChecks(out, LABEL_SHARD)

@@ -128,7 +128,7 @@ def test_hostile_image_in_a_query_folder_is_rejected_and_listed(name, build, rea
     key = build(folder)
     target = sandbox.inputs / "target.onnx"
     make_linear_classifier(target, image_shape=(16, 16, 3), num_classes=4)
-    result = sandbox.run(["label", target, "-q", folder, "--budget", 50, "--out", OUT])
+    result = sandbox.run(["label", target, "--queries", folder, "--budget", 50, "--out", OUT])
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     fakeset = FakeSet.open(sandbox.out)
@@ -152,7 +152,7 @@ def converted(tmp_path_factory):
     expected = {name: build(folder) for name, build in CONVERTED_IMAGES}
     target = sandbox.inputs / "target.onnx"
     make_linear_classifier(target, image_shape=(16, 16, 3), num_classes=4)
-    result = sandbox.run(["label", target, "-q", folder, "--budget", 50, "--out", OUT])
+    result = sandbox.run(["label", target, "--queries", folder, "--budget", 50, "--out", OUT])
     assert result.returncode == 0, result.stderr
     fakeset = FakeSet.open(sandbox.out)
     images = {k: image for shard in fakeset.iter_shards()

@@ -470,6 +470,32 @@ def test_the_bearer_token_is_in_no_file_a_run_writes(server, proxy, tmp_path):
             assert secret.encode() not in data, f"{path} holds the token"
 
 
+@pytest.mark.parametrize("form", ["file", "environment"])
+def test_a_token_from_a_header_file_or_the_environment_is_in_no_file_and_no_output(server, proxy, tmp_path, form):
+    token = "Bearer hf-" + secrets.token_urlsafe(24)
+    secret_dir = tmp_path / "secret"
+    secret_dir.mkdir()
+    (secret_dir / "headers.txt").write_text(f"# the target's key\n\nAuthorization: {token}\n")
+    given = (["--header", f"@{secret_dir / 'headers.txt'}"] if form == "file" else [])
+    env = {"COPYCAT_TF_HEADERS": f"Authorization: {token}"} if form == "environment" else {}
+    proxy.faults(next=["503"], require={"Authorization": token})
+    out = tmp_path / "run"
+    result = run_cli("-v", "label", url(proxy), "--queries", "noise:uniform", "--budget", 24, "--batch-size", 8,
+                     "--output-kind", "probabilities", "--out", out, *given, env=env)
+    assert result.returncode == 0, result.stderr
+    assert FakeSet.open(out).count == 24
+    proxy.faults(next=["echo401"], require={"Authorization": token})  # a server that echoes it back
+    again = run_cli("label", url(proxy), "--queries", "noise:uniform", "--budget", 32, "--batch-size", 8,
+                    "--output-kind", "probabilities", "--out", out, *given, env=env)
+    assert again.returncode != 0 and "HTTP 401" in again.stderr
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert len(written) >= 3
+    for secret in (token, token.split()[1]):
+        for path in written:
+            assert secret.encode() not in path.read_bytes(), f"{path} holds the token"
+        assert secret not in result.stdout + result.stderr + again.stdout + again.stderr
+
+
 KILL_SCRIPT = textwrap.dedent("""
     import sys
     from copycat_tf.fakeset import label
@@ -543,9 +569,13 @@ def test_inspect_and_steal_a_url_through_the_cli_keep_the_token_secret(server, p
     assert info["num_classes"] == 4 and info["headers"] == ["Authorization"]
     probes = info["probe_queries"]
     out = tmp_path / "steal"
+    before = len(server.records())
     result = run_cli("steal", target, "--queries", "noise:uniform", "--budget", 96, "--strategy", "paper",
-                     "--epochs", 1, "--header", f"Authorization: {token}", "--concurrency", 2, "--out", out)
+                     "--epochs", 1, "--header", f"Authorization: {token}", "--concurrency", 2,
+                     "--batch-size", 16, "--resize", "pad", "--out", out)
     assert result.returncode == 0, result.stderr
+    assert max(n for _, n, _ in server.records()[before:]) <= 16  # --batch-size reached the oracle
+    assert json.loads((out / "steal.json").read_text())["resize"] == "pad"
     assert result.stdout.splitlines()[-1].startswith("copycat agrees with the target on ")
     fakeset = FakeSet.open(out / "fakeset")
     assert fakeset.queries_spent == fakeset.count == 96

@@ -22,7 +22,7 @@ def test_label_prints_a_summary(query_target, query_folder, bad_query_files, tmp
     out = tmp_path / "fake"
     result = run_cli("label", query_target(), "--queries", folder, "--queries", "noise:uniform:0.5",
                      "--budget", 60, "--out", out, "--labels", "soft", "--seed", 2,
-                     "--batch-size", 16, "--shard-size", 32, "--cost-per-1k", 2.5)
+                     "--batch-size", 16, "--shard-size", 32, "--price-per-1k", 2.5)
     assert result.returncode == 0, result.stderr
     assert f"labeled   60 images (complete) in {out}" in result.stdout
     assert "queries   60 spent" in result.stdout
@@ -36,7 +36,7 @@ def test_label_prints_a_summary(query_target, query_folder, bad_query_files, tmp
 
 def test_dominant_class_warning(query_target, tmp_path):
     # Uniform noise images all look alike to a linear model: one class takes most answers.
-    result = run_cli("label", query_target(), "-q", "noise:uniform", "--budget", 200,
+    result = run_cli("label", query_target(), "--queries", "noise:uniform", "--budget", 200,
                      "--out", tmp_path / "fake")
     assert result.returncode == 0, result.stderr
     summary = FakeSet.open(tmp_path / "fake").summary()
@@ -121,7 +121,7 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(query_target, query_fol
 def test_ctrl_c_says_how_to_resume(query_target, tmp_path):
     out = tmp_path / "fake"
     # A budget far beyond what a starved test process could watch finish before its signal.
-    arguments = ["label", str(query_target((32, 32, 3), 10)), "-q", "noise:uniform", "--budget", "2000000",
+    arguments = ["label", str(query_target((32, 32, 3), 10)), "--queries", "noise:uniform", "--budget", "2000000",
                  "--out", str(out), "--shard-size", "256"]
     # As from a terminal: SIGINT at its default even if this test process ignores it (an
     # ignored signal is inherited, and Python then installs no KeyboardInterrupt handler).

@@ -202,7 +202,7 @@ def test_without_ray_the_engine_says_how_to_install_it(data, tmp_path):
     out = tmp_path / "fake"
     done = subprocess.run(
         [sys.executable, "-c", "import sys; sys.modules['ray'] = None; from copycat_tf.cli.main import main; main()",
-         "label", data / "target.onnx", "-q", "noise:uniform", "--budget", "10", "--out", out, "--engine", "ray"],
+         "label", data / "target.onnx", "--queries", "noise:uniform", "--budget", "10", "--out", out, "--engine", "ray"],
         check=False, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 2, done.stderr
@@ -213,7 +213,7 @@ def test_without_ray_the_engine_says_how_to_install_it(data, tmp_path):
 
 @pytest.mark.parametrize("option", [("--ray-address", "auto"), ("--ray-actors", "2"), ("--ray-threads", "2")])
 def test_ray_options_without_the_ray_engine_are_a_usage_error(data, tmp_path, option):
-    result = run_cli("label", data / "target.onnx", "-q", "noise:uniform", "--out", tmp_path / "fake", *option)
+    result = run_cli("label", data / "target.onnx", "--queries", "noise:uniform", "--out", tmp_path / "fake", *option)
     result.assert_clean_error(f"{option[0]} needs --engine ray")
     assert not (tmp_path / "fake").exists()
 
@@ -263,7 +263,7 @@ WINDOW = 2 * ACTORS  # the default: two batches in flight per actor
 
 def _start_label(namespace, address, data, out, env, *more):
     return namespace.popen(
-        _cli("label", "target.onnx", *[a for s in CLUSTER_SPECS for a in ("-q", s)], "--budget", CLUSTER_BUDGET,
+        _cli("label", "target.onnx", *[a for s in CLUSTER_SPECS for a in ("--queries", s)], "--budget", CLUSTER_BUDGET,
              "--batch-size", BATCH, "--shard-size", SHARD, "--out", out, "--engine", "ray", "--ray-address", address,
              *more),
         cwd=data, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

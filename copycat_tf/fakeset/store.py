@@ -50,7 +50,7 @@ def stored_contract(directory: str | os.PathLike) -> Contract | None:
     """The contract a fake dataset in ``directory`` was labelled under, or ``None`` (no usable
     manifest there). A resumed run opens its target with it, so nothing is probed twice."""
     try:
-        manifest = _read_manifest(Path(directory)) if Path(directory).is_dir() else None
+        manifest = read_manifest(Path(directory)) if Path(directory).is_dir() else None
         return None if manifest is None else Contract.from_dict(manifest["oracle"]["contract"])
     except (CopycatError, KeyError, TypeError, ValueError):
         return None

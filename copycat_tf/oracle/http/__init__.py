@@ -40,9 +40,17 @@ Usage::
     oracle.queries_spent, oracle.retries, oracle.cost
 """
 
-from copycat_tf.oracle.http.endpoint import PROTOCOLS, Endpoint, parse_headers, parse_rate
+from copycat_tf.oracle.http.endpoint import (
+    PROTOCOLS,
+    Endpoint,
+    merge_headers,
+    parse_header_lines,
+    parse_headers,
+    parse_rate,
+    read_header_file,
+)
 from copycat_tf.oracle.http.oracle import HTTP_OUTPUT_KINDS, HttpCounters, HttpOracle
 from copycat_tf.oracle.http.wire import number_list
 
-__all__ = ["HTTP_OUTPUT_KINDS", "PROTOCOLS", "Endpoint", "HttpCounters", "HttpOracle", "number_list",
-           "parse_headers", "parse_rate"]
+__all__ = ["HTTP_OUTPUT_KINDS", "PROTOCOLS", "Endpoint", "HttpCounters", "HttpOracle", "merge_headers",
+           "number_list", "parse_header_lines", "parse_headers", "parse_rate", "read_header_file"]

@@ -2,8 +2,10 @@
 
 :class:`Endpoint` reads a model URL (protocol, model name, version) and refuses what could
 leak a secret (credentials in the URL, a query string); :func:`parse_headers` and
-:func:`parse_rate` read the ``--header`` and ``--rate`` options; :class:`TokenBucket`
-spaces requests.
+:func:`parse_rate` read the ``--header`` and ``--rate`` options; :func:`read_header_file`
+and :func:`parse_header_lines` read headers kept off the command line (a file, an
+environment variable); :func:`merge_headers` lays such sources over each other by name;
+:class:`TokenBucket` spaces requests.
 
 Example:
 
@@ -19,16 +21,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from copycat_tf.errors import CopycatError
 
 PROTOCOLS = ("v2", "tfserving")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110's token
 _FORBIDDEN_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "content-type"}
 _V2_PATH = re.compile(
     r"(?P<prefix>.*?)/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?(?:/infer)?/?")
@@ -85,7 +90,7 @@ def parse_headers(headers: Mapping[str, str] | Sequence[str] | None) -> dict[str
             pairs.append((name.strip(), value.strip()))
     parsed = {}
     for name, value in pairs:
-        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+        if not _HEADER_NAME.fullmatch(name):
             raise CopycatError(f"header name {name[:40]!r} is not a valid HTTP header name")
         if name.lower() in _FORBIDDEN_HEADERS:
             raise CopycatError(f"header {name} is set by copycat-tf itself; remove it")
@@ -93,6 +98,86 @@ def parse_headers(headers: Mapping[str, str] | Sequence[str] | None) -> dict[str
             raise CopycatError(f"the value of header {name} holds a line break; remove it")
         parsed[name] = value
     return parsed
+
+
+def parse_header_lines(text: str, source: str) -> dict[str, str]:
+    """Headers from ``Name: value`` lines (a header file, ``COPYCAT_TF_HEADERS``).
+
+    Blank lines and lines starting with ``#`` are ignored. Values are secrets: an error
+    names ``source`` and the line number, never the line's text.
+
+    Args:
+        text: the lines, newline-separated.
+        source: what the text came from, for error messages (a file name, a variable name).
+
+    >>> parse_header_lines("# the vendor's key\\nAuthorization: Bearer abc\\n\\nX-Team: red\\n", "keys.txt")
+    {'Authorization': 'Bearer abc', 'X-Team': 'red'}
+    >>> parse_header_lines("Authorization Bearer abc", "keys.txt")
+    Traceback (most recent call last):
+    ...
+    copycat_tf.errors.CopycatError: keys.txt line 1 is not 'Name: value' (its text is not shown, as it may hold a secret); write one header per line, e.g. 'Authorization: Bearer TOKEN'
+    """
+    pairs = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, colon, value = line.partition(":")
+        name = name.strip()
+        # Checked here, not by parse_headers: its message would quote the name, which is
+        # part of the secret when the colon is missing from the intended place.
+        if not colon or not _HEADER_NAME.fullmatch(name):
+            raise CopycatError(
+                f"{source} line {number} is not 'Name: value' (its text is not shown, as it may "
+                "hold a secret); write one header per line, e.g. 'Authorization: Bearer TOKEN'"
+            )
+        pairs[name] = value.strip()
+    return parse_headers(pairs)
+
+
+def read_header_file(path: str | os.PathLike) -> dict[str, str]:
+    """Headers from a file of ``Name: value`` lines, as ``curl --header @FILE`` reads them.
+
+    Keeps a bearer token out of the process list, shell history and ``docker run`` lines.
+    Blank lines and ``#`` comments are ignored; errors never repeat a value.
+
+    Args:
+        path: the file.
+
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "headers.txt"
+    >>> _ = path.write_text("# expires in June\\nAuthorization: Bearer abc\\n")
+    >>> read_header_file(path)
+    {'Authorization': 'Bearer abc'}
+    >>> read_header_file(path.with_name("absent.txt"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    copycat_tf.errors.CopycatError: header file .../absent.txt cannot be read (No such file or directory); give a readable file of 'Name: value' lines
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise CopycatError(
+            f"header file {path} cannot be read ({reason}); give a readable file of 'Name: value' lines"
+        ) from None
+    return parse_header_lines(text, f"header file {path}")
+
+
+def merge_headers(*layers: Mapping[str, str]) -> dict[str, str]:
+    """One set of headers from several sources, a later one replacing an earlier one's
+    header of the same name (HTTP names are case-insensitive).
+
+    >>> merge_headers({"Authorization": "Bearer old", "X-Team": "red"}, {"authorization": "Bearer new"})
+    {'X-Team': 'red', 'authorization': 'Bearer new'}
+    """
+    merged: dict[str, str] = {}
+    for layer in layers:
+        for name, value in layer.items():
+            for known in [known for known in merged if known.lower() == name.lower()]:
+                del merged[known]
+            merged[name] = value
+    return merged
 
 
 @dataclass(frozen=True)
