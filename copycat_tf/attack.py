@@ -195,11 +195,15 @@ class Attack:
             CopycatError: labeling stopped before the budget (rerun to finish).
         """
         config = self.config if labels is None else replace(self.config, labels=labels)
+        spent_before = oracle.queries_spent
         collection = self.strategy.collect(oracle, self.queries, budget, out_dir, config=config,
                                            progress=self.execution.label_progress, engine=self.execution.engine)
         if not collection.fakeset.complete:
             raise CopycatError(f"the fake dataset in {collection.fakeset.directory} holds "
                                f"{collection.fakeset.count} of {budget} records; rerun to finish labeling")
+        if oracle.queries_spent == spent_before:
+            log.info("fake dataset complete: %s records for %s queries, reused", f"{collection.fakeset.count:,}",
+                     f"{collection.fakeset.queries_spent:,}")
         return collection
 
     def train(self, fakeset: FakeSet, out_dir: str | os.PathLike, *, config: TrainConfig | None = None,

@@ -72,7 +72,7 @@ def test_bad_option_values_are_usage_errors(tmp_path):
 
 def test_usage_errors_are_one_line(tmp_path):
     for args, fragment in ((["steal", "--overwrit"], "No such option '--overwrit'"),
-                           (["inspect"], "Missing argument 'MODEL'"),
+                           (["inspect"], "Missing argument 'TARGET'"),
                            (["label", "m.onnx", "--queries", "photos", "--labels", "fuzzy", "--out", "x"], "fuzzy")):
         result = run_cli(*args, cwd=tmp_path)
         result.assert_clean_error(fragment, "--help")

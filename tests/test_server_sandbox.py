@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from http_serving import own_network_namespace
+from benchmarks.serving import own_network_namespace
 from server_sandbox import CONTAINER_OPTIONS, Decision, Probe, decide
 
 CANNOT = {

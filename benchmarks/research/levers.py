@@ -120,14 +120,16 @@ def self_distilled(run: Path, shape, num_classes: int, images, epochs: int, path
     import tensorflow as tf
 
     from copycat_tf.fakeset import FakeSet
-    from copycat_tf.strategies import last_scout
+    from copycat_tf.strategies import ROUNDS_FOLDER
 
     height, width, channels = shape
     shards = list(FakeSet.open(run / "fakeset").iter_shards())
     x_fake = np.concatenate([s["images"] for s in shards]).astype(np.float32)
     y_fake = keras.utils.to_categorical(np.concatenate([s["labels"] for s in shards]), num_classes).astype(np.float32)
     teacher = keras.models.load_model(run / "copycat" / "copycat.keras", compile=False)
-    student = keras.models.load_model(last_scout(run / "fakeset"), compile=False)
+    # the balanced strategy's last scout, which the steal's copycat started from
+    student = keras.models.load_model(sorted((run / "fakeset" / ROUNDS_FOLDER).glob("scout-*.keras"))[-1],
+                                      compile=False)
     steps = epochs * (len(images) // 128)
     optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-3, steps))
 

@@ -188,18 +188,18 @@ def _row(target: Target, attack: str, labels: str, arch: str, budget: int, seed:
 
 def run_steal(target: Target, strategy: str, budget: int, queries, arch: str, labels: str,
               epochs: int | None, work: Path, seed: int) -> dict:
+    from copycat_tf.attack import Measurement
     from copycat_tf.pipeline import steal
-    from copycat_tf.strategies import DEFAULT_BALANCE
+    from copycat_tf.strategies import strategy_named
     from copycat_tf.training import TrainConfig
 
     mix = "-pd" + queries[-1].rsplit(":", 1)[1] if "pd-" in queries[-1] else ""
     run_name = f"{target.name}-{strategy}-{labels}-{arch}-{budget}{mix}-s{seed}"
     started = time.perf_counter()
-    result = steal(target.path, queries, work / run_name, budget=budget, test_data=target.test_data,
-                   eval_data=target.eval_data, strategy=strategy,
-                   train_config=TrainConfig(arch=arch, epochs=epochs, balance=DEFAULT_BALANCE[strategy],
+    result = steal(target.path, queries, work / run_name, budget=budget, strategy=strategy,
+                   train_config=TrainConfig(arch=arch, epochs=epochs, balance=strategy_named(strategy).copycat_balance,
                                             labels=labels, seed=seed),
-                   labels=labels, seed=seed)
+                   measure=Measurement(test_data=target.test_data, eval_data=target.eval_data))
     ev = result.evaluation if target.test_data else result.eval_evaluation
     row = _row(target, strategy, labels, arch, budget, seed, ev, time.perf_counter() - started)
     # steal resumes a finished run in seconds (it only scores it again): show the wall time

@@ -215,9 +215,10 @@ class FaultProxy:
         with urllib.request.urlopen(request, timeout=5, context=context) as answer:
             return json.loads(answer.read())
 
-    def faults(self, next=(), every=None, require=None) -> None:
-        """Queue ``next`` faults, set one for ``every`` request, require header values."""
-        self._control("POST", "/_proxy/faults", {"next": list(next), "every": every,
+    def faults(self, next=(), every=None, require=None, period=1) -> None:
+        """Queue ``next`` faults, set one for ``every`` request (or every ``period``-th one),
+        require header values."""
+        self._control("POST", "/_proxy/faults", {"next": list(next), "every": every, "period": period,
                                                   "require": require or {}})
 
     def stats(self) -> dict:

@@ -8,9 +8,9 @@ namespace with only loopback, through loopback on both sides. With ``--tls-cert`
 
 Control requests (never forwarded):
 
-- ``POST /_proxy/faults`` ``{"next": [FAULT, ...], "every": FAULT|null, "require": {header: value}}``:
+- ``POST /_proxy/faults`` ``{"next": [FAULT, ...], "every": FAULT|null, "period": N, "require": {header: value}}``:
   queue faults for the next inference requests (``POST``, one fault each, in order), set a
-  fault for every inference request, and refuse (401, not forwarded) requests that lack a
+  fault for every inference request (or every ``period``-th one), and refuse (401, not forwarded) requests that lack a
   header value; the reply is the state before the change.
 - ``GET /_proxy/stats``: ``{"requests": inference requests received, "applied": [fault, ...],
   "max_in_flight": most inference requests open at once}``.
@@ -49,6 +49,7 @@ class Proxy:
         self.upstream_port = upstream_port
         self.queue: list[str] = []
         self.every: str | None = None
+        self.period = 1
         self.require: dict[str, str] = {}
         self.requests = 0
         self.applied: list[str] = []
@@ -70,7 +71,8 @@ class Proxy:
                 fault = None
                 if method == "POST":
                     self.requests += 1
-                    fault = self.queue.pop(0) if self.queue else self.every
+                    periodic = self.every if self.requests % self.period == 0 else None
+                    fault = self.queue.pop(0) if self.queue else periodic
                     self.in_flight += 1
                     self.max_in_flight = max(self.max_in_flight, self.in_flight)
                 try:
@@ -114,6 +116,7 @@ class Proxy:
             change = json.loads(body or b"{}")
             self.queue = list(change.get("next", []))
             self.every = change.get("every")
+            self.period = max(1, int(change.get("period", 1)))
             self.require = dict(change.get("require", {}))
         await respond(writer, 200, json.dumps(state).encode())
 

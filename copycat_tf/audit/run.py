@@ -252,11 +252,15 @@ def audit(
     with open_engine(attack.execution.engine) as opened:  # one Ray engine for both purchases
         attack = replace(attack, execution=replace(attack.execution, engine=opened))
         fakeset = attack.collect(oracle, plan.largest, purchase, labels="soft").fakeset
-        if fakeset.count < plan.largest:
+        if fakeset.count < plan.largest and fakeset.manifest["exhausted"]:
             raise CopycatError(
                 f"the query sources ran out after {fakeset.count:,} images, short of the largest budget "
                 f"{plan.largest:,}; lower --budgets or give more --queries"
             )
+        if fakeset.count < plan.largest:
+            # A paid target's probe, or answers an interruption lost, came out of the budget.
+            log.info("audit: %d of the %d queries bought became records (the rest: probes or answers "
+                     "lost to an interruption, paid for all the same)", fakeset.count, plan.largest)
         eval_set = None
         if eval_queries:
             eval_set = _buy_eval_set(attack, oracle, fakeset, out_dir, eval_queries, stage)
@@ -267,13 +271,14 @@ def audit(
         stage(f"{n:,} queries behind {names[defence.slug]} ({defence.description}): derive, train, evaluate")
         labels = "hard" if defence.label_only else "soft"
         cell_name = f"{n}-{defence.slug}"
-        derived = derive(fakeset, out_dir / "fakesets" / cell_name, n, defence.attacker_view,
+        records = min(n, fakeset.count)  # a budget N attack: what its N queries bought
+        derived = derive(fakeset, out_dir / "fakesets" / cell_name, records, defence.attacker_view,
                          name=f"defence:{defence.derivation}", labels=labels)
         # Copycats train from scratch on what this defence lets the attacker see.
         copycat = attack.train(derived, out_dir / "copycats" / cell_name,
                                config=replace(attack.config, labels=labels))
-        row = _cell(attack, answers, copycat, derived, fakeset, defence, n, test, eval_set, out_dir, cell_name)
-        results.append({**row, "defence": names[defence.slug], **owner_price(defence, benign, benign_probabilities)})
+        row = _cell(attack, answers, copycat, derived, fakeset, defence, records, test, eval_set, out_dir, cell_name)
+        results.append({**row, "queries": n, "cost": _cost(n, oracle.price_per_1k), "defence": names[defence.slug], **owner_price(defence, benign, benign_probabilities)})
 
     detection_block = None
     if plan.detect:

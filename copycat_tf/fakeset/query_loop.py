@@ -161,7 +161,8 @@ def _run(writer: FakeSetWriter, oracle: Oracle, source: QuerySource, budget: int
         return spend_limit is not None and writer.queries_spent >= spend_limit
 
     if writer.labeled >= budget or spent_up():
-        log.info("%s already holds %d records (budget %d)", writer.directory, writer.labeled, budget)
+        # Said once per stage by its caller (a strategy labels once per round).
+        log.debug("%s already holds %d records (budget %d)", writer.directory, writer.labeled, budget)
         if not writer.manifest["complete"]:
             writer.commit(complete=True, exhausted=writer.manifest["exhausted"])
         return

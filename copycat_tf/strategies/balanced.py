@@ -65,7 +65,7 @@ class BalancedStrategy(Strategy):
     >>> BalancedStrategy(pool_factor=0)
     Traceback (most recent call last):
     ...
-    copycat_tf.errors.CopycatError: pool_factor must be a whole number >= 1; received 0
+    copycat_tf.errors.CopycatError: pool-factor must be a whole number >= 1; received 0
     """
 
     name = "balanced"

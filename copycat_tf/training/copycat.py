@@ -98,7 +98,7 @@ def train_copycat(
             )
     run = TrainingRun.open(out_dir, config, stages, overwrite)
     if run.finished:
-        log.info("%s already holds this trained copycat; pass overwrite to train it again", run.out_dir)
+        log.info("copycat complete in %s, reused (--overwrite trains it again)", run.out_dir)
         return run.result(already_trained=True)
 
     strategy = training_strategy(devices)
