@@ -21,6 +21,7 @@ copycat_tf.errors.CopycatError: output folder ... holds a steal run made with ot
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +68,9 @@ class RunFolder:
         folder.check_not_file()
         fix = "rerun with the same arguments to resume, or pass --overwrite to start again"
         path = Path(self.path) / self.record_name
-        record = {"format": self.form, "format_version": self.version, "tool_version": __version__, **arguments}
+        # As JSON has it (tuples are lists), so a stored record compares equal to a fresh one.
+        record = json.loads(json.dumps({"format": self.form, "format_version": self.version,
+                                        "tool_version": __version__, **arguments}))
         stored = None if overwrite else read_state(path, self.form, self.version, fix=fix)
         if stored is not None:
             differences = differences_between(stored, record, skip=("tool_version", "target", *self.free))
@@ -75,11 +78,16 @@ class RunFolder:
             if old != new:
                 differences.insert(0, f"target sha256 {old[:12]}... vs now {new[:12]}...")
             if differences:
-                raise CopycatError(f"output folder {self.path} holds a {self.what} made with other arguments "
+                raise CopycatError(f"output folder {self.path} holds {_article(self.what)} {self.what} made with other "
+                                   f"arguments "
                                    f"({'; '.join(differences)}); {fix}")
         folder.claim(overwrite=overwrite, holds_run=stored is not None)
         write_json(path, record)
         return record
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def differences_between(old: dict, new: dict, *, skip=(), prefix: str = "") -> list[str]:

@@ -167,9 +167,29 @@ def test_interrupted_run_resumes_to_the_same_records(query_target, query_folder,
     assert_same_records(whole, resumed)
     assert resumed.manifest["shards"] == whole.manifest["shards"]
     assert (out / "rejected.tsv").read_text() == (tmp_path / "whole" / "rejected.tsv").read_text()
-    assert resumed.queries_spent == 90 + 8  # two batches of the unfinished shard were bought twice
-    assert resumed.summary()["rebought"] == 8
+    assert resumed.queries_spent == 90  # the unfinished shard's answers were kept from the journal
+    assert resumed.summary()["rebought"] == 0
 
+
+
+def test_a_torn_journal_entry_is_cut_off_and_an_entry_already_in_a_shard_is_skipped(query_target, tmp_path):
+    target = query_target()
+    whole = label(OnnxOracle(target), ["noise:uniform"], 40, tmp_path / "whole", shard_size=16, batch_size=4)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        label(OnnxOracle(target), ["noise:uniform"], 40, out, shard_size=16, batch_size=4, progress=Interrupt(6))
+    journal = out / "answers.journal"
+    entries = journal.read_bytes()
+    assert FakeSet.open(out).count == 16 and entries  # one shard saved, the next one's answers journaled
+    # a kill in the middle of writing an entry leaves half of it: that half is dropped
+    journal.write_bytes(entries + entries[: len(entries) // 3])
+    resumed = label(OnnxOracle(target), ["noise:uniform"], 40, out, shard_size=16, batch_size=4)
+    assert_same_records(whole, resumed)
+    assert resumed.queries_spent == 40 and journal.read_bytes() == b""
+    # a journal that outlived its shard's commit (killed in between) adds nothing twice
+    journal.write_bytes(entries)
+    again = label(OnnxOracle(target), ["noise:uniform"], 40, out, shard_size=16, batch_size=4)
+    assert_same_records(whole, again) and again.count == 40
 
 def test_larger_budget_extends_and_smaller_reports_complete(query_target, tmp_path):
     target = query_target()
@@ -202,15 +222,15 @@ def test_disk_full_stops_cleanly_and_resumes(query_target, tmp_path, monkeypatch
     out = tmp_path / "full"
     with pytest.raises(CopycatError, match="disk full .* rerun the same command to resume"):
         label(OnnxOracle(target), "noise:uniform", 64, out, shard_size=16)
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "queries.log", "shard-00000.npz",
-                                                     "shard-00001.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["answers.journal", "manifest.json", "queries.log",
+                                                     "shard-00000.npz", "shard-00001.npz"]
     stopped = FakeSet.open(out)
     assert stopped.count == 32 and not stopped.complete
     stopped.verify()
     monkeypatch.setattr(fakeset_writer, "_write_npz", real_write)
     resumed = label(OnnxOracle(target), "noise:uniform", 64, out, shard_size=16)
     assert_same_records(whole, resumed)
-    assert resumed.queries_spent == 64 + 16
+    assert resumed.queries_spent == 64  # the shard the full disk refused was kept in the journal
 
 
 @pytest.mark.parametrize(
@@ -250,7 +270,7 @@ def test_overwrite_replaces_only_its_own_files(query_target, tmp_path):
     fakeset = label(OnnxOracle(query_target(seed=1)), "noise:gaussian", 10, out, shard_size=8,
                     overwrite=True)
     assert fakeset.count == 10 and fakeset.manifest["config"]["sources"][0]["spec"] == "noise:gaussian"
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "notes.md", "queries.log",
+    assert sorted(p.name for p in out.iterdir()) == ["answers.journal", "manifest.json", "notes.md", "queries.log",
                                                      "shard-00000.npz", "shard-00001.npz"]
     assert (out / "notes.md").read_text() == "mine"
 

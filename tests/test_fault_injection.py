@@ -40,7 +40,7 @@ import numpy as np
 import pytest
 from onnx_factory import make_linear_classifier
 
-from copycat_tf.fakeset import FakeSet, label
+from copycat_tf.fakeset import FakeSet, journaled_records, label
 from copycat_tf.oracle import OnnxOracle
 
 SEED = int(os.environ.get("COPYCAT_FAULT_SEED", "7"))
@@ -173,7 +173,8 @@ def last_logged(out: Path) -> int:
 
 
 def uncommitted(out: Path) -> int:
-    """Queries paid (logged) for records not in a finished shard: re-bought by a resume."""
+    """Queries paid (logged) for records not in a finished shard (kept from the journal by a
+    resume, or lost in flight)."""
     m = manifest(out)
     return max(0, last_logged(out) - (m["queries_spent"] if m else 0))
 
@@ -205,9 +206,9 @@ def grew(name: str):
 class FakeSetChecks:
     """After each kill: the folder is a valid fake dataset (or not there yet), and what the
     kills wasted so far: queries paid (the manifest's, or the later total ``queries.log``
-    holds) beyond the committed records. A resume buys each missing record once, so the
-    final charge must be exactly the budget plus the last figure; each kill may add at most
-    one shard to it (the batches of the shard it interrupted)."""
+    holds) beyond the committed records and the answers the journal kept. A resume buys each
+    missing record once, so the final charge must be exactly the budget plus the last
+    figure; each kill may add at most the batches in flight when it struck."""
 
     def __init__(self, out: Path, shard: int):
         self.out, self.shard = out, shard
@@ -220,7 +221,7 @@ class FakeSetChecks:
             return
         fakeset = FakeSet.open(self.out)  # the manifest is never half-written
         fakeset.verify()  # and every shard it lists is whole
-        wasted = max(m["queries_spent"], last_logged(self.out)) - m["count"]
+        wasted = max(m["queries_spent"], last_logged(self.out)) - m["count"] - journaled_records(self.out)
         assert 0 <= wasted - self.wasted[-1] <= self.shard, (self.wasted, wasted)
         self.wasted.append(wasted)
 
@@ -246,7 +247,7 @@ def assert_same_fakeset(mine: FakeSet, reference: FakeSet):
         for f in (mine, reference))
     assert mine_rejected == reference_rejected
     mine.verify()
-    own = {"manifest.json", "rejected.tsv", "queries.log", "rounds"} | {s["file"] for s in mine.manifest["shards"]}
+    own = {"manifest.json", "rejected.tsv", "queries.log", "answers.journal", "rounds"} | {s["file"] for s in mine.manifest["shards"]}
     assert {p.name for p in mine.directory.iterdir()} <= own  # no orphan shard, no temp file
 
 

@@ -226,7 +226,7 @@ def audit(
     out_dir = Path(out_dir)
     # What the purchase depends on must match on a rerun; what is measured on it may change.
     record = {**attack.record(), "purchase": plan.largest, "test_data": test_data, "measured": plan.to_record()}
-    RunFolder(out_dir, "audit", RUN_RECORD, RUN_FORMAT, RUN_VERSION,
+    RunFolder(out_dir, "audit run", RUN_RECORD, RUN_FORMAT, RUN_VERSION,
               folders=("fakeset", "eval", "fakesets", "copycats", "cells"),
               files=(*REPORT_FILES, PRADA_PLOT, TARGET_ANSWERS),
               free=("measured", "test_data")).claim(record, overwrite=attack.execution.overwrite)

@@ -7,6 +7,7 @@ probabilities (``labels="soft"``) and where each image came from::
     DIR/shard-00000.npz    images, labels, [probabilities], sources, keys (1,024 records)
     DIR/rejected.tsv       inputs that were never sent (source, key, reason)
     DIR/queries.log        queries spent since the last finished shard (crash accounting)
+    DIR/answers.journal    answers received since the last finished shard (crash recovery)
 
 Shards are plain uncompressed ``.npz`` files read with numpy alone, always with
 ``allow_pickle=False``; every manifest and shard header is checked on open, every shard
@@ -33,6 +34,8 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 REJECTED = "rejected.tsv"
 QUERIES_LOG = "queries.log"
+#: Answers of the shard being filled, appended batch by batch: a kill loses no answer received.
+ANSWERS_JOURNAL = "answers.journal"
 LABEL_MODES = ("hard", "soft")
 DEFAULT_SHARD_SIZE = 1024
 SHARD_NAME = re.compile(r"shard-\d{5,}\.npz")
@@ -42,7 +45,7 @@ REJECTED_HEADER = b"source\tkey\treason\n"
 
 def fakeset_folder(directory: Path) -> OutputFolder:
     """A fake dataset's folder and the files it owns there."""
-    return OutputFolder(Path(directory), "fake dataset", files=(MANIFEST, REJECTED, QUERIES_LOG),
+    return OutputFolder(Path(directory), "fake dataset", files=(MANIFEST, REJECTED, QUERIES_LOG, ANSWERS_JOURNAL),
                         patterns=(SHARD_NAME.pattern,))
 
 

@@ -1,14 +1,18 @@
-"""Writing a fake dataset crash-safely: shards, manifest, rejections and the queries log.
+"""Writing a fake dataset crash-safely: shards, manifest, rejections, the queries log and
+the answers journal.
 
 Each shard is written to a temporary file, synced and renamed; the manifest is rewritten
-the same way after every shard, so an interrupted run (Ctrl-C, ``kill -9``, power loss, a
-full disk) resumes from its last finished shard. ``queries.log`` records every batch
-*before* it is sent, so queries bought for a shard that never finished are still counted.
+the same way after every shard. ``queries.log`` records every batch *before* it is sent, so
+queries bought are counted whatever happens next; ``answers.journal`` records every batch's
+answers as soon as they arrive, so an interrupted run (Ctrl-C, ``kill -9``, power loss, a
+full disk) resumes with every answer it received: only a batch in flight at the kill is
+lost (a paid API's is still counted as spent).
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -18,7 +22,9 @@ import numpy as np
 
 from copycat_tf._version import __version__
 from copycat_tf.errors import CopycatError
+from copycat_tf.contract import Contract
 from copycat_tf.fakeset.store import (
+    ANSWERS_JOURNAL,
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
@@ -57,6 +63,7 @@ class FakeSetWriter:
         self.buffered = 0
         self._rejected_file = None
         self._queries_log = None
+        self._journal = None
 
     @property
     def labeled(self) -> int:
@@ -87,6 +94,8 @@ class FakeSetWriter:
         writer = cls(directory, manifest)
         writer._recover()
         writer.manifest["budget"] = budget
+        if writer.buffered >= writer.shard_size:
+            writer.commit()  # the journal held a whole shard (its write was refused): save it now
         # Images the oracle was charged for to set itself up (an API's probe) belong to the
         # first purchase made with it: they count against this budget like any query.
         probes = oracle.take_setup_spend()
@@ -98,23 +107,57 @@ class FakeSetWriter:
         return writer
 
     def _recover(self) -> None:
-        """Undo what an interrupted run left after its last commit."""
+        """Undo what an interrupted run left after its last commit, keeping every answer the
+        journal holds."""
         for leftover in self.directory.glob("*.tmp"):
             if SHARD_NAME.fullmatch(leftover.name[:-4]) or leftover.name == MANIFEST + ".tmp":
                 leftover.unlink()
         self.queries_spent = max(self.queries_spent, _last_logged(self.directory / QUERIES_LOG))
+        committed = self.manifest["rejected_bytes"]
+        kept = self._replay_journal()
+        if kept is not None:
+            committed = kept
+            log.info("resuming %s at record %d: %d answers of the unfinished shard kept from %s",
+                     self.directory, self.manifest["count"] + self.buffered, self.buffered, ANSWERS_JOURNAL)
         if self.queries_spent > self.manifest["queries_spent"]:
-            log.info("resuming %s at record %d; %d queries of an unfinished shard are bought again",
-                     self.directory, self.manifest["count"],
-                     self.queries_spent - self.manifest["queries_spent"])
+            lost = self.queries_spent - self.manifest["queries_spent"] - self.buffered
+            if lost > 0:
+                log.info("resuming %s: %d queries answered after the last saved answer were lost; they "
+                         "count as spent", self.directory, lost)
             self.manifest["queries_spent"] = self.queries_spent
         rejected = self.directory / REJECTED
-        committed = self.manifest["rejected_bytes"]
         if rejected.exists() and rejected.stat().st_size > committed:
             os.truncate(rejected, committed)
         elif committed and (not rejected.exists() or rejected.stat().st_size < committed):
             log.warning("%s is shorter than the manifest records; earlier rejections are lost", rejected)
         self._commit_manifest()
+
+    def _replay_journal(self) -> int | None:
+        """Buffer the journal's answers that no shard holds yet; return the rejections file's
+        length they go with (``None``: nothing replayed). A torn last entry is cut off."""
+        path = self.directory / ANSWERS_JOURNAL
+        if not path.is_file():
+            return None
+        contract = Contract.from_dict(self.manifest["oracle"]["contract"])
+        good, kept = 0, None
+        with open(path, "rb") as handle:
+            while True:
+                entry = _read_journal_entry(handle, contract, self.soft, self.shard_size)
+                if entry is None:
+                    break
+                header, queries, labels, probabilities = entry
+                good = handle.tell()
+                first = self.manifest["count"] + self.buffered
+                if header["first"] < first:
+                    continue  # already in a shard: the run stopped before clearing the journal
+                if header["first"] != first:
+                    break
+                self.buffer.append((queries, labels, probabilities))
+                self.buffered += len(queries)
+                self.next_item, self.rejected = header["next_item"], header["rejected"]
+                kept = header["rejected_bytes"]
+        os.truncate(path, good)
+        return kept
 
     def reject(self, query: Query) -> None:
         if self._rejected_file is None:
@@ -132,8 +175,23 @@ class FakeSetWriter:
         self._write(self._queries_log, f"{self.queries_spent}\n".encode())
 
     def add(self, queries: list[Query], labels: np.ndarray, probabilities: np.ndarray | None) -> None:
+        """Keep a batch's answers: buffered for the shard, and journaled (synced) at once."""
+        first = self.manifest["count"] + self.buffered
         self.buffer.append((queries, labels, probabilities))
         self.buffered += len(queries)
+        if self._journal is None:
+            self._journal = self._append(ANSWERS_JOURNAL)
+        if self._rejected_file is not None:
+            self._sync(self._rejected_file)  # the rejections before this batch, as the entry says
+        header = {"first": first, "n": len(queries), "next_item": self.next_item, "rejected": self.rejected,
+                  "rejected_bytes": (self._rejected_file.tell() if self._rejected_file is not None
+                                     else self.manifest["rejected_bytes"]),
+                  "keys": [q.key for q in queries], "sources": [q.source for q in queries]}
+        payload = [np.stack([q.image for q in queries]).astype(np.uint8), np.asarray(labels, np.int64)]
+        if self.soft:
+            payload.append(np.asarray(probabilities, np.float32))
+        self._write(self._journal, json.dumps(header).encode() + b"\n" + b"".join(a.tobytes() for a in payload))
+        self._sync(self._journal)
 
     def commit(self, *, complete: bool = False, exhausted: bool = False) -> None:
         """Write the buffered shard (if any) and the manifest."""
@@ -163,12 +221,16 @@ class FakeSetWriter:
         if self._queries_log is not None:
             # Committed spending now lives in the manifest; the log restarts from there.
             os.ftruncate(self._queries_log.fileno(), 0)
+        if self._journal is not None:
+            os.ftruncate(self._journal.fileno(), 0)  # the answers now live in a shard
+        elif (self.directory / ANSWERS_JOURNAL).is_file():
+            os.truncate(self.directory / ANSWERS_JOURNAL, 0)
 
     def close(self) -> None:
-        for handle in (self._rejected_file, self._queries_log):
+        for handle in (self._rejected_file, self._queries_log, self._journal):
             if handle is not None:
                 handle.close()
-        self._rejected_file = self._queries_log = None
+        self._rejected_file = self._queries_log = self._journal = None
 
     def _append(self, name: str, header: bytes = b""):
         path = self.directory / name
@@ -247,6 +309,55 @@ def _write_error(path: Path, exc: OSError) -> CopycatError:
 
 def _tsv(value: str) -> str:
     return str(value).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def journaled_records(directory: str | os.PathLike) -> int:
+    """Answers the journal of the fake dataset in ``directory`` holds beyond its saved shards:
+    what a resume keeps of an interrupted shard (0 when there is none)."""
+    directory = Path(directory)
+    manifest = read_manifest(directory) if directory.is_dir() else None
+    path = directory / ANSWERS_JOURNAL
+    if manifest is None or not path.is_file():
+        return 0
+    contract = Contract.from_dict(manifest["oracle"]["contract"])
+    soft, most = manifest["config"]["labels"] == "soft", manifest["config"]["shard_size"]
+    kept = 0
+    with open(path, "rb") as handle:
+        while (entry := _read_journal_entry(handle, contract, soft, most)) is not None:
+            if entry[0]["first"] == manifest["count"] + kept:
+                kept += entry[0]["n"]
+    return kept
+
+
+def _read_journal_entry(handle, contract: Contract, soft: bool, most: int):
+    """The next whole entry of an answers journal, or ``None`` at its end or at a torn or
+    malformed entry (what follows is cut off)."""
+    line = handle.readline(1 << 24)
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        header = json.loads(line)
+        n = int(header["n"])
+        if not 0 < n <= most or len(header["keys"]) != n or len(header["sources"]) != n:
+            return None
+        for name in ("first", "next_item", "rejected", "rejected_bytes"):
+            if not isinstance(header[name], int) or header[name] < 0:
+                return None
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    shape, k = contract.image_shape, contract.num_classes
+    sizes = [n * int(np.prod(shape)), n * 8] + ([n * k * 4] if soft else [])
+    data = handle.read(sum(sizes))
+    if len(data) != sum(sizes):
+        return None
+    images = np.frombuffer(data[:sizes[0]], np.uint8).reshape(n, *shape)
+    labels = np.frombuffer(data[sizes[0]:sizes[0] + sizes[1]], np.int64).copy()
+    probabilities = np.frombuffer(data[sizes[0] + sizes[1]:], np.float32).reshape(n, k).copy() if soft else None
+    if labels.min() < 0 or labels.max() >= k:
+        return None
+    queries = [Query(-1, int(source), str(key), image, None)
+               for source, key, image in zip(header["sources"], header["keys"], images)]
+    return header, queries, labels, probabilities
 
 
 def _last_logged(path: Path) -> int:
