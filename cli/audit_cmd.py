@@ -2,7 +2,7 @@
 
 import click
 
-from copycat_tf.attack import Execution
+from copycat_tf.execution import Execution
 from copycat_tf.audit import DEFAULT_BUDGETS, DEFAULT_DEFENCES, DEFAULT_EVAL_QUERIES, AuditPlan, audit
 from copycat_tf.audit.detection import DEFAULT_DELTA
 from copycat_tf.audit.label_defences import DEFAULT_TAU, DEFAULT_WATERMARK_RATE
@@ -119,7 +119,8 @@ def audit_command(target, queries, out_dir, budgets, defences, misinformation_ta
     config = train_config(strategy, arch, epochs, None, seed, deterministic)
     target = target_spec(target, options, price_per_1k)
     with labeling_engine(options) as engine, StageBars() as bars:
-        result = audit(target, QuerySpec(tuple(queries), resize=resize, batch_size=batch_size), out_dir, plan=plan, strategy=strategy, train_config=config,
+        queries = QuerySpec(tuple(queries), resize=resize, batch_size=batch_size)
+        result = audit(target, queries, out_dir, plan=plan, strategy=strategy, train_config=config,
                        test_data=test_data if test_data is not None else eval_data,
                        execution=Execution(overwrite=overwrite, engine=engine, devices=devices, label_progress=bars,
                                            on_stage=bars.stage))

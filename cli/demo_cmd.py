@@ -6,7 +6,7 @@ from copycat_tf.cli.helptext import Command
 from copycat_tf.cli.options import queries_option, run_options, train_config
 from copycat_tf.cli.output import print_steal_result
 from copycat_tf.cli.progress import LabelProgressBar
-from copycat_tf.attack import Execution
+from copycat_tf.execution import Execution
 from copycat_tf.pipeline import DEMO_BUDGET, demo
 from copycat_tf.queries.spec import QuerySpec
 

@@ -11,17 +11,17 @@ from copycat_tf.cli.helptext import Command
 from copycat_tf.cli.options import (
     batch_size_option,
     eval_data_option,
-    oracle_kwargs,
     oracle_options,
     overwrite_option,
     renamed_option,
     target_argument,
+    target_spec,
     labelled_test_option,
 )
 from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError
 from copycat_tf.evaluation import evaluate
-from copycat_tf.oracle import OnnxOracle, open_oracle
+from copycat_tf.oracle import TargetSpec
 from copycat_tf.report import headline, summary, write_report
 
 
@@ -65,10 +65,10 @@ def evaluate_command(target, copycat, test_data, eval_data, out, limit, batch_si
     if (test_data is None) == (eval_data is None):
         raise CopycatError("give the images to compare on as --test-data SPEC or --eval-data SPEC "
                            f"(one of them); received {'both' if test_data else 'neither'}")
-    target_kwargs = oracle_kwargs(options, target)
-    target_oracle = open_oracle(target, **target_kwargs)
+    spec = target_spec(target, options)
+    target_oracle = spec.open()
     # The contract overrides describe TARGET only; the execution providers are the machine's.
-    copycat_oracle = OnnxOracle(copycat, providers=target_kwargs.get("providers"))
+    copycat_oracle = TargetSpec(copycat, providers=spec.providers).open()
     test = load_labelled(test_data or eval_data, image_shape=target_oracle.contract.image_shape).take(limit)
     # disable=None: a bar on terminals only, so logs and pipes get no carriage-return noise.
     with tqdm(total=len(test.images), unit="img", desc="querying both models",

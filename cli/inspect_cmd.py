@@ -5,8 +5,7 @@ import json
 import click
 
 from copycat_tf.cli.helptext import Command
-from copycat_tf.cli.options import oracle_kwargs, oracle_options, target_argument
-from copycat_tf.oracle import is_url, open_oracle
+from copycat_tf.cli.options import oracle_options, target_argument, target_spec
 
 #: Image size a model with dynamic height and width is read at, to show its contract.
 INSPECT_SIZE = (64, 64)
@@ -34,9 +33,8 @@ def inspect_command(target, as_json, **options):
       copycat-tf inspect target.onnx --json | jq .num_classes
       copycat-tf inspect http://127.0.0.1:8080/v2/models/fer --header @headers.txt
     """
-    kwargs = oracle_kwargs(options, target)
-    size = {} if is_url(target) else {"probe_size": INSPECT_SIZE}
-    info = open_oracle(target, **size, **kwargs).info()
+    spec = target_spec(target, options)
+    info = spec.open(read_size=INSPECT_SIZE).info()
     if as_json:
         click.echo(json.dumps(info.to_dict(), indent=2, sort_keys=True))
         return
@@ -56,7 +54,7 @@ def inspect_command(target, as_json, **options):
     click.echo(info.contract.describe())
     if info.class_names:
         click.echo(f"classes {', '.join(info.class_names)}")
-    if details.get("dynamic_size") and "input_size" not in kwargs:
+    if details.get("dynamic_size") and spec.overrides.input_size is None:
         height, width = INSPECT_SIZE
         click.echo(f"size    dynamic height and width (read here at {height}x{width}); `label`, `steal` "
                    "and `audit` need --input-size HEIGHT,WIDTH")

@@ -21,7 +21,9 @@ from copycat_tf.cli.options import (
 )
 from copycat_tf.cli.output import class_table, echo_field
 from copycat_tf.cli.progress import LabelProgressBar
+from copycat_tf.execution import Execution
 from copycat_tf.fakeset import DEFAULT_SHARD_SIZE, label, stored_contract
+from copycat_tf.queries.spec import QuerySpec
 from copycat_tf.pipeline import STEAL_BUDGET
 
 
@@ -74,9 +76,9 @@ def label_command(target, queries, budget, out_dir, labels, seed, batch_size, re
     # is not probed again, and a probe's images count against --budget like any query.
     oracle = target_spec(target, options, price_per_1k).open(budget=budget, contract=stored_contract(out_dir))
     with engine as engine, LabelProgressBar() as bar:
-        fakeset = label(oracle, list(queries), budget, out_dir, labels=labels, seed=seed,
-                        resize=resize, batch_size=batch_size, shard_size=shard_size,
-                        overwrite=overwrite, progress=bar, engine=engine)
+        fakeset = label(oracle, QuerySpec(tuple(queries), resize=resize, batch_size=batch_size), budget, out_dir,
+                        labels=labels, seed=seed, shard_size=shard_size,
+                        execution=Execution(overwrite=overwrite, engine=engine, label_progress=bar))
     _print_summary(fakeset, price_per_1k, oracle.info().class_names)
 
 

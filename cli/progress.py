@@ -21,7 +21,7 @@ class LabelProgressBar:
     Usage::
 
         with LabelProgressBar() as bar:
-            label(oracle, sources, budget, out, progress=bar)
+            label(oracle, sources, budget, out, execution=Execution(label_progress=bar))
     """
 
     def __init__(self, desc: str = "labeling"):

@@ -21,7 +21,8 @@ from copycat_tf.cli.options import (
 )
 from copycat_tf.cli.output import print_steal_result
 from copycat_tf.cli.progress import LabelProgressBar
-from copycat_tf.attack import Execution, Measurement
+from copycat_tf.attack import Measurement
+from copycat_tf.execution import Execution
 from copycat_tf.pipeline import STEAL_BUDGET, steal
 from copycat_tf.queries.spec import QuerySpec
 

@@ -16,6 +16,7 @@ from copycat_tf.cli.options import (
 )
 from copycat_tf.fakeset import FakeSet
 from copycat_tf.models import OPTIMIZERS
+from copycat_tf.execution import Execution
 from copycat_tf.training import BALANCE_MODES, TrainConfig, train_copycat
 
 
@@ -68,8 +69,8 @@ def train_command(fakeset_dir, out_dir, finetune_dir, overwrite, **options):
     config = TrainConfig(**options)
     fakeset = FakeSet.open(fakeset_dir)
     finetune = FakeSet.open(finetune_dir) if finetune_dir else None
-    result = train_copycat(fakeset, out_dir, config, finetune=finetune, overwrite=overwrite,
-                           fit_verbose=1 if sys.stdout.isatty() else 0)
+    result = train_copycat(fakeset, out_dir, config, finetune=finetune,
+                           execution=Execution(overwrite=overwrite, fit_verbose=1 if sys.stdout.isatty() else 0))
     if result.already_trained:
         click.echo(f"{result.out_dir} already holds this trained copycat: {result.onnx_path} "
                    "(pass --overwrite to train it again)")

@@ -4,7 +4,7 @@ import click
 
 from copycat_tf.cli.helptext import Command
 from copycat_tf.cli.options import arch_option, epochs_option, learning_rate_option, seed_option, shape_option
-from copycat_tf.training import train_target
+from copycat_tf.training import TrainConfig, train_target
 
 
 @click.command("train-target", cls=Command)
@@ -37,10 +37,9 @@ def train_target_command(dataset, arch, out_path, epochs, batch_size, learning_r
           --out flowers.onnx
       copycat-tf train-target --dataset data.npz --arch alexnet --out target.onnx
     """
-    result = train_target(
-        dataset, arch, out_path, image_shape=image_shape, epochs=epochs, batch_size=batch_size,
-        learning_rate=learning_rate, seed=seed, fit_verbose=1 if sys.stdout.isatty() else 0,
-    )
+    config = TrainConfig(arch=arch, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+    result = train_target(dataset, out_path, config, image_shape=image_shape,
+                          fit_verbose=1 if sys.stdout.isatty() else 0)
     card = result.card
     click.echo(f"target    {result.path} ({card['arch']} on {card['dataset']}, {card['epochs']} epochs, "
                f"{card['training_seconds']:.0f} s)")

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError, check_whole
+from copycat_tf.execution import Execution
 from copycat_tf.fakeset import FakeSet, LabelProgress, stored_contract
-from copycat_tf.fakeset.ray_engine import RayEngine
 from copycat_tf.oracle import OnnxOracle, Oracle, TargetSpec
 from copycat_tf.oracle.http.oracle import PROBE_IMAGES
 from copycat_tf.queries.spec import QuerySpec
@@ -35,32 +35,6 @@ from copycat_tf.strategies import Collection, Strategy
 from copycat_tf.training import CopycatResult, TrainConfig, train_copycat
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Execution:
-    """How a run executes; none of it is part of the run's record, so a run started one way
-    resumes another.
-
-    Args:
-        overwrite: delete the run's own files in its folder first and start again.
-        engine: where labeling runs: ``"local"``, ``"ray"`` or a
-            :class:`~copycat_tf.fakeset.ray_engine.RayEngine`.
-        devices: GPUs of this machine to train on (``"all"``), see
-            :func:`~copycat_tf.training.train_copycat`.
-        fit_verbose: Keras ``fit`` verbosity.
-        label_progress: called with a :class:`~copycat_tf.fakeset.LabelProgress` while buying.
-        evaluation_progress: called as ``(done, total)`` while evaluating.
-        on_stage: called as ``on_stage(k, n, what)`` when stage ``k`` of ``n`` starts.
-    """
-
-    overwrite: bool = False
-    engine: str | RayEngine = "local"
-    devices: int | str | None = None
-    fit_verbose: int = 0
-    label_progress: Callable[[LabelProgress], None] | None = None
-    evaluation_progress: Callable[[int, int], None] | None = None
-    on_stage: Callable[[int, int, str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -110,8 +84,10 @@ class SpendPlan:
 
     Example:
 
-    >>> print(SpendPlan(10_000, evaluation_images=500, probes=2, price_per_1k=1.5).describe())
-    at most 10,500 images: 10,000 attack queries (up to 2 probe images among them), 500 evaluation images; 15.75 at 1.5 per 1,000
+    >>> plan = SpendPlan(10_000, evaluation_images=500, probes=2, price_per_1k=1.5)
+    >>> print(plan.describe())
+    at most 10,500 images: 10,000 attack queries (up to 2 probe images among them), 500 evaluation images;
+    15.75 at 1.5 per 1,000
     """
 
     attack_queries: int
@@ -209,8 +185,9 @@ class Attack:
     def train(self, fakeset: FakeSet, out_dir: str | os.PathLike, *, config: TrainConfig | None = None,
               start_model: Path | None = None) -> CopycatResult:
         """Train (or reuse) a copycat on ``fakeset`` and export it to ONNX."""
+        # A copycat run is claimed by the run's folder: its own overwrite stays off.
         return train_copycat(fakeset, out_dir, config or self.config, initial_model=start_model,
-                             devices=self.execution.devices, fit_verbose=self.execution.fit_verbose)
+                             execution=replace(self.execution, overwrite=False))
 
     def copycat_oracle(self, copycat: CopycatResult) -> OnnxOracle:
         """The exported copycat as an oracle, on the target's execution providers."""

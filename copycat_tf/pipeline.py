@@ -32,7 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from copycat_tf.attack import Attack, Execution, Measurement, SpendPlan
+from copycat_tf.attack import Attack, Measurement, SpendPlan
+from copycat_tf.execution import Execution
 from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError
 from copycat_tf.evaluation import evaluate
@@ -111,7 +112,7 @@ def steal(
         measure: what to measure the copy on (:class:`~copycat_tf.attack.Measurement`):
             labelled ``test_data`` for the side-by-side report, and/or any ``eval_data``
             images for agreement without labels (its report goes to ``OUT/eval``).
-        execution: :class:`~copycat_tf.attack.Execution` (overwrite, engine, devices, progress).
+        execution: :class:`~copycat_tf.execution.Execution` (overwrite, engine, devices, progress).
 
     Raises:
         CopycatError: bad arguments, a folder holding someone else's files or a steal run
@@ -211,7 +212,7 @@ def demo(
         log.info("reusing the target in %s", target)
     else:
         log.info("training a Fashion-MNIST target (small_cnn)")
-        train_target("fashion-mnist", "small_cnn", target, epochs=target_epochs,
-                     seed=train_config.seed)  # logs its accuracy
+        train_target("fashion-mnist", target,  # logs its accuracy
+                     TrainConfig(arch="small_cnn", epochs=target_epochs, seed=train_config.seed))
     return steal(target, queries, out_dir / "steal", budget=budget, strategy=strategy, train_config=train_config,
                  measure=Measurement(test_data="fashion-mnist:test"), execution=replace(execution, overwrite=False))

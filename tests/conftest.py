@@ -156,10 +156,10 @@ def png_bomb(width: int, height: int) -> bytes:
 @pytest.fixture(scope="session")
 def digits_target(tmp_path_factory):
     """A real small_cnn target trained on scikit-learn's 8x8 digits: ``TargetResult``."""
-    from copycat_tf.training import train_target
+    from copycat_tf.training import TrainConfig, train_target
 
     path = tmp_path_factory.mktemp("digits-target") / "target.onnx"
-    return train_target("digits", "small_cnn", path, epochs=10, seed=0)
+    return train_target("digits", path, TrainConfig(arch="small_cnn", epochs=10, seed=0))
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ def main(fakeset_dir: str, out_dir: str, results_path: str) -> None:
 
     from copycat_tf.errors import CopycatError
     from copycat_tf.fakeset import FakeSet
+    from copycat_tf.execution import Execution
     from copycat_tf.training import TrainConfig, train_copycat
 
     lines: list[str] = []
@@ -42,17 +43,17 @@ def main(fakeset_dir: str, out_dir: str, results_path: str) -> None:
 
     fakeset, out, config = FakeSet.open(fakeset_dir), Path(out_dir), TrainConfig(epochs=6, seed=0)
     results = {"one": train_copycat(fakeset, out / "one", config).validation_agreement,
-               "two": train_copycat(fakeset, out / "two", config, devices=2).validation_agreement}
+               "two": train_copycat(fakeset, out / "two", config, execution=Execution(devices=2)).validation_agreement}
     try:
-        train_copycat(fakeset, out / "resumed", config, devices=2, callbacks=[StopAfterThirdEpoch()])
+        train_copycat(fakeset, out / "resumed", config, callbacks=[StopAfterThirdEpoch()], execution=Execution(devices=2))
     except _Stop:
         pass
     results["stopped_at"] = json.loads((out / "resumed" / "training.json").read_text())["stages"]["main"]["epochs_done"]
-    results["resumed"] = train_copycat(fakeset, out / "resumed", config, devices="all").validation_agreement
+    results["resumed"] = train_copycat(fakeset, out / "resumed", config, execution=Execution(devices="all")).validation_agreement
     main_stage = json.loads((out / "resumed" / "training.json").read_text())["stages"]["main"]
     results["starts"], results["epochs_logged"] = main_stage["starts"], len(main_stage["history"]["val_agreement"])
     try:
-        train_copycat(fakeset, out / "three", config, devices=3)
+        train_copycat(fakeset, out / "three", config, execution=Execution(devices=3))
     except CopycatError as exc:
         results["three"] = str(exc)
     results["log"] = lines

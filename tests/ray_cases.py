@@ -44,6 +44,7 @@ def _freeze_then_kill(state: dict):
 
 def run_case(case: dict) -> dict:
     from copycat_tf.errors import CopycatError
+    from copycat_tf.execution import Execution
     from copycat_tf.fakeset import label
     from copycat_tf.fakeset.ray_engine import RayEngine
     from copycat_tf.oracle import OnnxOracle
@@ -53,9 +54,9 @@ def run_case(case: dict) -> dict:
         with RayEngine(actors=case.get("actors"), window=case.get("window")) as engine:
             oracle = OnnxOracle(case["target"], budget=case.get("oracle_budget"))
             fakeset = label(oracle, case["specs"], case["budget"], case["out"], labels=case.get("labels", "hard"),
-                            seed=case.get("seed", 0), batch_size=case["batch_size"],
-                            shard_size=case["shard_size"], engine=engine,
-                            progress=_freeze_then_kill(state) if state["kill_after"] else None)
+                            seed=case.get("seed", 0), batch_size=case["batch_size"], shard_size=case["shard_size"],
+                            execution=Execution(engine=engine,
+                                                label_progress=_freeze_then_kill(state) if state["kill_after"] else None))
             after = _actor_pids()
     except CopycatError as exc:
         return {"error": str(exc)}

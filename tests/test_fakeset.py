@@ -9,6 +9,7 @@ from onnx_factory import linear_weights, reference_logits
 
 import copycat_tf.fakeset.writer as fakeset_writer
 from copycat_tf.errors import CopycatError
+from copycat_tf.execution import Execution
 from copycat_tf.fakeset import FakeSet, label
 from copycat_tf.files import file_sha256
 from copycat_tf.oracle import OnnxOracle
@@ -161,7 +162,7 @@ def test_interrupted_run_resumes_to_the_same_records(query_target, query_folder,
     whole = label(OnnxOracle(target), specs, 90, tmp_path / "whole", shard_size=16, batch_size=4)
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        label(OnnxOracle(target), specs, 90, out, shard_size=16, batch_size=4, progress=Interrupt(10))
+        label(OnnxOracle(target), specs, 90, out, shard_size=16, batch_size=4, execution=Execution(label_progress=Interrupt(10)))
     assert FakeSet.open(out).count == 32
     resumed = label(OnnxOracle(target), specs, 90, out, shard_size=16, batch_size=4)
     assert_same_records(whole, resumed)
@@ -177,7 +178,7 @@ def test_a_torn_journal_entry_is_cut_off_and_an_entry_already_in_a_shard_is_skip
     whole = label(OnnxOracle(target), ["noise:uniform"], 40, tmp_path / "whole", shard_size=16, batch_size=4)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        label(OnnxOracle(target), ["noise:uniform"], 40, out, shard_size=16, batch_size=4, progress=Interrupt(6))
+        label(OnnxOracle(target), ["noise:uniform"], 40, out, shard_size=16, batch_size=4, execution=Execution(label_progress=Interrupt(6)))
     journal = out / "answers.journal"
     entries = journal.read_bytes()
     assert FakeSet.open(out).count == 16 and entries  # one shard saved, the next one's answers journaled
@@ -267,8 +268,7 @@ def test_overwrite_replaces_only_its_own_files(query_target, tmp_path):
     out = tmp_path / "fake"
     label(OnnxOracle(query_target()), "noise:uniform", 20, out, shard_size=8)
     (out / "notes.md").write_text("mine")
-    fakeset = label(OnnxOracle(query_target(seed=1)), "noise:gaussian", 10, out, shard_size=8,
-                    overwrite=True)
+    fakeset = label(OnnxOracle(query_target(seed=1)), "noise:gaussian", 10, out, shard_size=8, execution=Execution(overwrite=True))
     assert fakeset.count == 10 and fakeset.manifest["config"]["sources"][0]["spec"] == "noise:gaussian"
     assert sorted(p.name for p in out.iterdir()) == ["answers.journal", "manifest.json", "notes.md", "queries.log",
                                                      "shard-00000.npz", "shard-00001.npz"]

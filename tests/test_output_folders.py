@@ -6,7 +6,7 @@ from onnx_factory import make_linear_classifier
 
 from copycat_tf.errors import CopycatError
 from copycat_tf.files import OutputFolder
-from copycat_tf.attack import Execution
+from copycat_tf.execution import Execution
 from copycat_tf.oracle import TargetSpec
 from copycat_tf.pipeline import steal
 from copycat_tf.training import TrainConfig

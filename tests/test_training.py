@@ -13,6 +13,7 @@ from PIL import Image
 from copycat_tf.contract import Preprocessing
 from copycat_tf.errors import CopycatError
 from copycat_tf.oracle import OnnxOracle
+from copycat_tf.execution import Execution
 from copycat_tf.training import TrainConfig, load_target_data, train_copycat, train_target
 from copycat_tf.training.data import (
     class_weights,
@@ -86,7 +87,7 @@ def test_folder_dataset_holds_out_a_seeded_fifth(tmp_path):
     assert (len(train.images), len(test.images)) == (24, 6)
     again, _ = load_target_data(spec, image_shape=(12, 12, 3), seed=3)
     np.testing.assert_array_equal(train.images, again.images)
-    result = train_target(spec, "small_cnn", tmp_path / "t.onnx", image_shape=(12, 12, 3), epochs=1)
+    result = train_target(spec, tmp_path / "t.onnx", TrainConfig(arch="small_cnn", epochs=1), image_shape=(12, 12, 3))
     assert result.card["classes"] == ["cat", "dog", "fox"]
     assert result.card["test_images"] == 6 and result.card["image_shape"] == [12, 12, 3]
     assert OnnxOracle(result.path).contract.image_shape == (12, 12, 3)
@@ -98,18 +99,18 @@ def test_folder_dataset_holds_out_a_seeded_fifth(tmp_path):
 ])
 def test_bad_target_dataset_names(spec, fragment, tmp_path):
     with pytest.raises(CopycatError) as error:
-        train_target(spec, "small_cnn", tmp_path / "t.onnx")
+        train_target(spec, tmp_path / "t.onnx", TrainConfig(arch="small_cnn"))
     assert fragment in str(error.value)
 
 
 def test_target_needs_labels_and_an_onnx_name(tmp_path):
     np.savez(tmp_path / "x.npz", x=np.zeros((10, 8, 8), np.uint8))
     with pytest.raises(CopycatError, match="has no labels"):
-        train_target(str(tmp_path / "x.npz"), "small_cnn", tmp_path / "t.onnx")
+        train_target(str(tmp_path / "x.npz"), tmp_path / "t.onnx", TrainConfig(arch="small_cnn"))
     with pytest.raises(CopycatError, match="must end in .onnx"):
-        train_target("digits", "small_cnn", tmp_path / "t.keras")
+        train_target("digits", tmp_path / "t.keras", TrainConfig(arch="small_cnn"))
     with pytest.raises(CopycatError, match="unknown architecture 'lenet'"):
-        train_target("digits", "lenet", tmp_path / "t.onnx")
+        train_target("digits", tmp_path / "t.onnx", TrainConfig(arch="lenet"))
 
 
 def test_missing_fashion_mnist_says_how_to_get_it(monkeypatch, tmp_path):
@@ -123,7 +124,7 @@ def test_missing_fashion_mnist_says_how_to_get_it(monkeypatch, tmp_path):
     monkeypatch.setattr(datasets, "FASHION_MNIST_DIRS", (tmp_path / "nowhere",))
     monkeypatch.setattr(keras.datasets.fashion_mnist, "load_data", offline)
     with pytest.raises(CopycatError, match="apt-get install dataset-fashion-mnist"):
-        train_target("fashion-mnist", "small_cnn", tmp_path / "t.onnx")
+        train_target("fashion-mnist", tmp_path / "t.onnx", TrainConfig(arch="small_cnn"))
 
 
 # ----------------------------------------------------------------------------- copycats
@@ -164,7 +165,7 @@ def test_overwrite_starts_over(digits_fakeset, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train_copycat(digits_fakeset, tmp_path, TrainConfig(epochs=2), callbacks=[_stop_after_first_epoch()])
     (tmp_path / "notes.txt").write_text("mine")  # a user's file beside the run survives --overwrite
-    result = train_copycat(digits_fakeset, tmp_path, TrainConfig(epochs=1, seed=1), overwrite=True)
+    result = train_copycat(digits_fakeset, tmp_path, TrainConfig(epochs=1, seed=1), execution=Execution(overwrite=True))
     assert not result.already_trained
     state = _state(tmp_path)
     assert state["config"]["seed"] == 1 and state["stages"]["main"]["starts"] == [0]

@@ -45,6 +45,7 @@ def child(args) -> None:
     import tensorflow as tf
 
     from copycat_tf.fakeset import FakeSet
+    from copycat_tf.execution import Execution
     from copycat_tf.training import TrainConfig, train_copycat
 
     if args.child == "deterministic":
@@ -64,8 +65,7 @@ def child(args) -> None:
 
     clock = EpochClock()
     config = TrainConfig(arch=args.arch, epochs=args.epochs)
-    result = train_copycat(FakeSet.open(args.fakeset), args.out, config, overwrite=True,
-                           callbacks=[clock])
+    result = train_copycat(FakeSet.open(args.fakeset), args.out, config, callbacks=[clock], execution=Execution(overwrite=True))
     # The trained weights, not copycat.onnx's bytes: tf2onnx names a merged constant after
     # whichever twin it meets first, which varies between processes even when the weights don't.
     digest = hashlib.sha256(b"".join(w.tobytes() for w in result.model.get_weights())).hexdigest()

@@ -52,6 +52,7 @@ import numpy as np
 from benchmarks.inputs import make_conv_target, make_jpegs
 from benchmarks.measure import best_of, effective_cores, machine
 from benchmarks.row import Row, add_json_option, write_rows
+from copycat_tf.execution import Execution
 from copycat_tf.fakeset import label
 from copycat_tf.oracle import OnnxOracle
 from copycat_tf.queries import open_query_source
@@ -128,8 +129,7 @@ def main(argv: list[str] | None = None) -> None:
             ort_all(oracle, images[:256], 64)  # warm up
 
         def full_run(threads, size):
-            return label(oracle_with(target, threads), str(folder), n, tmp / "fake", batch_size=size,
-                         overwrite=True)
+            return label(oracle_with(target, threads), str(folder), n, tmp / "fake", batch_size=size, execution=Execution(overwrite=True))
 
         # Every figure once per round, rounds repeated: a burst of neighbour load hits them all.
         runs = {("decode", 0, 0): functools.partial(decode, window)}

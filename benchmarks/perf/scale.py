@@ -192,6 +192,7 @@ def engines(work: Path, repeat: int, vgg_images: int, out: Path) -> None:
     twice). Taking turns spreads the neighbours' load over all three; the best round counts."""
     import ray
 
+    from copycat_tf.execution import Execution
     from copycat_tf.fakeset import label
     from copycat_tf.fakeset.ray_engine import RayEngine
 
@@ -204,10 +205,9 @@ def engines(work: Path, repeat: int, vgg_images: int, out: Path) -> None:
 
     def run(name, engine, model, n, batch):
         # A warm-up batch first: a new target's actors (its sessions) start outside the timing.
-        label(oracle(model, 1), str(folder), batch, work / "fake", batch_size=batch, overwrite=True, engine=engine)
+        label(oracle(model, 1), str(folder), batch, work / "fake", batch_size=batch, execution=Execution(overwrite=True, engine=engine))
         start = time.perf_counter()
-        label(oracle(model, 0 if engine == "local" else 1), str(folder), n, work / "fake", batch_size=batch,
-              overwrite=True, engine=engine)
+        label(oracle(model, 0 if engine == "local" else 1), str(folder), n, work / "fake", batch_size=batch, execution=Execution(overwrite=True, engine=engine))
         rate = n / (time.perf_counter() - start)
         print(f"  {name}: {rate:.2f} img/s", flush=True)
         results[name] = max(results.get(name, 0), rate)
@@ -235,7 +235,7 @@ def engines(work: Path, repeat: int, vgg_images: int, out: Path) -> None:
                 address = "127.0.0.1:6379"
             with RayEngine(address) as engine:
                 # Start-up (Ray, the actors, the sources reopened on the workers) is not in the figures.
-                label(oracle(cnn, 1), str(folder), 1, work / "fake", overwrite=True, engine=engine)
+                label(oracle(cnn, 1), str(folder), 1, work / "fake", execution=Execution(overwrite=True, engine=engine))
                 results["startup_s"][name] = time.perf_counter() - start
                 measure(name, engine)
             if ray.is_initialized():

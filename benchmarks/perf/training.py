@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     import keras
 
     from copycat_tf.models import build
+    from copycat_tf.execution import Execution
     from copycat_tf.training import TrainConfig, train_copycat
     from copycat_tf.training import copycat as training
     from copycat_tf.training.data import validation_mask
@@ -107,8 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         def project(name, in_memory_bytes):
             def run():
                 start = time.perf_counter()
-                train_copycat(FakeSet.open(tmp / "fake"), tmp / name, config, overwrite=True,
-                              in_memory_bytes=in_memory_bytes)
+                train_copycat(FakeSet.open(tmp / "fake"), tmp / name, config, in_memory_bytes=in_memory_bytes, execution=Execution(overwrite=True))
                 fit_seconds.setdefault(name, []).append(time.perf_counter() - start - export_seconds[-1])
             return run
 

@@ -116,11 +116,11 @@ class Target:
 
 def ensure_trained(target: Target) -> None:
     """Train ``target`` (one of :data:`TRAINED`) unless its ``.onnx`` and card are there."""
-    from copycat_tf.training import train_target
+    from copycat_tf.training import TrainConfig, train_target
 
     if not (target.path.is_file() and target.path.with_suffix(".json").is_file()):
         print(f"training the {target.name} target ...", file=sys.stderr)
-        result = train_target(TRAINED[target.name], "small_cnn", target.path, seed=TARGET_SEED)
+        result = train_target(TRAINED[target.name], target.path, TrainConfig(arch="small_cnn", seed=TARGET_SEED))
         print(f"  test accuracy {result.test_accuracy:.4f}", file=sys.stderr)
 
 

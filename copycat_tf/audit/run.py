@@ -44,7 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from copycat_tf._version import __version__
-from copycat_tf.attack import Attack, Execution, SpendPlan
+from copycat_tf.attack import Attack, SpendPlan
+from copycat_tf.execution import Execution
 from copycat_tf.audit.defences import DEFAULT_DEFENCES, build_defences, defence_names
 from copycat_tf.audit.detection import DEFAULT_DELTA
 from copycat_tf.audit.label_defences import DEFAULT_TAU, DEFAULT_TAUS, DEFAULT_WATERMARK_RATE
@@ -209,7 +210,7 @@ def audit(
         test_data: labelled (or unlabelled) test images: performance ratios (agreement when
             unlabelled). Without it, copycats are scored by agreement with the target on
             ``plan.eval_queries`` fresh query images.
-        execution: :class:`~copycat_tf.attack.Execution` (overwrite, engine, devices, progress,
+        execution: :class:`~copycat_tf.execution.Execution` (overwrite, engine, devices, progress,
             ``on_stage``).
 
     Returns:
@@ -278,7 +279,8 @@ def audit(
         copycat = attack.train(derived, out_dir / "copycats" / cell_name,
                                config=replace(attack.config, labels=labels))
         row = _cell(attack, answers, copycat, derived, fakeset, defence, records, test, eval_set, out_dir, cell_name)
-        results.append({**row, "queries": n, "cost": _cost(n, oracle.price_per_1k), "defence": names[defence.slug], **owner_price(defence, benign, benign_probabilities)})
+        results.append({**row, "queries": n, "cost": _cost(n, oracle.price_per_1k), "defence": names[defence.slug],
+                        **owner_price(defence, benign, benign_probabilities)})
 
     detection_block = None
     if plan.detect:
@@ -362,8 +364,7 @@ def _buy_eval_set(attack: Attack, oracle, fakeset, out_dir: Path, count: int, st
     source = attack.queries.open(oracle.contract.image_shape, attack.config.seed)
     view = source.select("audit-eval", np.arange(start, start + _EVAL_SPAN * count + 64))
     eval_set = label(oracle, view, count, out_dir / "eval" / f"from-{start}", labels="hard",
-                     batch_size=attack.queries.batch_size, progress=attack.execution.label_progress,
-                     engine=attack.execution.engine)
+                     batch_size=attack.queries.batch_size, execution=replace(attack.execution, overwrite=False))
     if eval_set.count == 0:
         raise CopycatError(
             "no query images are left after the attack's to measure agreement on; pass --test-data "

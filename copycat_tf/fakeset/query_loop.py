@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,9 @@ from copycat_tf.fakeset.ray_engine import RayEngine, open_engine
 from copycat_tf.fakeset.store import DEFAULT_SHARD_SIZE, LABEL_MODES, REJECTED, FakeSet
 from copycat_tf.fakeset.writer import FakeSetWriter
 from copycat_tf.oracle import Oracle
-from copycat_tf.queries import QuerySource, open_query_source
+from copycat_tf.execution import Execution
+from copycat_tf.queries import QuerySource
+from copycat_tf.queries.spec import DEFAULT_BATCH_SIZE, QuerySpec
 
 log = logging.getLogger(__name__)
 
@@ -50,42 +52,39 @@ class LabelProgress:
 
 def label(
     oracle: Oracle,
-    source: QuerySource | str | Sequence[str],
+    source: QuerySource | QuerySpec | str | Sequence[str],
     budget: int,
     out_dir: str | os.PathLike,
     *,
     labels: str = "hard",
     seed: int | None = None,
-    resize: str | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
-    overwrite: bool = False,
-    workers: int | None = None,
-    progress: Callable[[LabelProgress], None] | None = None,
-    engine: str | RayEngine = "local",
+    execution: Execution | None = None,
 ) -> FakeSet:
     """Query the oracle with images from ``source`` and store its answers as a fake dataset.
 
-    Rerunning with the same arguments after an interruption resumes from the last finished
-    shard; a larger ``budget`` extends a finished dataset.
+    Rerunning with the same arguments after an interruption resumes where it stopped, with
+    every answer received; a larger ``budget`` extends a finished dataset.
 
     Args:
         oracle: the target, e.g. an :class:`~copycat_tf.oracle.OnnxOracle`. Its own
             budget, if set, is respected too.
-        source: a :class:`~copycat_tf.queries.QuerySource`, or spec strings for
-            :func:`~copycat_tf.queries.open_query_source`.
+        source: a :class:`~copycat_tf.queries.QuerySource`, a
+            :class:`~copycat_tf.queries.spec.QuerySpec` (sources, resize policy, images per
+            call) or spec strings.
         budget: records wanted in the fake dataset (= queries, without interruptions).
         out_dir: the fake dataset's folder (created; must not be inside a query folder).
         labels: ``"hard"`` (class labels) or ``"soft"`` (also float32 probabilities).
-        seed: seed for opening spec strings (default 0); a ``QuerySource`` has its own.
-        resize: resize policy for spec strings (default ``"resize"``).
-        batch_size: images per oracle call.
-        shard_size: records per shard file; a crash re-buys at most one shard.
-        overwrite: delete a fake dataset (and only its files) already in ``out_dir``.
-        workers: decoding threads (default one per core, at most 8).
-        progress: called with a :class:`LabelProgress` at the start and after each batch.
-        engine: ``"local"`` (this process), ``"ray"`` (a Ray instance started here, or the
-            cluster ``RAY_ADDRESS`` names) or a :class:`~copycat_tf.fakeset.ray_engine.RayEngine`;
+        seed: seed for opening a ``QuerySpec`` or spec strings (default 0); a
+            ``QuerySource`` has its own.
+        batch_size: images per oracle call (default the ``QuerySpec``'s, else 64).
+        shard_size: records per shard file.
+        execution: :class:`~copycat_tf.execution.Execution`: ``overwrite`` deletes a fake
+            dataset (and only its files) already in ``out_dir``; ``label_progress`` is called
+            with a :class:`LabelProgress` at the start and after each batch; ``engine`` is
+            ``"local"`` (this process), ``"ray"`` (a Ray instance started here, or the cluster
+            ``RAY_ADDRESS`` names) or a :class:`~copycat_tf.fakeset.ray_engine.RayEngine`;
             for the same seed and sources every engine writes the same fake dataset.
 
     Returns:
@@ -98,20 +97,25 @@ def label(
 
         fakeset = label(OnnxOracle("target.onnx"), ["photos"], 10_000, "runs/fake",
                         labels="soft", seed=1)
+        fakeset = label(oracle, QuerySpec(("./imagenet",), resize="pad", batch_size=256), 50_000,
+                        "runs/big", execution=Execution(engine="ray", label_progress=print))
     """
+    execution = execution or Execution()
+    if batch_size is None:
+        batch_size = source.batch_size if isinstance(source, QuerySpec) else DEFAULT_BATCH_SIZE
     for name, value in (("budget", budget), ("batch_size", batch_size), ("shard_size", shard_size)):
         check_whole(name, value)
     if labels not in LABEL_MODES:
         raise CopycatError(f"labels must be one of {LABEL_MODES}; received {labels!r}")
+    engine = execution.engine
     if engine != "local" and not isinstance(engine, RayEngine):
         with open_engine(engine) as opened:  # "ray": an engine for this call only
-            return label(oracle, source, budget, out_dir, labels=labels, seed=seed, resize=resize,
-                         batch_size=batch_size, shard_size=shard_size, overwrite=overwrite,
-                         workers=workers, progress=progress, engine=opened)
+            return label(oracle, source, budget, out_dir, labels=labels, seed=seed, batch_size=batch_size,
+                         shard_size=shard_size, execution=replace(execution, engine=opened))
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CopycatError(f"output folder {out_dir} is a file; give a folder for the fake dataset")
-    source = _as_source(source, oracle, seed, resize)
+    source = _as_source(source, oracle, seed)
     for folder in source.folders:
         if out_dir.resolve().is_relative_to(folder.resolve()):
             raise CopycatError(
@@ -119,9 +123,9 @@ def label(
                 "would become queries; choose an output folder outside it"
             )
     config = {**source.config(), "labels": labels, "shard_size": shard_size}
-    writer = FakeSetWriter.open(out_dir, oracle, config, budget, overwrite)
+    writer = FakeSetWriter.open(out_dir, oracle, config, budget, execution.overwrite)
     try:
-        _run(writer, oracle, source, budget, labels == "soft", batch_size, workers, progress, engine)
+        _run(writer, oracle, source, budget, labels == "soft", batch_size, execution.label_progress, engine)
     finally:
         writer.close()
     fakeset = FakeSet.open(out_dir)
@@ -133,22 +137,21 @@ def label(
     return fakeset
 
 
-def _as_source(source, oracle: Oracle, seed, resize) -> QuerySource:
+def _as_source(source, oracle: Oracle, seed) -> QuerySource:
     shape = oracle.contract.image_shape
     if isinstance(source, QuerySource):
-        if seed is not None or resize is not None:
-            raise CopycatError("seed and resize belong to the QuerySource; pass them to open_query_source")
+        if seed is not None:
+            raise CopycatError("a QuerySource has its own seed; pass it to open_query_source")
         if source.image_shape != shape:
             raise CopycatError(
                 f"the query source makes {source.image_shape} images but the oracle takes {shape}"
             )
         return source
-    return open_query_source(source, shape, seed=0 if seed is None else seed,
-                             resize=resize or "resize")
+    return QuerySpec.of(source).open(shape, 0 if seed is None else seed)
 
 
 def _run(writer: FakeSetWriter, oracle: Oracle, source: QuerySource, budget: int, soft: bool,
-         batch_size: int, workers: int | None, progress, engine) -> None:
+         batch_size: int, progress, engine) -> None:
     left = oracle.queries_left
     limit = budget if left is None else min(budget, writer.labeled + left)
     # A metered oracle (a paid API) never spends past the budget, even over interruptions
@@ -178,7 +181,7 @@ def _run(writer: FakeSetWriter, oracle: Oracle, source: QuerySource, budget: int
     # their way still counts them.
     with oracle.capped(limit - writer.labeled), oracle.charging_to(writer.spent):
         if engine == "local":
-            exhausted = _fill(writer, oracle, source, limit, soft, batch_size, workers, report)
+            exhausted = _fill(writer, oracle, source, limit, soft, batch_size, report)
         else:
             exhausted = engine.fill(writer, oracle, source, limit, soft, batch_size, report)
     if exhausted:
@@ -193,9 +196,9 @@ def _run(writer: FakeSetWriter, oracle: Oracle, source: QuerySource, budget: int
 
 
 def _fill(writer: FakeSetWriter, oracle: Oracle, source: QuerySource, limit: int, soft: bool,
-          batch_size: int, workers: int | None, report) -> bool:
+          batch_size: int, report) -> bool:
     """The local engine: label until ``limit`` records or the stream runs out (returned)."""
-    stream = source.queries(writer.next_item, workers=workers, window=2 * batch_size + 16)
+    stream = source.queries(writer.next_item, window=2 * batch_size + 16)
     exhausted = False
     with contextlib.closing(stream):
         while writer.labeled < limit and not exhausted:

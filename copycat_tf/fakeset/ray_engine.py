@@ -32,7 +32,7 @@ Usage::
 
     with RayEngine("auto") as engine:  # the cluster `ray start --head` made on this machine
         fakeset = label(OnnxOracle("target.onnx"), ["/data/imagenet"], 1_000_000, "runs/fake",
-                        engine=engine)
+                        execution=Execution(engine=engine))
 """
 
 from __future__ import annotations

@@ -145,7 +145,8 @@ class TargetSpec:
         except OSError as exc:
             raise CopycatError(f"{self.target}: cannot read it ({exc.strerror or exc})") from None
 
-    def open(self, *, budget: int | None = None, contract: Contract | None = None) -> Oracle:
+    def open(self, *, budget: int | None = None, contract: Contract | None = None,
+             read_size: tuple[int, int] | None = None) -> Oracle:
         """The oracle for this target, with :attr:`price_per_1k` set.
 
         Args:
@@ -153,6 +154,8 @@ class TargetSpec:
             contract: a contract learnt earlier (a resumed run's, see
                 :func:`~copycat_tf.fakeset.stored_contract`): a URL target is then not
                 probed again, so a rerun buys nothing to set itself up.
+            read_size: ``(height, width)`` to read a file with a dynamic image size at, when
+                no ``input_size`` is given (``inspect`` shows such a model).
 
         Raises:
             CopycatError: the target cannot be opened, or an option does not fit its kind.
@@ -160,6 +163,8 @@ class TargetSpec:
         options = {**self.overrides.given(), **self.http.given()}
         if self.providers:
             options["providers"] = list(self.providers)
+        if read_size is not None and not self.is_remote:
+            options["probe_size"] = read_size
         if self.is_remote:
             if budget is not None:
                 options["budget"] = budget

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from copycat_tf.errors import CopycatError, check_positive_number, check_whole
+from copycat_tf.execution import Execution
 from copycat_tf.fakeset import FakeSet, label
 from copycat_tf.fakeset.ray_engine import open_engine
 from copycat_tf.files import UnreadableJson, read_json, write_json
@@ -164,8 +165,8 @@ class _Rounds:
 
     def _label(self, positions, budget: int) -> FakeSet:
         view = self.source.select("balanced", positions)
-        return label(self.oracle, view, budget, self.out_dir, labels=self.config.labels,
-                     batch_size=self.batch_size, progress=self.progress, engine=self.engine)
+        return label(self.oracle, view, budget, self.out_dir, labels=self.config.labels, batch_size=self.batch_size,
+                     execution=Execution(engine=self.engine, label_progress=self.progress))
 
     def _scout_path(self, number: int) -> Path:
         return self.state_dir / f"scout-{number:02d}.keras"

@@ -6,6 +6,7 @@ prefix of the fake dataset is itself an attack of that many queries.
 
 from __future__ import annotations
 
+from copycat_tf.execution import Execution
 from copycat_tf.fakeset import label
 from copycat_tf.strategies.base import Collection, Strategy, register
 
@@ -26,5 +27,5 @@ class PaperStrategy(Strategy):
     def collect(self, oracle, queries, budget, out_dir, *, config, progress=None, engine="local") -> Collection:
         source = queries.open(oracle.contract.image_shape, config.seed)
         fakeset = label(oracle, source, budget, out_dir, labels=config.labels, batch_size=queries.batch_size,
-                        progress=progress, engine=engine)
+                        execution=Execution(engine=engine, label_progress=progress))
         return Collection(fakeset)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from copycat_tf.contract import ARCH_KEY, QUERIES_KEY, ROLE_KEY, TARGET_SHA256_KEY
 from copycat_tf.errors import CopycatError
+from copycat_tf.execution import Execution
 from copycat_tf.export import PARITY_IMAGES, export_onnx
 from copycat_tf.models import build
 from copycat_tf.training.config import TrainConfig, make_optimizer
@@ -43,11 +44,9 @@ def train_copycat(
     *,
     finetune=None,
     initial_model: str | os.PathLike | None = None,
-    overwrite: bool = False,
     callbacks: Sequence = (),
-    fit_verbose: int = 0,
     in_memory_bytes: int = IN_MEMORY_BYTES,
-    devices: int | str | None = None,
+    execution: Execution | None = None,
 ) -> CopycatResult:
     """Train a copycat on a fake dataset, fine-tune it if asked, and export it as ONNX.
 
@@ -59,13 +58,14 @@ def train_copycat(
             images), trained on after ``fakeset`` starting from its model.
         initial_model: a ``.keras`` copycat to start from instead of random weights (an
             adaptive strategy's last round); loaded with ``safe_mode``.
-        overwrite: delete an earlier run's files in ``out_dir`` (only those) and start over.
         callbacks: more Keras callbacks, run after the built-in ones.
-        fit_verbose: Keras ``fit`` verbosity (0 silent; epochs are logged either way).
         in_memory_bytes: fake datasets up to this size train from memory, larger stream.
-        devices: train on this many GPUs of this machine (or ``"all"``) under a
-            ``MirroredStrategy`` (:mod:`copycat_tf.training.devices`); ``None``: one device.
-            The global batch stays ``config.batch_size``, and a run resumes on any number.
+        execution: :class:`~copycat_tf.execution.Execution`: ``overwrite`` deletes an earlier
+            run's files in ``out_dir`` (only those) and starts over; ``fit_verbose`` is Keras
+            ``fit`` verbosity (0 silent; epochs are logged either way); ``devices`` trains on
+            this many GPUs of this machine (or ``"all"``) under a ``MirroredStrategy``
+            (:mod:`copycat_tf.training.devices`; ``None``: one device): the global batch stays
+            ``config.batch_size``, and a run resumes on any number.
 
     Returns:
         A :class:`CopycatResult`; ``already_trained`` when ``out_dir`` held this finished run.
@@ -96,16 +96,18 @@ def train_copycat(
                 f"output folder {out_dir} and the fake dataset {stage.fakeset.directory} overlap; "
                 "a copycat run never writes into its input, so choose another output folder"
             )
-    run = TrainingRun.open(out_dir, config, stages, overwrite)
+    execution = execution or Execution()
+    run = TrainingRun.open(out_dir, config, stages, execution.overwrite)
     if run.finished:
         log.info("copycat complete in %s, reused (--overwrite trains it again)", run.out_dir)
         return run.result(already_trained=True)
 
-    strategy = training_strategy(devices)
+    strategy = training_strategy(execution.devices)
     model = None
     for stage in stages:
         if not run.stage(stage.name)["finished"]:
-            model = _train_stage(run, stage, model, config, callbacks, fit_verbose, in_memory_bytes, strategy)
+            model = _train_stage(run, stage, model, config, callbacks, execution.fit_verbose, in_memory_bytes,
+                                 strategy)
     if model is None or strategy is not None:
         # Every stage was done and only the export was missing; or the model's weights are
         # mirrored, and its last checkpoint is the same model on one device to export.

@@ -16,12 +16,12 @@ import numpy as np
 from copycat_tf._version import __version__
 from copycat_tf.contract import ARCH_KEY, CLASS_NAMES_KEY, DATASET_KEY, ROLE_KEY
 from copycat_tf.datasets import NAMED, LabelledImages, load_labelled
-from copycat_tf.errors import CopycatError, check_positive_number, check_whole
+from copycat_tf.errors import CopycatError
 from copycat_tf.export import PARITY_IMAGES, export_onnx, native_contract
 from copycat_tf.files import file_sha256, write_json
-from copycat_tf.models import build, check_name
+from copycat_tf.models import build
 from copycat_tf.oracle import OnnxOracle
-from copycat_tf.training.config import make_optimizer, training_settings
+from copycat_tf.training.config import TrainConfig, make_optimizer, training_settings
 
 log = logging.getLogger(__name__)
 
@@ -104,15 +104,11 @@ def _hold_out(data: LabelledImages, fraction: float, seed: int):
 
 def train_target(
     dataset: str | LabelledImages,
-    arch: str,
     out_path: str | os.PathLike,
+    config: TrainConfig | None = None,
     *,
     test: LabelledImages | None = None,
     image_shape: tuple[int, int, int] | None = None,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    learning_rate: float | None = None,
-    seed: int = 0,
     fit_verbose: int = 0,
 ) -> TargetResult:
     """Train a classifier to play the black-box target, export it, and measure it.
@@ -124,13 +120,13 @@ def train_target(
 
     Args:
         dataset: a dataset spec for :func:`load_target_data`, or training images.
-        arch: a :data:`copycat_tf.models.ARCHITECTURES` name.
         out_path: the ``.onnx`` file to write.
+        config: a :class:`TrainConfig`: its ``arch``, ``epochs``, ``batch_size``,
+            ``learning_rate``, ``optimizer`` (each defaulting to the architecture's
+            :func:`copycat_tf.models.default_training`) and ``seed`` (weights, shuffling and
+            the test hold-out); the copycat-only fields are not used.
         test: test images, required when ``dataset`` is a :class:`LabelledImages`.
         image_shape: ``(H, W, C)`` for folder datasets.
-        epochs, batch_size, learning_rate: default from
-            :func:`copycat_tf.models.default_training`.
-        seed: weights, shuffling and the test hold-out.
         fit_verbose: Keras ``fit`` verbosity (0 silent; epochs are logged either way).
 
     Raises:
@@ -138,19 +134,17 @@ def train_target(
 
     Usage::
 
-        result = train_target("fashion-mnist", "small_cnn", "target.onnx")
+        result = train_target("fashion-mnist", "target.onnx", TrainConfig(arch="small_cnn"))
         round(result.test_accuracy, 2)
         # 0.9
     """
-    check_name(arch)
-    check_whole("epochs", epochs, optional=True)
-    check_whole("batch_size", batch_size, optional=True)
-    check_whole("seed", seed, minimum=0)
-    check_positive_number("learning_rate", learning_rate, optional=True)
+    config = config or TrainConfig()  # checked when made: arch, epochs, batch, rate, seed
+    arch, seed = config.arch, config.seed
     out_path = Path(out_path)
     if out_path.suffix != ".onnx":
         raise CopycatError(f"target file must end in .onnx; received {str(out_path)!r}")
-    settings = training_settings(arch, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
+    settings = training_settings(arch, epochs=config.epochs, batch_size=config.batch_size,
+                                 learning_rate=config.learning_rate, optimizer=config.optimizer)
     spec = dataset if isinstance(dataset, str) else dataset.name
     if isinstance(dataset, str):
         if test is not None:
