@@ -18,6 +18,7 @@ from copycat_tf.cli.options import (
     target_spec,
     labelled_test_option,
 )
+from copycat_tf.attack import SpendPlan
 from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError
 from copycat_tf.evaluation import evaluate
@@ -70,6 +71,8 @@ def evaluate_command(target, copycat, test_data, eval_data, out, limit, batch_si
     # The contract overrides describe TARGET only; the execution providers are the machine's.
     copycat_oracle = TargetSpec(copycat, providers=spec.providers).open()
     test = load_labelled(test_data or eval_data, image_shape=target_oracle.contract.image_shape).take(limit)
+    SpendPlan(0, evaluation_images=len(test.images), probes=target_oracle.info().probe_queries).announce(
+        "this evaluation", spec.shown)
     # disable=None: a bar on terminals only, so logs and pipes get no carriage-return noise.
     with tqdm(total=len(test.images), unit="img", desc="querying both models",
               file=sys.stderr, leave=False, disable=True if progress.QUIET else None) as bar:

@@ -21,6 +21,7 @@ from copycat_tf.cli.options import (
 )
 from copycat_tf.cli.output import class_table, echo_field
 from copycat_tf.cli.progress import LabelProgressBar
+from copycat_tf.attack import SpendPlan
 from copycat_tf.execution import Execution
 from copycat_tf.fakeset import DEFAULT_SHARD_SIZE, label, stored_contract
 from copycat_tf.queries.spec import QuerySpec
@@ -74,7 +75,10 @@ def label_command(target, queries, budget, out_dir, labels, seed, batch_size, re
     engine = labeling_engine(options)
     # A rerun into a fake dataset reuses the contract it was labelled under: a remote target
     # is not probed again, and a probe's images count against --budget like any query.
-    oracle = target_spec(target, options, price_per_1k).open(budget=budget, contract=stored_contract(out_dir))
+    spec = target_spec(target, options, price_per_1k)
+    oracle = spec.open(budget=budget, contract=stored_contract(out_dir))
+    SpendPlan(budget, probes=oracle.info().probe_queries, price_per_1k=price_per_1k).announce(
+        "labeling (all runs into --out together)", spec.shown)
     with engine as engine, LabelProgressBar() as bar:
         fakeset = label(oracle, QuerySpec(tuple(queries), resize=resize, batch_size=batch_size), budget, out_dir,
                         labels=labels, seed=seed, shard_size=shard_size,

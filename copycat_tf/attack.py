@@ -84,6 +84,8 @@ class SpendPlan:
 
     Example:
 
+    >>> SpendPlan(0, evaluation_images=300).describe()
+    'at most 300 images: 300 evaluation images'
     >>> plan = SpendPlan(10_000, evaluation_images=500, probes=2, price_per_1k=1.5)
     >>> print(plan.describe())
     at most 10,500 images: 10,000 attack queries (up to 2 probe images among them), 500 evaluation images;
@@ -100,9 +102,14 @@ class SpendPlan:
     def total(self) -> int:
         return self.attack_queries + self.evaluation_images + self.eval_queries
 
+    def announce(self, what: str, target: str) -> None:
+        """Log, before the first query, what ``what`` will buy at most from ``target``."""
+        log.info("%s will buy %s from %s", what, self.describe(), target)
+
     def describe(self) -> str:
         parts = [f"{self.attack_queries:,} attack queries"
-                 + (f" (up to {self.probes} probe images among them)" if self.probes else "")]
+                 + (f" (up to {self.probes} probe images among them)" if self.probes else "")] \
+            if self.attack_queries else []
         if self.evaluation_images:
             parts.append(f"{self.evaluation_images:,} evaluation images")
         if self.eval_queries:
@@ -159,7 +166,7 @@ class Attack:
     def commit(self, oracle: Oracle, plan: SpendPlan, what: str) -> None:
         """Say, before the first query of the run, what ``what`` will buy at most, and hold the
         oracle to it: it refuses to be charged past ``plan.total``."""
-        log.info("%s will buy %s from %s", what, plan.describe(), self.target.shown)
+        plan.announce(what, self.target.shown)
         oracle.budget = plan.total
 
     def collect(self, oracle: Oracle, budget: int, out_dir: str | os.PathLike, *,

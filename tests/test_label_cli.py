@@ -25,6 +25,8 @@ def test_label_prints_a_summary(query_target, query_folder, bad_query_files, tmp
                      "--batch-size", 16, "--shard-size", 32, "--price-per-1k", 2.5)
     assert result.returncode == 0, result.stderr
     assert f"labeled   60 images (complete) in {out}" in result.stdout
+    # what it may buy, said before the first query (and so before any progress)
+    assert "will buy at most 60 images: 60 attack queries; 0.15 at 2.5 per 1,000 from target" in result.stderr
     assert "queries   60 spent" in result.stdout
     assert f"rejected  {len(bad)} inputs" in result.stdout and "rejected.tsv" in result.stdout
     assert "cost      0.15 at 2.5 per 1,000 queries" in result.stdout
