@@ -116,7 +116,9 @@ class FakeSetWriter:
         committed = self.manifest["rejected_bytes"]
         kept = self._replay_journal()
         if kept is not None:
-            committed = kept
+            # The rejections before the journaled answers stay: the stream goes on after them.
+            committed = self.manifest["rejected_bytes"] = kept
+            self.manifest["rejected"] = self.rejected
             log.info("resuming %s at record %d: %d answers of the unfinished shard kept from %s",
                      self.directory, self.manifest["count"] + self.buffered, self.buffered, ANSWERS_JOURNAL)
         if self.queries_spent > self.manifest["queries_spent"]:
