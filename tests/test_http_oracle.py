@@ -28,13 +28,14 @@ from benchmarks.serving import FaultProxy, KServeServer
 from copycat_tf.contract import Preprocessing
 from copycat_tf.errors import BudgetExceeded, CopycatError
 from copycat_tf.fakeset import FakeSet, label
-from copycat_tf.oracle import HttpOracle, OnnxOracle, open_oracle
+from copycat_tf.oracle import ContractOverrides, HttpOptions, HttpOracle, OnnxOracle, open_oracle
 from copycat_tf.oracle.http import Endpoint, number_list, parse_headers, parse_rate
 from copycat_tf.oracle.http.wire import metadata_tensors
 
 CLASS_NAMES = ["cat", "dog", "fox", "owl"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-FAST = {"backoff": 0.01}  # retries in tests need not wait half a second
+FAST = {"backoff": 0.01}  # retries in tests need not wait half a second (an HttpOptions field)
+PROBABILITIES = ContractOverrides(output_kind="probabilities")
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -214,7 +215,8 @@ def test_open_oracle_picks_the_implementation(tmp_path):
 ])
 def test_v2_contract_from_metadata_and_answers_equal_onnxruntime(server, proxy, targets, model, options, probed):
     spent = Spent(server)
-    oracle = HttpOracle(url(proxy, model), max_batch=8, concurrency=3, **options)
+    oracle = HttpOracle(url(proxy, model), http=HttpOptions(max_batch=8, concurrency=3),
+                        overrides=ContractOverrides(**options))
     local = OnnxOracle(targets[model])
     assert oracle.contract.input == local.contract.input
     assert oracle.contract.output == local.contract.output
@@ -234,7 +236,7 @@ def test_tfserving_protocol_without_metadata_needs_options_and_probes_at_a_charg
     spent = Spent(server)
     with pytest.raises(CopycatError, match="input_size"):
         HttpOracle(url(proxy, "nchw", "tfserving"))
-    oracle = HttpOracle(url(proxy, "nchw", "tfserving"), input_size=(8, 8), layout="NCHW", budget=30)
+    oracle = HttpOracle(url(proxy, "nchw", "tfserving"), overrides=ContractOverrides(input_size=(8, 8), layout="NCHW"), budget=30)
     assert oracle.server_metadata is None
     assert (oracle.output_kind, oracle.contract.num_classes, oracle.probe_queries) == ("logits", 5, 2)
     images = pictures(12, seed=1)
@@ -250,15 +252,15 @@ def test_label_only_answers_become_one_hot_rows(server, proxy, targets):
     truth = reference(targets["probs"], images).labels
     with pytest.raises(CopycatError, match="num_classes"):
         HttpOracle(url(proxy, "labels"))
-    by_index = HttpOracle(url(proxy, "labels"), num_classes=4)
-    by_name = HttpOracle(url(proxy, "names"), class_names="cat, dog, fox, owl")
-    forced = HttpOracle(url(proxy, "probs"), output_kind="labels")
+    by_index = HttpOracle(url(proxy, "labels"), overrides=ContractOverrides(num_classes=4))
+    by_name = HttpOracle(url(proxy, "names"), overrides=ContractOverrides(class_names="cat, dog, fox, owl"))
+    forced = HttpOracle(url(proxy, "probs"), overrides=ContractOverrides(output_kind="labels"))
     for oracle in (by_index, by_name, forced):
         assert oracle.output_kind == "labels" and oracle.probe_queries == 0
         answers = oracle.query(images, soft=True)
         np.testing.assert_array_equal(answers.labels, truth)
         np.testing.assert_array_equal(answers.probabilities, np.eye(4, dtype=np.float32)[truth])
-    wrong = HttpOracle(url(proxy, "names"), class_names=["cat", "dog", "fox", "emu"])
+    wrong = HttpOracle(url(proxy, "names"), overrides=ContractOverrides(class_names=["cat", "dog", "fox", "emu"]))
     with pytest.raises(CopycatError, match="'owl', which is not among the 4 class names"):
         wrong.query(pictures(64, seed=3))
     with pytest.raises(CopycatError, match="class names"):
@@ -271,7 +273,8 @@ def test_label_only_answers_become_one_hot_rows(server, proxy, targets):
 def test_retries_every_transient_fault_and_charges_exactly(server, proxy, targets):
     """Faults refused before the server are not charged; those after it are; a connection
     dropped after the request went out is charged although, here, the server never saw it."""
-    oracle = HttpOracle(url(proxy), output_kind="probabilities", timeout=1.0, max_batch=8, **FAST)
+    oracle = HttpOracle(url(proxy), http=HttpOptions(timeout=1.0, max_batch=8, **FAST),
+                        overrides=PROBABILITIES)
     spent = Spent(server)
     proxy.faults(next=["503", "429:1", "html503", "500-after", "drop-after", "slow:3"])
     images = pictures(8, seed=4)
@@ -288,7 +291,8 @@ def test_retries_every_transient_fault_and_charges_exactly(server, proxy, target
 
 
 def test_gives_up_after_the_retry_time_with_one_line(server, proxy):
-    oracle = HttpOracle(url(proxy), output_kind="probabilities", max_retry_time=1.0, **FAST)
+    oracle = HttpOracle(url(proxy), http=HttpOptions(max_retry_time=1.0, **FAST),
+                        overrides=PROBABILITIES)
     spent = Spent(server)
     proxy.faults(every="503")
     with pytest.raises(CopycatError) as error:
@@ -309,8 +313,9 @@ def test_client_errors_are_not_retried_and_never_show_the_token(server, proxy):
     token = "Bearer tok-" + secrets.token_hex(16)
     proxy.faults(require={"Authorization": token})
     with pytest.raises(CopycatError, match="401.*credentials"):
-        HttpOracle(url(proxy), headers={"Authorization": "Bearer wrong-" + secrets.token_hex(8)})
-    oracle = HttpOracle(url(proxy), headers=[f"Authorization: {token}"], output_kind="probabilities", **FAST)
+        HttpOracle(url(proxy), http=HttpOptions(headers={"Authorization": "Bearer wrong-" + secrets.token_hex(8)}))
+    oracle = HttpOracle(url(proxy), http=HttpOptions(headers=[f"Authorization: {token}"], **FAST),
+                        overrides=PROBABILITIES)
     spent = Spent(server)
     proxy.faults(next=["echo401"], require={"Authorization": token})
     with pytest.raises(CopycatError) as error:
@@ -321,8 +326,7 @@ def test_client_errors_are_not_retried_and_never_show_the_token(server, proxy):
     for shown in (repr(oracle), json.dumps(oracle.info().to_dict()), oracle.identity):
         assert token.split()[1] not in shown
     with pytest.raises(CopycatError, match="no model 'absent'"):
-        HttpOracle(url(proxy, "absent"), input_size=(8, 8), output_kind="logits", num_classes=3,
-                   headers={"Authorization": token}).query(pictures(1))
+        HttpOracle(url(proxy, "absent"), http=HttpOptions(headers={"Authorization": token}), overrides=ContractOverrides(input_size=(8, 8), output_kind="logits", num_classes=3)).query(pictures(1))
 
 
 @pytest.mark.parametrize("fault, message, charged", [
@@ -333,7 +337,7 @@ def test_client_errors_are_not_retried_and_never_show_the_token(server, proxy):
     ("redirect", r"redirected \(302\) to http://127.0.0.2/elsewhere; copycat-tf follows no redirect", False),
 ])
 def test_bad_answers_give_one_clear_error_and_keep_the_oracle_usable(server, proxy, fault, message, charged):
-    oracle = HttpOracle(url(proxy), output_kind="probabilities", **FAST)
+    oracle = HttpOracle(url(proxy), http=HttpOptions(**FAST), overrides=PROBABILITIES)
     spent = Spent(server)
     proxy.faults(next=[fault])
     with pytest.raises(CopycatError, match=message) as error:
@@ -346,7 +350,7 @@ def test_bad_answers_give_one_clear_error_and_keep_the_oracle_usable(server, pro
 
 
 def test_a_retry_that_would_pass_the_budget_is_not_sent(server, proxy):
-    oracle = HttpOracle(url(proxy), output_kind="probabilities", budget=12, **FAST)
+    oracle = HttpOracle(url(proxy), http=HttpOptions(**FAST), overrides=PROBABILITIES, budget=12)
     spent = Spent(server)
     proxy.faults(next=["drop-after"])
     with pytest.raises(BudgetExceeded, match="8 of 12 images charged"):
@@ -355,7 +359,7 @@ def test_a_retry_that_would_pass_the_budget_is_not_sent(server, proxy):
 
 
 def test_a_cap_holds_for_retries_too(server, proxy):
-    oracle = HttpOracle(url(proxy), output_kind="probabilities", **FAST)
+    oracle = HttpOracle(url(proxy), http=HttpOptions(**FAST), overrides=PROBABILITIES)
     spent = Spent(server)
     proxy.faults(next=["drop-after"])
     with oracle.capped(12), pytest.raises(BudgetExceeded):
@@ -366,7 +370,7 @@ def test_a_cap_holds_for_retries_too(server, proxy):
 def test_the_write_ahead_hook_hears_of_every_attempt_before_it_is_sent(server, proxy):
     spent = Spent(server)
     calls = []  # (images announced, images the server had run at that moment)
-    oracle = HttpOracle(url(proxy), output_kind="probabilities", **FAST)
+    oracle = HttpOracle(url(proxy), http=HttpOptions(**FAST), overrides=PROBABILITIES)
     proxy.faults(next=["503", "drop-after", "429:0"])
     with oracle.charging_to(lambda n: calls.append((n, spent()))):
         oracle.query(pictures(8))
@@ -377,7 +381,7 @@ def test_the_write_ahead_hook_hears_of_every_attempt_before_it_is_sent(server, p
 
 
 def test_concurrent_split_requests_and_the_rate_limit(server, proxy, targets):
-    oracle = HttpOracle(url(proxy), output_kind="probabilities", max_batch=5, concurrency=4)
+    oracle = HttpOracle(url(proxy), http=HttpOptions(max_batch=5, concurrency=4), overrides=ContractOverrides(output_kind="probabilities"))
     spent = Spent(server)
     proxy.faults(every="slow:1")
     images = pictures(40, seed=5)
@@ -386,7 +390,7 @@ def test_concurrent_split_requests_and_the_rate_limit(server, proxy, targets):
     sizes = [n for _, n, _ in server.records()[-8:]]
     assert sizes == [5] * 8 and spent() == 40
     assert 2 <= proxy.stats()["max_in_flight"] <= 4
-    paced = HttpOracle(url(proxy), output_kind="probabilities", max_batch=1, concurrency=4, rate="10/s")
+    paced = HttpOracle(url(proxy), http=HttpOptions(max_batch=1, concurrency=4, rate="10/s"), overrides=ContractOverrides(output_kind="probabilities"))
     proxy.faults()
     started = time.monotonic()
     paced.query(pictures(6))
@@ -402,9 +406,10 @@ def test_tls_is_verified_unless_told_otherwise(server, tmp_path):
     tls = FaultProxy(server, tmp_path / "tls", tls=(cert, key))
     try:
         with pytest.raises(CopycatError, match="TLS .* failed .*ca_certs .*insecure"):
-            HttpOracle(url(tls), output_kind="probabilities")
+            HttpOracle(url(tls), overrides=ContractOverrides(output_kind="probabilities"))
         for options in ({"ca_certs": str(cert)}, {"insecure": True}):
-            oracle = HttpOracle(url(tls), output_kind="probabilities", **options)
+            oracle = HttpOracle(url(tls), http=HttpOptions(**options),
+                                overrides=ContractOverrides(output_kind="probabilities"))
             assert len(oracle.query(pictures(3)).labels) == 3
     finally:
         tls.stop()
@@ -416,27 +421,29 @@ def test_tls_is_verified_unless_told_otherwise(server, tmp_path):
 def test_labeling_over_http_stores_what_labeling_the_file_stores(server, proxy, targets, tmp_path):
     """Same queries, same answers, same records: a copycat trained on either is the same."""
     spent = Spent(server)
-    oracle = HttpOracle(url(proxy), concurrency=4, max_batch=16)
+    oracle = HttpOracle(url(proxy), http=HttpOptions(concurrency=4, max_batch=16))
     remote = label(oracle, ["noise:uniform"], 100, tmp_path / "remote", labels="soft", seed=3,
                    batch_size=40, shard_size=64)
-    local = label(OnnxOracle(targets["probs"]), ["noise:uniform"], 100, tmp_path / "local",
+    # the contract probe's two images came out of the remote run's budget of 100
+    assert oracle.probe_queries == 2 and remote.count == 98 and remote.manifest["probe_queries"] == 2
+    local = label(OnnxOracle(targets["probs"]), ["noise:uniform"], 98, tmp_path / "local",
                   labels="soft", seed=3, batch_size=40, shard_size=64)
     for a, b in zip(remote.iter_shards(with_probabilities=True), local.iter_shards(with_probabilities=True)):
         for name in ("images", "labels", "keys"):
             np.testing.assert_array_equal(a[name], b[name])
         np.testing.assert_allclose(a["probabilities"], b["probabilities"], rtol=1e-6, atol=1e-7)
-    assert remote.queries_spent == 100 and spent() == oracle.queries_spent == 100 + oracle.probe_queries
+    assert remote.queries_spent == spent() == oracle.queries_spent == 100
 
 
 LABEL_SCRIPT = textwrap.dedent("""
     import logging, os, sys
     from copycat_tf.fakeset import label
-    from copycat_tf.oracle.http import HttpOracle
+    from copycat_tf.oracle import ContractOverrides, HttpOptions, HttpOracle
     logging.basicConfig(level=logging.DEBUG, filename=sys.argv[3])
     url, out, _, budget = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     headers = [f"Authorization: {os.environ['TARGET_TOKEN']}"]
-    oracle = HttpOracle(url, headers=headers, output_kind="probabilities", concurrency=2,
-                        max_batch=4, backoff=0.01, timeout=2)
+    oracle = HttpOracle(url, http=HttpOptions(headers=headers, concurrency=2, max_batch=4, backoff=0.01, timeout=2),
+                        overrides=ContractOverrides(output_kind="probabilities"))
     print(repr(oracle), oracle.identity, oracle.info(), flush=True)
     fakeset = label(oracle, ["noise:uniform"], budget, out, batch_size=8, shard_size=16, seed=1)
     print("done", fakeset.count, oracle.queries_spent, oracle.counters(), flush=True)
@@ -499,8 +506,9 @@ def test_a_token_from_a_header_file_or_the_environment_is_in_no_file_and_no_outp
 KILL_SCRIPT = textwrap.dedent("""
     import sys
     from copycat_tf.fakeset import label
-    from copycat_tf.oracle.http import HttpOracle
-    oracle = HttpOracle(sys.argv[1], output_kind="probabilities", max_batch=8, backoff=0.01)
+    from copycat_tf.oracle import ContractOverrides, HttpOptions, HttpOracle
+    oracle = HttpOracle(sys.argv[1], http=HttpOptions(max_batch=8, backoff=0.01),
+                        overrides=ContractOverrides(output_kind="probabilities"))
     label(oracle, ["noise:uniform"], int(sys.argv[3]), sys.argv[2], batch_size=8, shard_size=16, seed=2)
 """)
 
@@ -578,8 +586,10 @@ def test_inspect_and_steal_a_url_through_the_cli_keep_the_token_secret(server, p
     assert json.loads((out / "steal.json").read_text())["resize"] == "pad"
     assert result.stdout.splitlines()[-1].startswith("copycat agrees with the target on ")
     fakeset = FakeSet.open(out / "fakeset")
-    assert fakeset.queries_spent == fakeset.count == 96
-    assert spent() == 96 + 2 * probes  # the server ran exactly what was charged
+    # the steal's own probe is part of its budget: 96 images in all, as it said it would buy
+    assert fakeset.queries_spent == 96 and fakeset.count == 96 - probes == 96 - fakeset.manifest["probe_queries"]
+    assert "this steal will buy at most 96 images: 96 attack queries (up to 2 probe images among them)" in result.stderr
+    assert spent() == probes + 96  # the server ran exactly what was charged: inspect's probe, then the steal
     assert json.loads((out / "steal.json").read_text())["target"]["file"] == target
     for path in [p for p in out.rglob("*") if p.is_file()]:
         assert token.split()[1].encode() not in path.read_bytes(), path
@@ -590,8 +600,7 @@ def test_inspect_and_steal_a_url_through_the_cli_keep_the_token_secret(server, p
 
 
 def test_preprocessing_overrides_replace_only_their_own_field_over_http(server, proxy):
-    defaults = HttpOracle(url(proxy), output_kind="probabilities", num_classes=4).contract.preprocessing
-    raw = HttpOracle(url(proxy), output_kind="probabilities", num_classes=4,
-                     preprocessing={"std": (1.0,)}).contract.preprocessing
+    defaults = HttpOracle(url(proxy), overrides=ContractOverrides(output_kind="probabilities", num_classes=4)).contract.preprocessing
+    raw = HttpOracle(url(proxy), overrides=ContractOverrides(output_kind="probabilities", num_classes=4, preprocessing={"std": (1.0,)})).contract.preprocessing
     assert (defaults.mean, defaults.std) == ((0.0,), (255.0,))
     assert (raw.mean, raw.std, raw.channel_order) == ((0.0,), (1.0,), "rgb")

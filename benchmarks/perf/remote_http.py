@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from benchmarks.serving import KServeServer
     from copycat_tf.oracle import OnnxOracle
-    from copycat_tf.oracle.http import HttpOracle
+    from copycat_tf.oracle import ContractOverrides, HttpOptions, HttpOracle
 
     folder = Path(tempfile.mkdtemp(prefix="copycat-http-bench-"))
     target = options.target or make_target(folder)
@@ -111,9 +111,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         url = f"{server.url}/v2/models/target"
         # Metadata gives shapes, not preprocessing: this project's targets take raw pixels.
-        oracles = {c: HttpOracle(url, preprocessing=local.contract.preprocessing,
-                                 output_kind=local.contract.output.kind, max_batch=options.batch,
-                                 concurrency=c) for c in CONCURRENCY}
+        wanted = ContractOverrides(preprocessing=local.contract.preprocessing, output_kind=local.contract.output.kind)
+        oracles = {c: HttpOracle(url, http=HttpOptions(max_batch=options.batch, concurrency=c), overrides=wanted)
+                   for c in CONCURRENCY}
         check = images[: 2 * options.batch]
         assert np.array_equal(oracles[4].query(check).labels, local.query(check).labels), "answers differ"
         body = oracles[1].request_body(images[: options.batch])

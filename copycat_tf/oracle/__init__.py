@@ -22,7 +22,8 @@ from copycat_tf.oracle.http import HttpOracle
 from copycat_tf.oracle.info import TargetInfo
 from copycat_tf.oracle.onnx_file import load_checked_model
 from copycat_tf.oracle.onnx_oracle import OnnxOracle
-from copycat_tf.oracle.spec import ContractOverrides, HttpOptions, TargetSpec
+from copycat_tf.oracle.options import ContractOverrides, HttpOptions
+from copycat_tf.oracle.spec import TargetSpec
 
 __all__ = ["MAX_BATCH_PIXELS", "MAX_FIXED_BATCH", "MAX_INPUT_PIXELS", "Answers", "ContractOverrides", "HttpOptions", "HttpOracle",
            "OnnxOracle", "Oracle", "TargetInfo", "TargetSpec", "is_url", "load_checked_model", "open_oracle"]

@@ -20,8 +20,7 @@ False
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from copycat_tf.contract import Contract
@@ -29,66 +28,8 @@ from copycat_tf.errors import CopycatError
 from copycat_tf.oracle.base import Oracle
 from copycat_tf.oracle.factory import is_url, open_oracle
 from copycat_tf.files import file_sha256
-from copycat_tf.oracle.http.endpoint import Endpoint, endpoint_identity, parse_headers, shown_url
-
-
-@dataclass(frozen=True)
-class ContractOverrides:
-    """What the user says about the target's contract where the model does not (all optional).
-
-    Args:
-        preprocessing: ``{"mean": ..., "std": ..., "channel_order": ...}``, each overriding
-            only its own field.
-        layout: ``"NHWC"`` or ``"NCHW"``.
-        output: the output holding the class rows, when there are several.
-        output_kind: ``"probabilities"``, ``"logits"``, ``"scores"`` (or ``"labels"`` for an API).
-        input_size: ``(height, width)`` for a model whose input size is dynamic.
-        class_names: an API's classes in index order, when it answers names.
-    """
-
-    preprocessing: Mapping[str, object] | None = None
-    layout: str | None = None
-    output: str | None = None
-    output_kind: str | None = None
-    input_size: tuple[int, int] | None = None
-    class_names: tuple[str, ...] | str | None = None
-
-    def given(self) -> dict:
-        """The overrides given, by the oracles' argument names."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        if values["preprocessing"] is not None:
-            values["preprocessing"] = dict(values["preprocessing"])
-        return {name: value for name, value in values.items() if value is not None}
-
-
-@dataclass(frozen=True)
-class HttpOptions:
-    """How to talk to a URL target (all optional; :class:`~copycat_tf.oracle.HttpOracle`'s defaults).
-
-    Args:
-        protocol: ``"v2"`` or ``"tfserving"`` (default read from the URL).
-        headers: ``"Name: value"`` strings sent with every request. Values are secrets:
-            they are never shown, recorded or logged.
-        rate: most requests per second (``"20/s"``, ``"600/min"``).
-        concurrency: requests in flight at once.
-        timeout: seconds per attempt.
-        insecure: skip TLS certificate checks.
-    """
-
-    protocol: str | None = None
-    headers: tuple[str, ...] = field(default=(), repr=False)
-    rate: str | None = None
-    concurrency: int | None = None
-    timeout: float | None = None
-    insecure: bool | None = None
-
-    def given(self) -> dict:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values["headers"] = list(self.headers) or None
-        return {name: value for name, value in values.items() if value is not None}
-
-    def header_names(self) -> list[str]:
-        return sorted(parse_headers(list(self.headers)))
+from copycat_tf.oracle.http.endpoint import Endpoint, endpoint_identity, shown_url
+from copycat_tf.oracle.options import ContractOverrides, HttpOptions
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 
@@ -17,8 +17,9 @@ from copycat_tf.contract import OUTPUT_KINDS, ClassOutput, Contract, Preprocessi
 from copycat_tf.errors import CopycatError, check_positive_number, check_whole
 from copycat_tf.oracle.base import MAX_FIXED_BATCH, Answers, Oracle
 from copycat_tf.oracle.info import TargetInfo
+from copycat_tf.oracle.options import ContractOverrides, HttpOptions
 from copycat_tf.oracle.http.contract import MAX_CLASSES, check_class_names, choose_output, image_input
-from copycat_tf.oracle.http.endpoint import Endpoint, endpoint_identity, non_negative, parse_headers, parse_rate
+from copycat_tf.oracle.http.endpoint import Endpoint, endpoint_identity, non_negative, parse_rate
 from copycat_tf.oracle.http.transport import (
     DEFAULT_BACKOFF,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -63,39 +64,25 @@ class HttpOracle(Oracle):
     Args:
         url: the model's URL, e.g. ``https://host/v2/models/fer`` or
             ``http://127.0.0.1:8501/v1/models/fer/versions/2``; ``/infer`` or ``:predict``
-            may end it. No credentials, query string or fragment (use ``headers``).
-        protocol: ``"v2"`` or ``"tfserving"``; default read from the URL's path.
-        headers: sent with every request (``{"Authorization": "Bearer ..."}`` or
-            ``["Authorization: Bearer ..."]``); values are never shown or written.
+            may end it. No credentials, query string or fragment (use headers).
+        http: :class:`~copycat_tf.oracle.options.HttpOptions`: protocol (default read from
+            the URL's path), headers (values never shown or written), rate (requests per
+            second, retries included), concurrency (requests in flight; one :meth:`query` of
+            more than ``max_batch`` images is split and sent in parallel; default 1), timeout
+            (seconds one attempt may take, default 30), retry time and backoff (each wait
+            doubles up to 30 s, times a random factor in [0.5, 1]; ``Retry-After`` overrides
+            it), TLS (``insecure``, ``ca_certs``) and the largest answer body read.
+        overrides: :class:`~copycat_tf.oracle.options.ContractOverrides`: what the metadata
+            does not say: the input's name (v2 default ``"input"``), size, channels (default
+            3), layout (default detected, else NHWC) and dtype (default float32); the
+            preprocessing, or a dict overriding some of its fields (default ``[0, 1]``
+            scaling for float inputs); which output holds the classes; what it holds
+            (``"probabilities"``, ``"logits"``, ``"scores"`` or ``"labels"``: one class index
+            or name per image; default from the metadata's types, else probed); the class
+            count; the class names in index order (to read answers that name the class).
         budget: most images that may be charged, probes and retries included; ``None``
             for no limit.
-        rate: most requests per second (``"20/s"``, ``"600/min"`` or a number), any kind
-            of request, retries included; ``None`` for no limit.
-        concurrency: requests in flight at once; one :meth:`query` of more than
-            ``max_batch`` images is split and sent in parallel.
-        max_batch: most images per request (a fixed batch in the metadata lowers it).
-        timeout: seconds one attempt may take, connecting and reading the whole answer.
-        max_retry_time: seconds of retrying one request before giving up with an error.
-        backoff: the first wait before a retry, in seconds; each next one doubles (up to
-            30 s), times a random factor in [0.5, 1]. ``Retry-After`` overrides it.
         price_per_1k: price of 1,000 images, for :attr:`cost`.
-        insecure: skip TLS certificate checks (``https`` only); off by default.
-        ca_certs: a PEM file of CA certificates to trust instead of the system's.
-        max_response_bytes: largest answer body read; a larger one is an error.
-        input_name: the input's name when the metadata does not say (v2 default ``"input"``).
-        input_size: ``(height, width)`` when the metadata does not fix them.
-        channels: image channels (1 or 3) when the metadata does not say; default 3.
-        layout: ``"NHWC"`` or ``"NCHW"``; default detected from the shape, else NHWC.
-        dtype: the input's dtype when the metadata does not say; default ``"float32"``.
-        preprocessing: pixel preprocessing, or a dict overriding some of its fields (``mean``,
-            ``std``, ``channel_order``); default ``[0, 1]`` scaling for float inputs.
-        output: which output holds the classes, when there are several.
-        output_kind: ``"probabilities"``, ``"logits"``, ``"scores"`` or ``"labels"``
-            (one class index or name per image; rows of scores are cut to their top
-            class); default from the metadata's types, else probed.
-        num_classes: class count when neither metadata nor ``class_names`` gives it.
-        class_names: the classes in index order (a list, or one comma-separated string),
-            to read answers that name the class.
         contract: a whole :class:`~copycat_tf.contract.Contract` (e.g. a fake dataset's):
             no metadata is read and nothing is probed.
 
@@ -112,33 +99,21 @@ class HttpOracle(Oracle):
         self,
         url: str,
         *,
-        protocol: str | None = None,
-        headers: Mapping[str, str] | Sequence[str] | None = None,
+        http: HttpOptions | None = None,
+        overrides: ContractOverrides | None = None,
         budget: int | None = None,
-        rate: str | float | None = None,
-        concurrency: int = 1,
-        max_batch: int = DEFAULT_MAX_BATCH,
-        timeout: float = DEFAULT_TIMEOUT,
-        max_retry_time: float = DEFAULT_MAX_RETRY_TIME,
-        backoff: float = DEFAULT_BACKOFF,
         price_per_1k: float | None = None,
-        insecure: bool = False,
-        ca_certs: str | None = None,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        input_name: str | None = None,
-        input_size: tuple[int, int] | None = None,
-        channels: int | None = None,
-        layout: str | None = None,
-        dtype: str | None = None,
-        preprocessing: Preprocessing | dict | None = None,
-        output: str | None = None,
-        output_kind: str | None = None,
-        num_classes: int | None = None,
-        class_names: Sequence[str] | None = None,
         contract: Contract | None = None,
     ):
+        http, wanted = http or HttpOptions(), overrides or ContractOverrides()
+        concurrency = 1 if http.concurrency is None else http.concurrency
+        max_batch = DEFAULT_MAX_BATCH if http.max_batch is None else http.max_batch
+        timeout = DEFAULT_TIMEOUT if http.timeout is None else http.timeout
+        max_response_bytes = (DEFAULT_MAX_RESPONSE_BYTES if http.max_response_bytes is None
+                              else http.max_response_bytes)
+        output_kind = wanted.output_kind
         super().__init__(budget)
-        self.endpoint = Endpoint.parse(url, protocol)
+        self.endpoint = Endpoint.parse(url, http.protocol)
         check_whole("concurrency", concurrency)
         check_whole("max_batch", max_batch)
         check_whole("max_response_bytes", max_response_bytes, minimum=1024)
@@ -146,17 +121,19 @@ class HttpOracle(Oracle):
         self.concurrency = int(concurrency)
         self.max_batch = min(int(max_batch), MAX_FIXED_BATCH)
         self.transport = Transport(
-            self.endpoint, parse_headers(headers), concurrency=self.concurrency, timeout=float(timeout),
-            max_retry_time=non_negative("max_retry_time", max_retry_time),
-            backoff=non_negative("backoff", backoff), rate=parse_rate(rate), insecure=bool(insecure),
-            ca_certs=ca_certs, max_response_bytes=int(max_response_bytes),
+            self.endpoint, http.parsed_headers(), concurrency=self.concurrency, timeout=float(timeout),
+            max_retry_time=non_negative("max_retry_time", DEFAULT_MAX_RETRY_TIME if http.max_retry_time is None
+                                        else http.max_retry_time),
+            backoff=non_negative("backoff", DEFAULT_BACKOFF if http.backoff is None else http.backoff),
+            rate=parse_rate(http.rate), insecure=bool(http.insecure), ca_certs=http.ca_certs,
+            max_response_bytes=int(max_response_bytes),
             # Every attempt (retries and probes too) reaches charging_to()'s write-ahead log.
             on_charge=self._announce,
         )
         self.price_per_1k = None if price_per_1k is None else non_negative("price_per_1k", price_per_1k)
         if output_kind is not None and output_kind not in HTTP_OUTPUT_KINDS:
             raise CopycatError(f"output kind must be one of {HTTP_OUTPUT_KINDS}; received {output_kind!r}")
-        self.class_names = check_class_names(class_names, num_classes)
+        self.class_names = check_class_names(wanted.class_names, wanted.num_classes)
         self._class_index = {name: i for i, name in enumerate(self.class_names or ())}
         self._codec = V2Codec if self.endpoint.protocol == "v2" else TFServingCodec
         self._executor: ThreadPoolExecutor | None = None
@@ -171,8 +148,7 @@ class HttpOracle(Oracle):
             self._use_contract(contract, output_kind)
         else:
             self.server_metadata = self._read_metadata()
-            self._build_contract(self.server_metadata, input_name, input_size, channels, layout,
-                                 dtype, preprocessing, output, num_classes)
+            self._build_contract(self.server_metadata, wanted)
         self.queries_spent = self._setup_spend = self.transport.charged
 
     # ---------------------------------------------------------------- public figures
@@ -401,8 +377,10 @@ class HttpOracle(Oracle):
             raise CopycatError(f"{len(self.class_names)} class names given for a contract of "
                                f"{contract.num_classes} classes")
 
-    def _build_contract(self, metadata, input_name, input_size, channels, layout, dtype,
-                        preprocessing, output, num_classes) -> None:
+    def _build_contract(self, metadata, wanted: ContractOverrides) -> None:
+        input_name, input_size, channels = wanted.input_name, wanted.input_size, wanted.channels
+        layout, dtype, preprocessing = wanted.layout, wanted.dtype, wanted.preprocessing
+        output, num_classes = wanted.output, wanted.num_classes
         inputs, outputs = metadata_tensors(metadata, self.endpoint.protocol) if metadata else ([], [])
         where = self.endpoint.url
         image = image_input(inputs, where=where, no_metadata=self._no_metadata, input_name=input_name,
