@@ -241,7 +241,8 @@ def demo(
         raise CopycatError(f"{target} was trained with {', '.join(differences)}; pass --overwrite to train it "
                            "again (and steal it again), or the options it was trained with")
     else:
-        stage(f"training a Fashion-MNIST target ({DEMO_TARGET_ARCH}, {wanted['epochs']} epochs)")
+        epochs = wanted["epochs"]
+        stage(f"training a Fashion-MNIST target ({DEMO_TARGET_ARCH}, {epochs} epoch{'' if epochs == 1 else 's'})")
         train_target(DEMO_TARGET_DATA, target, target_config)  # logs each epoch and its accuracy
     attack = Attack(TargetSpec.of(target), QuerySpec.of(queries), strategy, train_config, execution)
     return _steal(attack, out_dir / "steal", budget, measure, stage)

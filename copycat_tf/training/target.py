@@ -181,9 +181,9 @@ def train_target(
         metrics=["accuracy"],
     )
     log.info(
-        "training a %s target on %d %s images (%d classes, %s), %d epochs",
+        "training a %s target on %d %s images (%d classes, %s), %d epoch%s",
         arch, len(train.images), train.name, len(classes), "x".join(map(str, train.image_shape)),
-        settings["epochs"],
+        settings["epochs"], "" if settings["epochs"] == 1 else "s",
     )
     started = time.monotonic()
     history = model.fit(
