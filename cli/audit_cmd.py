@@ -122,8 +122,7 @@ def audit_command(target, queries, out_dir, budgets, defences, misinformation_ta
         queries = QuerySpec(tuple(queries), resize=resize, batch_size=batch_size)
         result = audit(target, queries, out_dir, plan=plan, strategy=strategy, train_config=config,
                        test_data=test_data if test_data is not None else eval_data,
-                       execution=Execution(overwrite=overwrite, engine=engine, devices=devices, label_progress=bars,
-                                           on_stage=bars.stage))
+                       execution=bars.watching(Execution(overwrite=overwrite, engine=engine, devices=devices)))
     _print(result)
 
 

@@ -5,7 +5,7 @@ import click
 from copycat_tf.cli.helptext import Command
 from copycat_tf.cli.options import queries_option, run_options, train_config
 from copycat_tf.cli.output import print_steal_result
-from copycat_tf.cli.progress import LabelProgressBar
+from copycat_tf.cli.progress import StageBars
 from copycat_tf.execution import Execution
 from copycat_tf.pipeline import DEMO_BUDGET, demo
 from copycat_tf.queries.spec import QuerySpec
@@ -25,7 +25,9 @@ def demo_command(out_dir, queries, target_epochs, budget, strategy, arch, epochs
     Trains (or reuses) a small_cnn target on Fashion-MNIST and exports it to ONNX, steals
     it with queries from the built-in photo pool (non-problem-domain images: none of them
     is a garment), and prints the side-by-side report: accuracy, macro-F1, performance
-    ratio and agreement. About 5-10 minutes on 2 CPU cores with the defaults.
+    ratio and agreement. About 5-10 minutes on 2 CPU cores with the defaults. A rerun
+    reuses what is done; with --overwrite it steals again, and trains the target again
+    only if --target-epochs or --seed changed.
 
     \b
     Examples:
@@ -33,9 +35,9 @@ def demo_command(out_dir, queries, target_epochs, budget, strategy, arch, epochs
       copycat-tf demo --budget 50000 --epochs 12 --out runs/demo-big
       copycat-tf demo --queries noise:uniform --out runs/demo-noise
     """
-    with LabelProgressBar() as bar:
+    with StageBars() as bars:
         result = demo(out_dir, queries=QuerySpec(tuple(queries)), target_epochs=target_epochs, budget=budget,
                       strategy=strategy,
                       train_config=train_config(strategy, arch, epochs, balance, seed, deterministic, labels),
-                      execution=Execution(overwrite=overwrite, label_progress=bar))
+                      execution=bars.watching(Execution(overwrite=overwrite)))
     print_steal_result(result)

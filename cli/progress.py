@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
+
+from copycat_tf.execution import Execution
 
 #: ``copycat-tf -q``: no bars at all (else a bar shows on terminals only).
 QUIET = False
@@ -27,6 +30,7 @@ class LabelProgressBar:
     def __init__(self, desc: str = "labeling"):
         self.desc = desc
         self.bar = None
+        self._key = None
         self._logging = contextlib.ExitStack()
 
     def __enter__(self) -> LabelProgressBar:
@@ -38,17 +42,34 @@ class LabelProgressBar:
         self._logging.close()
 
     def __call__(self, progress):
-        if self.bar is None:
-            # smoothing=0: the rate (and so the ETA) is the average over the whole stage, pauses
-            # included: the balanced strategy trains a scout between rounds of buying, which a
-            # recent-rate estimate would leave out (it showed 21 s for 4 minutes of work).
-            self.bar = tqdm(total=progress.budget, initial=progress.labeled, unit="img", smoothing=0,
-                            desc=self.desc, dynamic_ncols=True, disable=True if QUIET else None)
-        self.bar.update(progress.labeled - self.bar.n)
+        bar = self._bar((self.desc, progress.budget), self.desc, progress.labeled, progress.budget, "img")
+        if bar is None:
+            return
+        bar.update(progress.labeled - bar.n)
         extra = {"retries": progress.retries} if progress.retries else {}
         if progress.cost is not None:
             extra["spent"] = f"{progress.cost:,.2f}"
-        self.bar.set_postfix(rejected=progress.rejected, **extra, refresh=False)
+        bar.set_postfix(rejected=progress.rejected, **extra, refresh=False)
+        self._close_if_done()
+
+    def _bar(self, key, desc: str, done: int, total: int, unit: str):
+        """The bar for ``key``: the open one, or (closing that) a new one starting at ``done``;
+        ``None`` for a last report of the step whose bar just closed finished."""
+        if self.bar is None and key == self._key and done >= total:
+            return None
+        if self.bar is None or key != self._key:
+            self.close()
+            # smoothing=0: the estimate is the average rate since the bar opened; each bar
+            # counts one step's work only, so no other step's pauses stretch or shrink it.
+            self.bar = tqdm(total=total, initial=done, unit=unit, smoothing=0, desc=desc, dynamic_ncols=True,
+                            disable=True if QUIET else None)
+            self._key = key
+        return self.bar
+
+    def _close_if_done(self):
+        # A finished step's bar closes at once, so the lines that follow it print below it.
+        if self.bar is not None and self.bar.n >= self.bar.total:
+            self.close()
 
     def close(self):
         if self.bar is not None:
@@ -57,7 +78,35 @@ class LabelProgressBar:
 
 
 class StageBars(LabelProgressBar):
-    """One labeling bar per buying stage of a multi-stage run, closed when the next stage starts."""
+    """One bar per step of a multi-stage run, each closed when the next step or stage starts,
+    so the screen reads in order: a stage's line, its bars, the next stage's line.
+
+    Usage::
+
+        with StageBars() as bars:
+            steal(target, queries, out, execution=bars.watching(Execution(overwrite=True)))
+    """
+
+    def watching(self, execution: Execution) -> Execution:
+        """``execution`` reporting its stages, labeling, steps and evaluation to these bars."""
+        return replace(execution, on_stage=self.stage, label_progress=self, step_progress=self.step,
+                       evaluation_progress=self.evaluation)
 
     def stage(self, number, total, what):
         self.close()
+        self._key = None
+
+    def step(self, progress):
+        """Called with a :class:`~copycat_tf.execution.StepProgress`."""
+        bar = self._bar(("step", progress.what), progress.what, progress.done, progress.total, progress.unit)
+        if bar is None:
+            return
+        bar.update(progress.done - bar.n)
+        self._close_if_done()
+
+    def evaluation(self, done, total):
+        bar = self._bar("evaluating", "querying both models", done, total, "img")
+        if bar is None:
+            return
+        bar.update(done - bar.n)
+        self._close_if_done()

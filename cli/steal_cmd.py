@@ -20,7 +20,7 @@ from copycat_tf.cli.options import (
     train_config,
 )
 from copycat_tf.cli.output import print_steal_result
-from copycat_tf.cli.progress import LabelProgressBar
+from copycat_tf.cli.progress import StageBars
 from copycat_tf.attack import Measurement
 from copycat_tf.execution import Execution
 from copycat_tf.pipeline import STEAL_BUDGET, steal
@@ -67,8 +67,8 @@ def steal_command(target, queries, out_dir, test_data, price_per_1k, eval_data, 
     """
     config = train_config(strategy, arch, epochs, balance, seed, deterministic, labels)
     target = target_spec(target, options, price_per_1k)
-    with labeling_engine(options) as engine, LabelProgressBar() as bar:
+    with labeling_engine(options) as engine, StageBars() as bars:
         result = steal(target, QuerySpec(tuple(queries), resize=resize, batch_size=batch_size), out_dir,
                        budget=budget, strategy=strategy, train_config=config, measure=Measurement(test_data, eval_data),
-                       execution=Execution(overwrite=overwrite, engine=engine, devices=devices, label_progress=bar))
+                       execution=bars.watching(Execution(overwrite=overwrite, engine=engine, devices=devices)))
     print_steal_result(result)

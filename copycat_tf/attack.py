@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError, check_whole
 from copycat_tf.execution import Execution
-from copycat_tf.fakeset import FakeSet, LabelProgress, stored_contract
+from copycat_tf.fakeset import FakeSet, stored_contract
 from copycat_tf.oracle import OnnxOracle, Oracle, TargetSpec
 from copycat_tf.oracle.http.oracle import PROBE_IMAGES
 from copycat_tf.queries.spec import QuerySpec
@@ -180,7 +179,7 @@ class Attack:
         config = self.config if labels is None else replace(self.config, labels=labels)
         spent_before = oracle.queries_spent
         collection = self.strategy.collect(oracle, self.queries, budget, out_dir, config=config,
-                                           progress=self.execution.label_progress, engine=self.execution.engine)
+                                           execution=self.execution)
         if not collection.fakeset.complete:
             raise CopycatError(f"the fake dataset in {collection.fakeset.directory} holds "
                                f"{collection.fakeset.count} of {budget} records; rerun to finish labeling")

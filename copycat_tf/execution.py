@@ -4,12 +4,36 @@ Example:
 
 >>> Execution().engine, Execution(overwrite=True).overwrite
 ('local', True)
+>>> stages = Stages(2, lambda number, total, what: print(f"[{number} of {total}] {what}"))
+>>> stages("buying queries")
+[1 of 2] buying queries
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    """Where one step of a stage stands (a scout training, candidates being scored, a copycat's
+    epochs); each step reports its own work, so a progress bar's estimate is that step's alone.
+
+    Attributes:
+        what: the step, e.g. ``"training copycat"``; a new ``what`` is a new step.
+        done: units done (including those of an earlier, resumed run).
+        total: units the step does in all.
+        unit: what a unit is (``"epoch"``, ``"img"``).
+    """
+
+    what: str
+    done: int
+    total: int
+    unit: str
 
 
 @dataclass(frozen=True)
@@ -27,6 +51,8 @@ class Execution:
         label_progress: called with a :class:`~copycat_tf.fakeset.LabelProgress` while buying.
         evaluation_progress: called as ``(done, total)`` while evaluating.
         on_stage: called as ``on_stage(k, n, what)`` when stage ``k`` of ``n`` starts.
+        step_progress: called with a :class:`StepProgress` as a step inside a stage starts
+            (``done`` 0, or where a resumed step stands) and as it advances.
     """
 
     overwrite: bool = False
@@ -37,3 +63,33 @@ class Execution:
     label_progress: Callable[[object], None] | None = None
     evaluation_progress: Callable[[int, int], None] | None = None
     on_stage: Callable[[int, int, str], None] | None = None
+    step_progress: Callable[[StepProgress], None] | None = None
+
+    def step(self, what: str, done: int, total: int, unit: str) -> None:
+        """Report a step's progress to :attr:`step_progress`, if anyone listens."""
+        if self.step_progress is not None:
+            self.step_progress(StepProgress(what, done, total, unit))
+
+
+class Stages:
+    """Announce a run's stages in order: ``on_stage(k, n, what)`` (a console closes the last
+    stage's progress bar there), then one log line ``stage k/n: what``.
+
+    Args:
+        total: stages the run has.
+        on_stage: :attr:`Execution.on_stage`, or ``None``.
+        prefix: put before each log line (``"audit: "``).
+        done: stages already announced by a caller that runs this one inside its own
+            (``demo`` trains a target, then steals it).
+    """
+
+    def __init__(self, total: int, on_stage: Callable[[int, int, str], None] | None, *, prefix: str = "",
+                 done: int = 0):
+        self.total, self.on_stage, self.prefix, self.number = total, on_stage, prefix, done
+
+    def __call__(self, what: str) -> None:
+        self.number += 1
+        # Told first: a console closes the last stage's bar before this stage's line prints.
+        if self.on_stage is not None:
+            self.on_stage(self.number, self.total, what)
+        log.info("%sstage %d/%d: %s", self.prefix, self.number, self.total, what)

@@ -11,8 +11,8 @@
     OUT/target-answers.npz  the target's answers to those images (bought once: a rerun sends nothing)
     OUT/steal.json the run's arguments, target sha256 and tool version (a rerun must match)
 
-:func:`demo` trains (or reuses) a Fashion-MNIST target and steals it with the built-in
-``photos`` queries.
+:func:`demo` trains (or reuses, when its card records the same settings) a Fashion-MNIST
+target and steals it with the built-in ``photos`` queries.
 
 Usage::
 
@@ -26,27 +26,23 @@ Usage::
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from copycat_tf.attack import Attack, Measurement, SpendPlan
-from copycat_tf.execution import Execution
-from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError
 from copycat_tf.evaluation import evaluate
-from copycat_tf.files import OutputFolder
+from copycat_tf.execution import Execution, Stages
+from copycat_tf.files import OutputFolder, UnreadableJson, read_json
 from copycat_tf.oracle import TargetSpec
 from copycat_tf.oracle.answer_cache import AnswerCache
 from copycat_tf.queries.spec import QuerySpec
 from copycat_tf.report import headline, held_out_line, write_report
 from copycat_tf.run_folder import RunFolder
 from copycat_tf.strategies import DEFAULT_STRATEGY, Strategy, strategy_named
-from copycat_tf.training import TrainConfig, train_target
-
-log = logging.getLogger(__name__)
+from copycat_tf.training import TrainConfig, target_settings, train_target
 
 STEAL_BUDGET = 10_000
 DEMO_BUDGET = 20_000
@@ -56,6 +52,11 @@ RUN_FORMAT = "copycat-tf.steal"
 RUN_VERSION = 2
 #: The target's answers to evaluation images (bought once per run).
 TARGET_ANSWERS = "target-answers.npz"
+#: What the demo's target is trained on, and as.
+DEMO_TARGET_DATA = "fashion-mnist"
+DEMO_TARGET_ARCH = "small_cnn"
+#: The options that set a demo target's settings, by card field (the others are the architecture's).
+TARGET_OPTIONS = {"epochs": "--target-epochs", "seed": "--seed"}
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,21 @@ def steal(
     attack = Attack(TargetSpec.of(target), QuerySpec.of(queries), strategy,
                     train_config or TrainConfig(balance=strategy.copycat_balance), execution or Execution())
     measure = measure or Measurement()
-    out_dir = Path(out_dir)
+    return _steal(attack, Path(out_dir), budget, measure,
+                  Stages(steal_stages(measure), attack.execution.on_stage))
+
+
+def steal_stages(measure: Measurement) -> int:
+    """Stages :func:`steal` announces: buying, training, and one evaluation per image set.
+
+    >>> steal_stages(Measurement(test_data="fashion-mnist:test"))
+    3
+    """
+    return 2 + (measure.test_data is not None) + (measure.eval_data is not None)
+
+
+def _steal(attack: Attack, out_dir: Path, budget: int, measure: Measurement, stage: Stages) -> StealResult:
+    strategy = attack.strategy
     run = {**attack.record(), "budget": budget, "test_data": measure.test_data, "eval_data": measure.eval_data}
     folder = RunFolder(out_dir, "steal run", RUN_RECORD, RUN_FORMAT, RUN_VERSION,
                        folders=("fakeset", "copycat", "report", "eval"), files=(TARGET_ANSWERS,),
@@ -138,11 +153,10 @@ def steal(
                                     price_per_1k=oracle.price_per_1k),
                   "this steal")
 
-    log.info("stage 1/3: buying %d queries from %s (%s strategy)", budget, ", ".join(attack.queries.sources),
-             strategy.name)
+    stage(f"buying {budget} queries from {', '.join(attack.queries.sources)} ({strategy.name} strategy)")
     collection = attack.collect(oracle, budget, resume)
     fakeset = collection.fakeset
-    log.info("stage 2/3: training the copycat (%s) on %d records", attack.config.arch, fakeset.count)
+    stage(f"training the copycat ({attack.config.arch}) on {fakeset.count} records")
     copycat = attack.train(fakeset, out_dir / "copycat", start_model=collection.start_model)
     copycat_oracle = attack.copycat_oracle(copycat)
 
@@ -155,7 +169,7 @@ def steal(
 
     eval_evaluation, eval_files = None, {}
     if held_out is not None:
-        log.info("evaluating target and copycat on %s", measure.eval_data)
+        stage(f"evaluating target and copycat on {measure.eval_data}")
         eval_evaluation = compare(held_out)
         eval_files = write_report(eval_evaluation, out_dir / "eval", provenance=run)
     also = f"; {held_out_line(eval_evaluation)}" if eval_evaluation is not None else ""
@@ -172,7 +186,7 @@ def steal(
                               else "; pass --test-data to evaluate it")
         return StealResult(fakeset, copycat, None, {}, headline_text + also, run, eval_evaluation, eval_files)
 
-    log.info("stage 3/3: evaluating target and copycat on %s", measure.test_data)
+    stage(f"evaluating target and copycat on {measure.test_data}")
     evaluation = compare(test)
     files = write_report(evaluation, out_dir / "report", provenance=run)
     return StealResult(fakeset, copycat, evaluation, files, headline(evaluation) + also, run,
@@ -198,21 +212,58 @@ def demo(
         strategy: as for :func:`steal`.
         train_config: the copycat's, as for :func:`steal`; its seed seeds the target too.
         target_epochs: epochs for the target (default the architecture's).
-        execution: as for :func:`steal`; ``overwrite`` deletes an earlier demo's files in
-            ``out_dir`` (only those) and starts again.
+        execution: as for :func:`steal`; ``overwrite`` starts the steal run again, and
+            retrains the target only if its settings (dataset, architecture, epochs, batch,
+            learning rate, seed, as ``target.json`` records them) changed: a changed
+            ``budget`` buys and trains again, on the same target.
+
+    Raises:
+        CopycatError: as for :func:`steal`, or a target in ``out_dir`` trained with other
+            settings, without ``overwrite``.
     """
     execution = execution or Execution()
     strategy = strategy_named(strategy)
     train_config = train_config or TrainConfig(balance=strategy.copycat_balance)
     out_dir = Path(out_dir)
-    folder = OutputFolder(out_dir, "demo", files=("target.onnx", "target.json"), folders=("steal",))
     target = out_dir / "target.onnx"
-    folder.claim(overwrite=execution.overwrite, holds_run=target.is_file())
-    if target.is_file() and target.with_suffix(".json").is_file():
-        log.info("reusing the target in %s", target)
+    # With --overwrite the demo writes beside anything there, as every command does; it is
+    # the steal run that starts again, and the target only when its own settings changed.
+    OutputFolder(out_dir, "demo", files=("target.onnx", "target.json"), folders=("steal",)).claim(
+        overwrite=False, holds_run=target.is_file() or execution.overwrite)
+    target_config = TrainConfig(arch=DEMO_TARGET_ARCH, epochs=target_epochs, seed=train_config.seed)
+    wanted = target_settings(DEMO_TARGET_DATA, target_config)
+    differences = _differences(_card(target), wanted)
+    measure = Measurement(test_data=f"{DEMO_TARGET_DATA}:test")
+    stage = Stages(1 + steal_stages(measure), execution.on_stage)
+    if target.is_file() and differences == []:
+        stage(f"reusing the target in {target} (trained with the same settings)")
+    elif target.is_file() and differences and not execution.overwrite:
+        raise CopycatError(f"{target} was trained with {', '.join(differences)}; pass --overwrite to train it "
+                           "again (and steal it again), or the options it was trained with")
     else:
-        log.info("training a Fashion-MNIST target (small_cnn)")
-        train_target("fashion-mnist", target,  # logs its accuracy
-                     TrainConfig(arch="small_cnn", epochs=target_epochs, seed=train_config.seed))
-    return steal(target, queries, out_dir / "steal", budget=budget, strategy=strategy, train_config=train_config,
-                 measure=Measurement(test_data="fashion-mnist:test"), execution=replace(execution, overwrite=False))
+        epochs = wanted["epochs"]
+        stage(f"training a Fashion-MNIST target ({DEMO_TARGET_ARCH}, {epochs} epoch{'' if epochs == 1 else 's'})")
+        train_target(DEMO_TARGET_DATA, target, target_config)  # logs each epoch and its accuracy
+    attack = Attack(TargetSpec.of(target), QuerySpec.of(queries), strategy, train_config, execution)
+    return _steal(attack, out_dir / "steal", budget, measure, stage)
+
+
+def _card(target: Path) -> dict | None:
+    """The target's card (``target.json``), or ``None`` when missing or unreadable (it is retrained)."""
+    try:
+        card = read_json(target.with_suffix(".json"))
+    except UnreadableJson:
+        return None
+    return card if isinstance(card, dict) else None
+
+
+def _differences(card: dict | None, wanted: dict) -> list[str] | None:
+    """How a card's settings differ from ``wanted`` (``[]``: none), or ``None`` without a card.
+
+    >>> _differences({"epochs": 1, "seed": 0, "arch": "small_cnn"}, {"epochs": 4, "seed": 0, "arch": "small_cnn"})
+    ['epochs 1, not 4 (--target-epochs)']
+    """
+    if card is None:
+        return None
+    return [f"{name} {card.get(name)}, not {value}" + (f" ({TARGET_OPTIONS[name]})" if name in TARGET_OPTIONS else "")
+            for name, value in wanted.items() if card.get(name) != value]

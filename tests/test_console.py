@@ -64,3 +64,33 @@ def test_quiet_prints_results_only_and_verbose_every_epoch(tmp_path):
     status, verbose = _on_a_terminal("-v", *args, "--overwrite", cwd=tmp_path)
     assert status == 0, verbose
     assert {f"copycat epoch {k}/3" for k in (1, 2, 3)} <= set(re.findall(r"copycat epoch \d/3", verbose))
+
+
+@pytest.mark.slow
+def test_steal_closes_each_bar_before_the_next_stage_and_a_rerun_names_only_its_budget(tmp_path):
+    target = tmp_path / "target.onnx"
+    make_linear_classifier(target, image_shape=(8, 8, 1), num_classes=10)
+    args = ("steal", target, "--queries", "noise:uniform", "--budget", 1200, "--epochs", 2,
+            "--test-data", "digits:test", "--out", tmp_path / "run")
+    status, screen = _on_a_terminal(*args, cwd=tmp_path)
+    assert status == 0, screen
+    buying, training, evaluating = (screen.index(f"copycat-tf: stage {k}/3: ") for k in (1, 2, 3))
+    # Every step of the buying stage drew its own bar there, and none is redrawn later.
+    for bar in ("labeling:", "round 2/2 scout:", "round 2/2 scoring:"):
+        assert bar in screen[buying:training], (bar, screen)
+        assert bar not in screen[training:], (bar, screen)
+    assert "training copycat:" in screen[training:evaluating] and "training copycat:" not in screen[evaluating:]
+    assert "querying both models:" in screen[evaluating:]
+    # Each bar's last frame is its step finished: closed when done, never left behind mid-way.
+    for bar, total in (("labeling:", "1200/1200"), ("round 2/2 scout:", "3/3"), ("round 2/2 scoring:", "6000/6000"),
+                       ("training copycat:", "2/2"), ("querying both models:", "359/359")):
+        counts = re.findall(re.escape(bar) + r"[^\r\n|]*\|[^|\r\n]*\| *(\d+/\d+) \[", screen)
+        assert counts and counts[-1] == total, (bar, counts)
+    assert "600/600" in screen[buying:training]  # the first round's own bar, finished
+
+    status, rerun = _on_a_terminal(*args, cwd=tmp_path)
+    assert status == 0, rerun
+    assert [int(n) for n in re.findall(r"\(budget (\d+)\)", rerun)] in ([], [1200])
+    assert "fake dataset complete: 1,200 records for 1,200 queries, reused" in rerun
+    assert re.search(r"copycat complete in \S+, reused \(--overwrite trains it again\)", rerun)
+    assert "labeling:" not in rerun and "training copycat:" not in rerun  # nothing bought or trained again

@@ -45,7 +45,7 @@ import numpy as np
 
 from copycat_tf._version import __version__
 from copycat_tf.attack import Attack, SpendPlan
-from copycat_tf.execution import Execution
+from copycat_tf.execution import Execution, Stages
 from copycat_tf.audit.defences import DEFAULT_DEFENCES, build_defences, defence_names
 from copycat_tf.audit.detection import DEFAULT_DELTA
 from copycat_tf.audit.label_defences import DEFAULT_TAU, DEFAULT_TAUS, DEFAULT_WATERMARK_RATE
@@ -247,7 +247,7 @@ def audit(
     answers = AnswerCache(oracle, out_dir / TARGET_ANSWERS)
 
     cells = [(n, d) for n in plan.budgets for d in chosen]
-    stage = _Stages(2 + len(cells) + (eval_queries > 0) + plan.detect, attack.execution.on_stage)
+    stage = Stages(2 + len(cells) + (eval_queries > 0) + plan.detect, attack.execution.on_stage, prefix="audit: ")
     stage(f"buying {plan.largest:,} queries once from {', '.join(attack.queries.sources)} "
           f"({strategy.name} strategy, full probabilities kept)")
     with open_engine(attack.execution.engine) as opened:  # one Ray engine for both purchases
@@ -339,17 +339,6 @@ class Spent:
     @property
     def total(self) -> int:
         return self.attack + self.eval_queries + self.evaluation_images
-
-
-class _Stages:
-    def __init__(self, total: int, callback):
-        self.total, self.callback, self.number = total, callback, 0
-
-    def __call__(self, what: str) -> None:
-        self.number += 1
-        log.info("audit: stage %d/%d: %s", self.number, self.total, what)
-        if self.callback is not None:
-            self.callback(self.number, self.total, what)
 
 
 def _cost(queries: int, price_per_1k: float | None) -> float | None:

@@ -96,12 +96,13 @@ class BalancedStrategy(Strategy):
     def epochs_per_scout(self, budget: int) -> int:
         return self.scout_epochs or (3 if budget < 20_000 else 2)
 
-    def collect(self, oracle, queries, budget, out_dir, *, config, progress=None, engine="local") -> Collection:
+    def collect(self, oracle, queries, budget, out_dir, *, config, execution=None) -> Collection:
         check_whole("budget", budget)
+        execution = execution or Execution()
         source = queries.open(oracle.contract.image_shape, config.seed, transforms=self.transforms)
-        with open_engine(engine) as opened:  # one Ray engine for every round
+        with open_engine(execution.engine) as opened:  # one Ray engine for every round
             rounds = _Rounds(self, oracle, source, budget, Path(out_dir), config,
-                             batch_size=queries.batch_size, progress=progress, engine=opened)
+                             batch_size=queries.batch_size, execution=replace(execution, engine=opened))
             fakeset = rounds.run()
         return Collection(fakeset, rounds.last_scout())
 
@@ -126,16 +127,19 @@ class Selection:
 
 
 class _Rounds:
-    """One balanced collection: label a round, train a scout, select the next round, repeat."""
+    """One balanced collection: label a round, train a scout, select the next round, repeat.
+
+    Each of these steps reports its own progress (labeling towards the round's own target,
+    a scout's epochs, candidates scored), so that an estimate made from one step's rate is
+    never stretched over the others: a scout and its scoring take as long as labeling does.
+    """
 
     def __init__(self, strategy: BalancedStrategy, oracle, source: QuerySource, budget: int, out_dir: Path,
-                 config, *, batch_size: int, progress, engine):
+                 config, *, batch_size: int, execution: Execution):
         self.strategy, self.oracle, self.source, self.budget = strategy, oracle, source, budget
-        self.out_dir, self.config, self.batch_size, self.engine = out_dir, config, batch_size, engine
+        self.out_dir, self.config, self.batch_size, self.execution = out_dir, config, batch_size, execution
         self.state_dir = out_dir / ROUNDS_FOLDER
         self.schedule = strategy.schedule(budget)
-        # Each round labels towards its own target; the caller follows the whole budget.
-        self.progress = None if progress is None else (lambda report: progress(replace(report, budget=budget)))
 
     def run(self) -> FakeSet:
         selections: list[np.ndarray] = []
@@ -166,7 +170,7 @@ class _Rounds:
     def _label(self, positions, budget: int) -> FakeSet:
         view = self.source.select("balanced", positions)
         return label(self.oracle, view, budget, self.out_dir, labels=self.config.labels, batch_size=self.batch_size,
-                     execution=Execution(engine=self.engine, label_progress=self.progress))
+                     execution=Execution(engine=self.execution.engine, label_progress=self.execution.label_progress))
 
     def _scout_path(self, number: int) -> Path:
         return self.state_dir / f"scout-{number:02d}.keras"
@@ -175,12 +179,16 @@ class _Rounds:
         """The scout trained after round ``number`` (loaded when already on disk)."""
         path, previous = self._scout_path(number), self._scout_path(number - 1)
         epochs = self.strategy.epochs_per_scout(self.budget)
+        what = f"round {number + 2}/{len(self.schedule)} scout"
         if not path.is_file():
-            log.info("round %d/%d: training a scout (%s) on %d records for %d epochs", number + 1,
+            self.execution.step(what, 0, epochs, "epoch")
+            log.info("round %d/%d: training a scout (%s) on %d records for %d epochs", number + 2,
                      len(self.schedule), self.config.arch, fakeset.count, epochs)
         return train_scout(fakeset, path, replace(self.config, seed=self.config.seed + number), epochs=epochs,
                            learning_rate=self.strategy.scout_learning_rate,
-                           start_from=previous if number > 0 and previous.is_file() else None)
+                           start_from=previous if number > 0 and previous.is_file() else None,
+                           devices=self.execution.devices,
+                           progress=lambda done: self.execution.step(what, done, epochs, "epoch"))
 
     def _selection_path(self, number: int) -> Path:
         return self.state_dir / f"selection-{number:02d}.json"
@@ -199,9 +207,12 @@ class _Rounds:
 
     def _select(self, number: int, scout, fakeset: FakeSet, start: int, wanted: int) -> Selection:
         pool = wanted * self.strategy.pool_factor
+        what = f"round {number + 1}/{len(self.schedule)} scoring"
+        self.execution.step(what, 0, pool, "img")
         log.info("round %d/%d: scoring %d candidates to choose %d queries", number + 1,
                  len(self.schedule), pool, wanted)
-        positions, scores, stop = _score_candidates(self.source, scout, start, pool)
+        positions, scores, stop = _score_candidates(self.source, scout, start, pool,
+                                                    progress=lambda done: self.execution.step(what, done, pool, "img"))
         rng = np.random.default_rng([self.config.seed, 7, number])
         chosen = choose_by_class(scores, fakeset.label_histogram, wanted, rng)
         selection = Selection(start, stop, positions[chosen])
@@ -211,8 +222,9 @@ class _Rounds:
         return selection
 
 
-def _score_candidates(source: QuerySource, scout, start: int, pool: int, chunk: int = 1024):
-    """The scout's class probabilities for the accepted items of ``[start, start + pool)``."""
+def _score_candidates(source: QuerySource, scout, start: int, pool: int, chunk: int = 1024, progress=None):
+    """The scout's class probabilities for the accepted items of ``[start, start + pool)``;
+    ``progress`` is called with the stream positions gone through after each scored chunk."""
     positions, scores, images = [], [], []
 
     def flush():
@@ -220,6 +232,8 @@ def _score_candidates(source: QuerySource, scout, start: int, pool: int, chunk: 
             batch = np.stack(images).astype(np.float32)
             scores.append(np.asarray(scout.predict_on_batch(batch)))
             images.clear()
+            if progress is not None:
+                progress(min(stop - start, pool))
 
     stop = start
     stream = source.queries(start)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from copycat_tf.errors import CopycatError
-from copycat_tf.fakeset import FakeSet, LabelProgress
-from copycat_tf.fakeset.ray_engine import RayEngine
+from copycat_tf.execution import Execution
+from copycat_tf.fakeset import FakeSet
 from copycat_tf.oracle import Oracle
 from copycat_tf.queries.spec import QuerySpec
 from copycat_tf.training import TrainConfig
@@ -55,8 +54,7 @@ class Strategy(ABC):
 
     @abstractmethod
     def collect(self, oracle: Oracle, queries: QuerySpec, budget: int, out_dir: str | os.PathLike, *,
-                config: TrainConfig, progress: Callable[[LabelProgress], None] | None = None,
-                engine: str | RayEngine = "local") -> Collection:
+                config: TrainConfig, execution: Execution | None = None) -> Collection:
         """Spend ``budget`` queries on ``oracle``; return what was bought.
 
         Args:
@@ -67,8 +65,10 @@ class Strategy(ABC):
             config: the run's :class:`~copycat_tf.training.TrainConfig`: its ``labels``
                 are what the fake dataset keeps, its ``seed`` seeds every choice, and any
                 model the strategy trains trains under it.
-            progress: called with a :class:`~copycat_tf.fakeset.LabelProgress` as records come in.
-            engine: where labeling runs (``"local"``, ``"ray"`` or a ``RayEngine``).
+            execution: :class:`~copycat_tf.execution.Execution`: where labeling runs
+                (``engine``), the devices models train on, and whom to tell how buying goes
+                (``label_progress``, and ``step_progress`` for any other work, such as
+                training a scout, so that each step is measured on its own).
         """
 
     def to_record(self) -> dict:

@@ -24,8 +24,10 @@ class PaperStrategy(Strategy):
     name = "paper"
     copycat_balance = "none"
 
-    def collect(self, oracle, queries, budget, out_dir, *, config, progress=None, engine="local") -> Collection:
+    def collect(self, oracle, queries, budget, out_dir, *, config, execution=None) -> Collection:
+        execution = execution or Execution()
         source = queries.open(oracle.contract.image_shape, config.seed)
+        # The run's overwrite was the caller's to apply; here the folder is only resumed.
         fakeset = label(oracle, source, budget, out_dir, labels=config.labels, batch_size=queries.batch_size,
-                        execution=Execution(engine=engine, label_progress=progress))
+                        execution=Execution(engine=execution.engine, label_progress=execution.label_progress))
         return Collection(fakeset)

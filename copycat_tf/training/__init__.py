@@ -23,9 +23,10 @@ from copycat_tf.training.target import (
     TARGET_TEST_FRACTION,
     TargetResult,
     load_target_data,
+    target_settings,
     train_target,
 )
 
 __all__ = ["BALANCE_MODES", "IN_MEMORY_BYTES", "LABEL_MODES", "MAX_EPOCHS_FACTOR", "MIN_TRAINING_STEPS",
            "TARGET_TEST_FRACTION", "CopycatResult", "TargetResult", "TrainConfig", "load_target_data",
-           "train_copycat", "train_target"]
+           "target_settings", "train_copycat", "train_target"]

@@ -1,4 +1,4 @@
-"""Keras callbacks for training: keep the last good epoch on disk, log epochs as lines.
+"""Keras callbacks for training: keep the last good epoch on disk, log epochs as lines, report them.
 
 Imported only inside training functions, so importing :mod:`copycat_tf.training` (and
 the CLI) never loads TensorFlow.
@@ -85,18 +85,20 @@ class GoodEpochCheckpoint(keras.callbacks.Callback):
 class EpochLogger(keras.callbacks.Callback):
     """Log one line per epoch: ``copycat epoch 3/10: loss 0.412, agreement 0.881 (12 s)``.
 
-    Every epoch's line is logged at DEBUG (shown with ``copycat-tf -v``); the last one at
-    INFO, so a default run says one line per training.
+    By default every epoch's line is logged at DEBUG (shown with ``copycat-tf -v``) and the
+    last one at INFO, so a default run says one line per training.
 
     Args:
         epochs: the epoch count to show after the slash.
         what: what is being trained (``"target"``, ``"copycat"``, ``"fine-tune"``).
+        every_epoch: log every epoch at INFO (a long training that nothing else reports on).
     """
 
-    def __init__(self, epochs: int, what: str):
+    def __init__(self, epochs: int, what: str, *, every_epoch: bool = False):
         super().__init__()
         self.epochs = epochs
         self.what = what
+        self.every_epoch = every_epoch
         self._started = time.monotonic()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -109,7 +111,24 @@ class EpochLogger(keras.callbacks.Callback):
             if name != "learning_rate"
         )
         log.log(
-            logging.INFO if epoch + 1 == self.epochs else logging.DEBUG,
+            logging.INFO if self.every_epoch or epoch + 1 == self.epochs else logging.DEBUG,
             "%s epoch %d/%d: %s (%.0f s)",
             self.what, epoch + 1, self.epochs, numbers, time.monotonic() - self._started,
         )
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """Call ``report(epochs_done)`` after each epoch (1-based, counting a resumed run's
+    earlier epochs), for a progress bar; once per epoch, so no training step waits on it.
+
+    Usage::
+
+        model.fit(data, epochs=10, callbacks=[EpochProgress(lambda done: print(f"{done}/10"))])
+    """
+
+    def __init__(self, report: Callable[[int], None]):
+        super().__init__()
+        self.report = report
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.report(epoch + 1)

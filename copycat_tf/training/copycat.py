@@ -107,7 +107,7 @@ def train_copycat(
     for stage in stages:
         if not run.stage(stage.name)["finished"]:
             model = _train_stage(run, stage, model, config, callbacks, execution.fit_verbose, in_memory_bytes,
-                                 strategy)
+                                 strategy, progress=_epochs_reported(execution, stage))
     if model is None or strategy is not None:
         # Every stage was done and only the export was missing; or the model's weights are
         # mirrored, and its last checkpoint is the same model on one device to export.
@@ -144,13 +144,19 @@ def _check_fakesets(fakeset, finetune, config: TrainConfig) -> None:
         )
 
 
+def _epochs_reported(execution: Execution, stage: TrainingStage):
+    return lambda done: execution.step(f"training {stage.what}", done, stage.epochs, "epoch")
+
+
 def _train_stage(run, stage: TrainingStage, model, config: TrainConfig, callbacks, fit_verbose, in_memory_bytes,
-                 strategy=None):
-    """Train one stage to its epoch count, resuming after its last good epoch."""
+                 strategy=None, progress=None):
+    """Train one stage to its epoch count, resuming after its last good epoch; ``progress`` is
+    called with the epochs done, first before training starts."""
     import keras
 
     from copycat_tf.training.callbacks import (
         EpochLogger,
+        EpochProgress,
         GoodEpochCheckpoint,
         cosine_decay,
     )
@@ -180,6 +186,8 @@ def _train_stage(run, stage: TrainingStage, model, config: TrainConfig, callback
         augment=config.augment, validation_fraction=config.validation_fraction, seed=config.seed,
         in_memory_bytes=in_memory_bytes,
     )
+    if progress is not None:
+        progress(done)
     log.info(
         "%s %s on %s: %d records to train on, %d held out (%s); epochs %d-%d, batch %d, %s from %g",
         stage.what, config.arch, stage.fakeset.directory, data.train_records, data.validation_records,
@@ -202,7 +210,8 @@ def _train_stage(run, stage: TrainingStage, model, config: TrainConfig, callback
             initial_epoch=done,
             shuffle=False,  # the dataset shuffles itself each epoch
             callbacks=[cosine_decay(stage.learning_rate, stage.epochs), checkpoint,
-                       EpochLogger(stage.epochs, stage.what),
+                       # The bar first: a console closes a finished bar before the last epoch's line.
+                       *([EpochProgress(progress)] if progress else []), EpochLogger(stage.epochs, stage.what),
                        *_tensorboard(run.out_dir / "logs" / stage.name), *callbacks],
             verbose=fit_verbose,
         )

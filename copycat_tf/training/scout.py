@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def train_scout(fakeset, path: str | os.PathLike, config: TrainConfig, *, epochs: int, learning_rate: float,
-                start_from: str | os.PathLike | None = None, devices: int | str | None = None):
+                start_from: str | os.PathLike | None = None, devices: int | str | None = None,
+                progress: Callable[[int], None] | None = None):
     """Train a scout on ``fakeset`` and save it to ``path`` (a ``.keras`` file); return the model.
 
     Args:
@@ -37,13 +39,14 @@ def train_scout(fakeset, path: str | os.PathLike, config: TrainConfig, *, epochs
         learning_rate: the scout's constant learning rate.
         start_from: the previous scout to warm-start from (``None``: fresh weights).
         devices: GPUs of this machine to train on (as :func:`~copycat_tf.training.train_copycat`).
+        progress: called with the epochs done after each epoch.
 
     Raises:
         CopycatError: training diverged to NaN.
     """
     import keras
 
-    from copycat_tf.training.callbacks import save_model_atomically
+    from copycat_tf.training.callbacks import EpochProgress, save_model_atomically
 
     path = Path(path)
     if path.is_file():
@@ -63,7 +66,8 @@ def train_scout(fakeset, path: str | os.PathLike, config: TrainConfig, *, epochs
     data = make_training_data(fakeset, batch_size=config.batch_size, labels=config.labels,
                               balance=config.balance, validation_fraction=0.0, seed=config.seed)
     history = model.fit(data.train, epochs=epochs, shuffle=False, verbose=0,  # the dataset shuffles itself
-                        callbacks=[keras.callbacks.TerminateOnNaN()])
+                        callbacks=[keras.callbacks.TerminateOnNaN(),
+                                   *([EpochProgress(progress)] if progress is not None else [])])
     losses = history.history.get("loss", [])
     if not losses or any(loss != loss for loss in losses):  # NaN is the one value unequal to itself
         raise CopycatError(f"a scout diverged to NaN while training on {fakeset.count} records; lower the "

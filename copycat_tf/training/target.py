@@ -102,6 +102,19 @@ def _hold_out(data: LabelledImages, fraction: float, seed: int):
     )
 
 
+def target_settings(dataset: str, config: TrainConfig) -> dict:
+    """How :func:`train_target` would train a target on ``dataset`` under ``config``, as its
+    card records it: a card holding the same was trained the same way.
+
+    >>> target_settings("fashion-mnist", TrainConfig(arch="small_cnn", epochs=2, seed=1))
+    {'dataset': 'fashion-mnist', 'arch': 'small_cnn', 'epochs': 2, 'batch_size': 128, 'learning_rate': 0.002, 'seed': 1}
+    """
+    settings = training_settings(config.arch, epochs=config.epochs, batch_size=config.batch_size,
+                                 learning_rate=config.learning_rate, optimizer=config.optimizer)
+    return {"dataset": dataset, "arch": config.arch, "epochs": settings["epochs"],
+            "batch_size": settings["batch_size"], "learning_rate": settings["learning_rate"], "seed": config.seed}
+
+
 def train_target(
     dataset: str | LabelledImages,
     out_path: str | os.PathLike,
@@ -168,16 +181,18 @@ def train_target(
         metrics=["accuracy"],
     )
     log.info(
-        "training a %s target on %d %s images (%d classes, %s), %d epochs",
+        "training a %s target on %d %s images (%d classes, %s), %d epoch%s",
         arch, len(train.images), train.name, len(classes), "x".join(map(str, train.image_shape)),
-        settings["epochs"],
+        settings["epochs"], "" if settings["epochs"] == 1 else "s",
     )
     started = time.monotonic()
     history = model.fit(
         train.images.astype(np.float32), train.labels,
         epochs=settings["epochs"], batch_size=settings["batch_size"], shuffle=True,
         callbacks=[cosine_decay(settings["learning_rate"], settings["epochs"]),
-                   keras.callbacks.TerminateOnNaN(), EpochLogger(settings["epochs"], "target")],
+                   keras.callbacks.TerminateOnNaN(),
+                   # A target trains for minutes with nothing else to show: every epoch says so.
+                   EpochLogger(settings["epochs"], "target", every_epoch=True)],
         verbose=fit_verbose,
     ).history
     if not all(math.isfinite(v) for v in history["loss"]):
