@@ -100,8 +100,9 @@ class BalancedStrategy(Strategy):
         check_whole("budget", budget)
         source = queries.open(oracle.contract.image_shape, config.seed, transforms=self.transforms)
         with open_engine(engine) as opened:  # one Ray engine for every round
-            rounds = _Rounds(self, oracle, source, budget, Path(out_dir), config,
-                             batch_size=queries.batch_size, progress=progress, engine=opened)
+            rounds = _Rounds(self, oracle, source, budget, Path(out_dir), config, batch_size=queries.batch_size,
+                             scoring_batch=queries.batch_size_for(source.image_shape), progress=progress,
+                             engine=opened)
             fakeset = rounds.run()
         return Collection(fakeset, rounds.last_scout())
 
@@ -129,9 +130,10 @@ class _Rounds:
     """One balanced collection: label a round, train a scout, select the next round, repeat."""
 
     def __init__(self, strategy: BalancedStrategy, oracle, source: QuerySource, budget: int, out_dir: Path,
-                 config, *, batch_size: int, progress, engine):
+                 config, *, batch_size: int | None, scoring_batch: int, progress, engine):
         self.strategy, self.oracle, self.source, self.budget = strategy, oracle, source, budget
         self.out_dir, self.config, self.batch_size, self.engine = out_dir, config, batch_size, engine
+        self.scoring_batch = scoring_batch
         self.state_dir = out_dir / ROUNDS_FOLDER
         self.schedule = strategy.schedule(budget)
         # Each round labels towards its own target; the caller follows the whole budget.
@@ -201,7 +203,7 @@ class _Rounds:
         pool = wanted * self.strategy.pool_factor
         log.info("round %d/%d: scoring %d candidates to choose %d queries", number + 1,
                  len(self.schedule), pool, wanted)
-        positions, scores, stop = _score_candidates(self.source, scout, start, pool)
+        positions, scores, stop = _score_candidates(self.source, scout, start, pool, self.scoring_batch)
         rng = np.random.default_rng([self.config.seed, 7, number])
         chosen = choose_by_class(scores, fakeset.label_histogram, wanted, rng)
         selection = Selection(start, stop, positions[chosen])
@@ -211,8 +213,9 @@ class _Rounds:
         return selection
 
 
-def _score_candidates(source: QuerySource, scout, start: int, pool: int, chunk: int = 1024):
-    """The scout's class probabilities for the accepted items of ``[start, start + pool)``."""
+def _score_candidates(source: QuerySource, scout, start: int, pool: int, chunk: int):
+    """The scout's class probabilities for the accepted items of ``[start, start + pool)``,
+    ``chunk`` images held and scored at a time (the query batch: bounded by the input's size)."""
     positions, scores, images = [], [], []
 
     def flush():
