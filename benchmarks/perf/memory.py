@@ -96,21 +96,37 @@ def extract_tree(commit: str, into: Path) -> Path:
     return into
 
 
+def child_steal(arguments: list[str]) -> dict:
+    """``copycat-tf steal ARGUMENTS`` in this process; its peak RSS, read here before exit.
+
+    The process reports its own ``VmHWM``: a parent's ``ru_maxrss`` for a child counts the
+    parent's own memory at the fork (Linux keeps the larger of the old and new images' high
+    water marks across ``exec``), which a parent holding TensorFlow would dominate.
+    """
+    from copycat_tf.cli.main import main as cli
+
+    start = time.perf_counter()
+    try:
+        cli(["steal", *arguments])
+    except SystemExit as exc:
+        if exc.code:
+            raise
+    import copycat_tf
+
+    return {"peak": peak_rss_mib(), "seconds": time.perf_counter() - start, "code": copycat_tf.__file__}
+
+
 def steal_peak(tree: Path, target: Path, budget: int, out: Path) -> tuple[float, float]:
     """``copycat-tf steal`` at default settings run from ``tree``: (peak RSS MiB, seconds)."""
-    command = [sys.executable, "-m", "copycat_tf.cli.main", "steal", str(target), "--queries", "photos",
-               "--budget", str(budget), "--out", str(out)]
-    start = time.perf_counter()
-    with open(out.with_suffix(".log"), "w") as log_file:
-        child = subprocess.Popen(command, cwd=out.parent, stdout=log_file, stderr=subprocess.STDOUT,
-                                 env={**os.environ, "PYTHONPATH": str(tree)})
-        # wait4: this child's own peak (ru_maxrss, KiB), not the largest of all children so far.
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise RuntimeError(f"steal from {tree} failed ({child.returncode}):\n"
-                           f"{out.with_suffix('.log').read_text()[-3000:]}")
-    return usage.ru_maxrss / 1024, time.perf_counter() - start
+    child = ["--child", "steal", str(target), "--queries", "photos", "--budget", str(budget), "--out", str(out)]
+    # The tree's copycat_tf first, this benchmark's own package from this repository; run
+    # outside both, since ``python -m`` puts the working folder ahead of PYTHONPATH.
+    _, stdout = run_python(["-m", __spec__.name, *child], env={"PYTHONPATH": f"{tree}{os.pathsep}{REPOSITORY}"},
+                           cwd=out.parent)
+    result = json.loads(stdout.strip().splitlines()[-1])
+    if not result["code"].startswith(str(tree)):  # the figure must be the tree's code
+        raise RuntimeError(f"the steal ran {result['code']}, not the code in {tree}")
+    return result["peak"], result["seconds"]
 
 
 def vgg16_steal(args) -> None:
@@ -143,6 +159,10 @@ def vgg16_steal(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["--child", "steal"]:  # the steal's own options follow, unparsed here
+        print(json.dumps(child_steal(argv[2:])))
+        return
     parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0])
     parser.add_argument("--counts", default="10000,100000", help="query counts, comma-separated")
     parser.add_argument("--size", type=int, default=28)
