@@ -86,7 +86,7 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_python(args: list[str], *, env: dict | None = None) -> tuple[float, str]:
+def run_python(args: list[str], *, env: dict | None = None, cwd: Path | None = None) -> tuple[float, str]:
     """Run ``python args...`` to completion; return (wall seconds, stdout). Raises on failure.
 
     A benchmark re-runs itself as ``["-m", __spec__.name, ...]``: the child inherits the
@@ -94,7 +94,7 @@ def run_python(args: list[str], *, env: dict | None = None) -> tuple[float, str]
     """
     start = time.perf_counter()
     done = subprocess.run([sys.executable, *args], check=False, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, **(env or {})}, cwd=cwd)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args[:3])} failed ({done.returncode}):\n{done.stderr[-3000:]}")

@@ -35,7 +35,7 @@ from copycat_tf.report import headline, summary, write_report
               help="Folder for report.json, report.md and the PNG plots.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N",
               help="Evaluate on the first N test images only (quick checks).")
-@batch_size_option(256)
+@batch_size_option()
 @click.option("--queries-spent", "queries_spent", type=click.IntRange(min=0), metavar="N",
               help="Queries the attack spent, for the report. Default: read from the "
                    "copycat's ONNX metadata.")

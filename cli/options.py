@@ -27,6 +27,7 @@ from copycat_tf.oracle.http import (
     read_header_file,
 )
 from copycat_tf.queries import RESIZE_POLICIES
+from copycat_tf.queries.batch_memory import MAX_QUERY_BATCH, METERED_QUERY_BATCH, QUERY_BATCH_VALUES, query_batch_size
 from copycat_tf.strategies import DEFAULT_STRATEGY, STRATEGIES, strategy_named
 from copycat_tf.training import BALANCE_MODES, TrainConfig
 from copycat_tf.training.devices import parse_devices
@@ -316,10 +317,14 @@ def budget_option(default: int):
                         metavar="N", help="Queries to buy from the target (one image each).")
 
 
-def batch_size_option(default: int = 64):
+def batch_size_option():
     """``--batch-size`` of querying: images per call (training batches are ``train``'s own)."""
-    return click.option("--batch-size", type=click.IntRange(min=1), default=default, show_default=True,
-                        metavar="N", help="Images sent in one call to a model (one request to a URL target).")
+    return click.option("--batch-size", type=click.IntRange(min=1), metavar="N",
+                        help="Images sent in one call to a model (one request to a URL target); default: "
+                             f"as many as fit {QUERY_BATCH_VALUES * 4 // 2**20} MiB of float32 model input, "
+                             f"at most {MAX_QUERY_BATCH:,} ({METERED_QUERY_BATCH} for a paid target): "
+                             f"{query_batch_size((240, 240, 3))} at 240x240x3, "
+                             f"{query_batch_size((32, 32, 3))} at 32x32x3.")
 
 deterministic_option = click.option(
     "--deterministic", is_flag=True,

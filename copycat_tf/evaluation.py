@@ -30,8 +30,9 @@ import numpy as np
 
 from copycat_tf.contract import ARCH_KEY, QUERIES_KEY, TARGET_SHA256_KEY
 from copycat_tf.datasets import LabelledImages
-from copycat_tf.errors import CopycatError
+from copycat_tf.errors import CopycatError, check_whole
 from copycat_tf.oracle import Oracle
+from copycat_tf.queries.batch_memory import query_batch_size
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +334,7 @@ def evaluate(
     copycat: Oracle,
     test: LabelledImages,
     *,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     queries: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Evaluation:
@@ -348,7 +349,8 @@ def evaluate(
         target: the black-box target (no budget: these are test queries, not attack cost).
         copycat: the copycat, as an oracle too.
         test: the test images; labels give accuracies, without them only agreement.
-        batch_size: images per query.
+        batch_size: images per query; default sized for the target's input by
+            :func:`~copycat_tf.queries.batch_memory.query_batch_size`.
         queries: the attack's query count; default from the copycat's ONNX metadata.
         progress: called as ``progress(images_done, total)`` after each batch.
 
@@ -363,8 +365,8 @@ def evaluate(
         result = evaluate(OnnxOracle("target.onnx"), OnnxOracle("copycat.onnx"),
                           load_labelled("test.npz"), batch_size=128)
     """
-    if batch_size < 1:
-        raise CopycatError(f"batch_size must be >= 1; received {batch_size}")
+    check_whole("batch_size", batch_size, optional=True)
+    batch_size = query_batch_size(target.contract.image_shape, batch_size, metered=target.metered)
     metadata = getattr(copycat, "metadata", {})  # provenance exists only where a file carries it
     _check_inputs(target, copycat, test, metadata)
     num_classes = target.contract.num_classes

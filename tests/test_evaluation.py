@@ -290,5 +290,5 @@ def test_a_copycat_of_another_target_is_refused(target, tmp_path):
 
 def test_zero_batch_size_is_refused(target, tmp_path):
     oracle, weights, bias = target
-    with pytest.raises(CopycatError, match="batch_size must be >= 1; received 0"):
+    with pytest.raises(CopycatError, match="batch-size must be a whole number >= 1; received 0"):
         evaluate(oracle, _copycat(tmp_path), _labelled_test(weights, bias), batch_size=0)

@@ -331,3 +331,9 @@ def test_any_cut_into_calls_and_any_contract_answers_like_one_by_one(
         expected = reference_logits(x, weights, bias, mean=mean, std=std, bgr=bgr and channels == 3)
         np.testing.assert_array_equal(labels, expected.argmax(1))
     assert oracle.queries_spent == 2 * count
+
+
+@pytest.mark.parametrize("shape, arena", [((16, 16, 3), True), ((240, 240, 3), False)])
+def test_large_images_run_without_the_arena_that_would_keep_their_peak(query_target, shape, arena):
+    oracle = OnnxOracle(query_target(shape, 3))
+    assert oracle.session.get_session_options().enable_cpu_mem_arena is arena

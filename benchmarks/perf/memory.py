@@ -18,11 +18,18 @@ The reference is what holding the queries in memory costs: ``count x H x W x C``
 uint8, 4 x that as the float32 arrays ART's CopycatCNN and a plain ``model.fit`` keep.
 Goal: peak at 100k / peak at 10k = 1.0 for labeling and streamed training.
 
+``--vgg16`` measures instead a whole ``copycat-tf steal`` at default settings of a
+VGG16-sized target (:mod:`benchmarks.vgg16_target`, built here with random weights) at
+240x240x3, ``photos`` queries: the peak RSS of the command's process, for this tree and
+for the tree of ``--before COMMIT`` (extracted with ``git archive``), side by side. Goal:
+under 3 GB now (a vendor model's 8.8 GB peak killed 8 GB laptops).
+
 Usage:
     python -m benchmarks.perf.memory                           # 10,000 and 100,000 queries
     python -m benchmarks.perf.memory --counts 10000,100000,200000 --size 32 --channels 3
     python -m benchmarks.perf.memory --counts 1000 --size 240 --channels 3     # a vendor-size input
     python -m benchmarks.perf.memory --counts 500 --size 224 --channels 3 --arch resnet50 --no-default
+    nice -n 10 python -m benchmarks.perf.memory --vgg16 --budget 200 --before 80e1802   # ~4 min
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +48,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from benchmarks.inputs import make_conv_target
 from benchmarks.measure import machine, peak_rss_mib, run_python
 from benchmarks.row import Row, add_json_option, write_rows
+
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def current_rss_mib() -> float:
@@ -74,7 +85,84 @@ def child_train(fakeset_dir: str, out: str, in_memory_bytes: int, epochs: int, a
     return {"before": before, "peak": peak_rss_mib(), "seconds": time.perf_counter() - start, "batch": batch}
 
 
+def extract_tree(commit: str, into: Path) -> Path:
+    """The project's code at ``commit`` in ``into``, importable as ``copycat_tf`` with ``PYTHONPATH``."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPOSITORY), "archive", commit, "copycat_tf", "cli", "models"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    for package in ("cli", "models"):  # what the installed package maps under copycat_tf
+        (into / "copycat_tf" / package).symlink_to(f"../{package}")
+    return into
+
+
+def child_steal(arguments: list[str]) -> dict:
+    """``copycat-tf steal ARGUMENTS`` in this process; its peak RSS, read here before exit.
+
+    The process reports its own ``VmHWM``: a parent's ``ru_maxrss`` for a child counts the
+    parent's own memory at the fork (Linux keeps the larger of the old and new images' high
+    water marks across ``exec``), which a parent holding TensorFlow would dominate.
+    """
+    import copycat_tf
+    from copycat_tf.cli.main import main as cli
+
+    start = time.perf_counter()
+    try:
+        cli(["steal", *arguments])
+    except SystemExit as exc:
+        if exc.code:
+            raise
+    return {"peak": peak_rss_mib(), "seconds": time.perf_counter() - start, "code": copycat_tf.__file__}
+
+
+def steal_peak(tree: Path, target: Path, budget: int, out: Path) -> tuple[float, float]:
+    """``copycat-tf steal`` at default settings run from ``tree``: (peak RSS MiB, seconds)."""
+    child = ["--child", "steal", str(target), "--queries", "photos", "--budget", str(budget), "--out", str(out)]
+    # The tree's copycat_tf first, this benchmark's own package from this repository; run
+    # outside both, since ``python -m`` puts the working folder ahead of PYTHONPATH.
+    _, stdout = run_python(["-m", __spec__.name, *child], env={"PYTHONPATH": f"{tree}{os.pathsep}{REPOSITORY}"},
+                           cwd=out.parent)
+    result = json.loads(stdout.strip().splitlines()[-1])
+    if not result["code"].startswith(str(tree)):  # the figure must be the tree's code
+        raise RuntimeError(f"the steal ran {result['code']}, not the code in {tree}")
+    return result["peak"], result["seconds"]
+
+
+def vgg16_steal(args) -> None:
+    from benchmarks.vgg16_target import make_vgg16_target
+
+    host = machine()
+    print(f"{host}; steal of a VGG16-sized 240x240x3 target, photos queries, budget {args.budget}, "
+          "default settings", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        target = tmp / "vgg16-240.onnx"
+        make_vgg16_target(target)
+        print(f"  target: {target.stat().st_size / 1e6:.0f} MB", flush=True)
+        trees = {"now": REPOSITORY}
+        if args.before:
+            trees = {f"before ({args.before})": extract_tree(args.before, tmp / "before"), **trees}
+        for name, tree in trees.items():
+            peak, seconds = steal_peak(tree, target, args.budget, tmp / f"run-{len(rows)}")
+            rows.append((name, peak, seconds))
+            print(f"  {name:24s} peak {peak:7.0f} MiB, {seconds:5.0f} s", flush=True)
+    print(f"\n{'code':24s} {'peak RSS':>10s} {'steal':>8s}")
+    for name, peak, seconds in rows:
+        print(f"{name:24s} {peak:6.0f} MiB {seconds:6.0f} s")
+    if len(rows) == 2:
+        print(f"now / before: peak {rows[1][1] / rows[0][1]:.2f}, time {rows[1][2] / rows[0][2]:.2f}")
+    goal = 3 * 1000**3 / 2**20  # 3 GB in MiB
+    print(f"goal: now under 3 GB ({goal:.0f} MiB): {'met' if rows[-1][1] < goal else 'NOT met'}")
+    write_rows(args.json, [Row("memory", f"steal VGG16 240 px, {name}", "peak_rss", peak, "MiB",
+                               reference=rows[0][1], machine=host) for name, peak, _ in rows])
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["--child", "steal"]:  # the steal's own options follow, unparsed here
+        print(json.dumps(child_steal(argv[2:])))
+        return
     parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0])
     parser.add_argument("--counts", default="10000,100000", help="query counts, comma-separated")
     parser.add_argument("--size", type=int, default=28)
@@ -84,9 +172,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arch", default="small_cnn", help="the copycat architecture")
     parser.add_argument("--batch-size", type=int, default=0,
                         help="training batch (default: the architecture's, bounded by memory)")
+    parser.add_argument("--vgg16", action="store_true",
+                        help="measure a whole steal of a VGG16-sized 240 px target instead")
+    parser.add_argument("--budget", type=int, default=200, help="--vgg16: queries the steal buys")
+    parser.add_argument("--before", metavar="COMMIT",
+                        help="--vgg16: also measure the code at COMMIT (the figure to compare with)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     add_json_option(parser)
     args = parser.parse_args(argv)
+    if args.vgg16:
+        vgg16_steal(args)
+        return
     if args.child:
         kind, *rest = args.child
         if kind == "label":

@@ -14,17 +14,17 @@ import numpy as np
 
 from copycat_tf.audit.detection import DEFAULT_DELTA, PradaResult, prada_curve_png, replay_prada
 from copycat_tf.audit.label_defences import misinformation_sweep
+from copycat_tf.queries.batch_memory import query_batch_size
 
 log = logging.getLogger(__name__)
 
-#: Images per call when the owner asks its own model about benign images.
-_CHUNK = 256
-
-
 def owner_probabilities(oracle, images: np.ndarray) -> np.ndarray:
     """The target's probabilities for the owner's own (benign) images, float32 ``(n, K)``."""
-    parts = [oracle.query(images[start:start + _CHUNK], soft=True).probabilities
-             for start in range(0, len(images), _CHUNK)]
+    # The batches evaluate() sends: the same images in the same batches are one purchase
+    # for an AnswerCache, which keys its stored answers by batch.
+    chunk = query_batch_size(oracle.contract.image_shape, metered=oracle.metered)
+    parts = [oracle.query(images[start:start + chunk], soft=True).probabilities
+             for start in range(0, len(images), chunk)]
     return np.concatenate(parts) if parts else np.zeros((0, oracle.contract.num_classes), np.float32)
 
 

@@ -59,6 +59,7 @@ from copycat_tf.fakeset.ray_engine import open_engine
 from copycat_tf.files import UnreadableJson, atomic_write, file_sha256, read_json, write_json
 from copycat_tf.oracle import TargetSpec
 from copycat_tf.oracle.answer_cache import AnswerCache
+from copycat_tf.queries.batch_memory import query_batch_size
 from copycat_tf.queries.spec import QuerySpec
 from copycat_tf.run_folder import RunFolder
 from copycat_tf.strategies import DEFAULT_STRATEGY, Strategy, strategy_named
@@ -431,10 +432,11 @@ def _score(target, copycat_oracle, test, eval_set, n: int) -> dict:
         }
     # The target's answers to the fresh images are stored: only the copycat is asked.
     target_labels, copycat_labels = [], []
+    batch = query_batch_size(copycat_oracle.contract.image_shape)
     for shard in eval_set.iter_shards():
         target_labels.append(shard["labels"])
-        for start in range(0, len(shard["images"]), 256):
-            copycat_labels.append(copycat_oracle.query(shard["images"][start:start + 256]).labels)
+        for start in range(0, len(shard["images"]), batch):
+            copycat_labels.append(copycat_oracle.query(shard["images"][start:start + batch]).labels)
     return {
         "performance_ratio": None,
         "agreement": agreement(np.concatenate(target_labels), np.concatenate(copycat_labels)),

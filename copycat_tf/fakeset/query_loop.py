@@ -24,7 +24,8 @@ from copycat_tf.fakeset.writer import FakeSetWriter
 from copycat_tf.oracle import Oracle
 from copycat_tf.execution import Execution
 from copycat_tf.queries import QuerySource
-from copycat_tf.queries.spec import DEFAULT_BATCH_SIZE, QuerySpec
+from copycat_tf.queries.batch_memory import query_batch_size
+from copycat_tf.queries.spec import QuerySpec
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,9 @@ def label(
         labels: ``"hard"`` (class labels) or ``"soft"`` (also float32 probabilities).
         seed: seed for opening a ``QuerySpec`` or spec strings (default 0); a
             ``QuerySource`` has its own.
-        batch_size: images per oracle call (default the ``QuerySpec``'s, else 64).
+        batch_size: images per oracle call (default the ``QuerySpec``'s, else sized for the
+            oracle's input by :func:`~copycat_tf.queries.batch_memory.query_batch_size`).
+            The records written do not depend on it.
         shard_size: records per shard file.
         execution: :class:`~copycat_tf.execution.Execution`: ``overwrite`` deletes a fake
             dataset (and only its files) already in ``out_dir``; ``label_progress`` is called
@@ -101,8 +104,9 @@ def label(
                         "runs/big", execution=Execution(engine="ray", label_progress=print))
     """
     execution = execution or Execution()
-    if batch_size is None:
-        batch_size = source.batch_size if isinstance(source, QuerySpec) else DEFAULT_BATCH_SIZE
+    if batch_size is None and isinstance(source, QuerySpec):
+        batch_size = source.batch_size
+    batch_size = query_batch_size(oracle.contract.image_shape, batch_size, metered=oracle.metered)
     for name, value in (("budget", budget), ("batch_size", batch_size), ("shard_size", shard_size)):
         check_whole(name, value)
     if labels not in LABEL_MODES:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +34,15 @@ from copycat_tf.oracle.onnx_file import load_checked_model, parameter_count
 
 log = logging.getLogger(__name__)
 
+
+#: Input values per image (height x width x channels) above which onnxruntime runs without
+#: its CPU memory arena. The arena never gives back what its largest batch took: a VGG16 at
+#: 240 px kept 670 MB after batches of 8 (2.2 GB after 64), 240 MB without it, at the same
+#: speed within a busy host's noise (each tensor is megabytes, mapped and unmapped whole).
+#: For small images the arena's reuse matters: a 32 px conv net took 0.05 ms of CPU an
+#: image with it and 0.09 ms without (BENCHMARKS.md, Large targets). 2**16 is about 148 px
+#: in colour, between the two.
+ARENA_IMAGE_VALUES = 2**16
 
 _ORT_DTYPES = {
     "tensor(float)": "float32",
@@ -106,6 +116,9 @@ class OnnxOracle(Oracle):
             session_options.log_severity_level = 4
             # Spinning worker threads would take the CPU from the threads decoding the next batch.
             session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            # The arena keeps its largest batch's buffers for the session's life, beside the
+            # copycat's training later in the same process; large images do without it.
+            session_options.enable_cpu_mem_arena = image_values(self.model, input_size) <= ARENA_IMAGE_VALUES
         try:
             self.session = ort.InferenceSession(
                 str(self.path), sess_options=session_options, providers=self.providers
@@ -347,6 +360,29 @@ class OnnxOracle(Oracle):
                 "dynamic_size": self.dynamic_size,
             },
         )
+
+
+def image_values(model, input_size: tuple[int, int] | None = None) -> int:
+    """Values in one image of ``model``'s first input, as far as the file (or ``input_size``,
+    for dynamic image axes) declares them.
+
+    >>> from onnx import TensorProto, helper
+    >>> image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 240, 240, 3])
+    >>> image_values(helper.make_model(helper.make_graph([], "g", [image], [])))
+    172800
+    >>> dynamic = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    >>> image_values(helper.make_model(helper.make_graph([], "g", [dynamic], [])), (240, 240))
+    172800
+    """
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if not inputs:
+        return 0
+    declared = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim[1:]]
+    values = math.prod(v for v in declared if v > 0)
+    if input_size is not None and 0 in declared:
+        values *= math.prod(int(v) for v in input_size)
+    return values
 
 
 def _class_names(metadata: dict[str, str], num_classes: int) -> list[str] | None:

@@ -101,8 +101,9 @@ class BalancedStrategy(Strategy):
         execution = execution or Execution()
         source = queries.open(oracle.contract.image_shape, config.seed, transforms=self.transforms)
         with open_engine(execution.engine) as opened:  # one Ray engine for every round
-            rounds = _Rounds(self, oracle, source, budget, Path(out_dir), config,
-                             batch_size=queries.batch_size, execution=replace(execution, engine=opened))
+            rounds = _Rounds(self, oracle, source, budget, Path(out_dir), config, batch_size=queries.batch_size,
+                             scoring_batch=queries.batch_size_for(source.image_shape),
+                             execution=replace(execution, engine=opened))
             fakeset = rounds.run()
         return Collection(fakeset, rounds.last_scout())
 
@@ -135,9 +136,10 @@ class _Rounds:
     """
 
     def __init__(self, strategy: BalancedStrategy, oracle, source: QuerySource, budget: int, out_dir: Path,
-                 config, *, batch_size: int, execution: Execution):
+                 config, *, batch_size: int | None, scoring_batch: int, execution: Execution):
         self.strategy, self.oracle, self.source, self.budget = strategy, oracle, source, budget
         self.out_dir, self.config, self.batch_size, self.execution = out_dir, config, batch_size, execution
+        self.scoring_batch = scoring_batch
         self.state_dir = out_dir / ROUNDS_FOLDER
         self.schedule = strategy.schedule(budget)
 
@@ -211,7 +213,7 @@ class _Rounds:
         self.execution.step(what, 0, pool, "img")
         log.info("round %d/%d: scoring %d candidates to choose %d queries", number + 1,
                  len(self.schedule), pool, wanted)
-        positions, scores, stop = _score_candidates(self.source, scout, start, pool,
+        positions, scores, stop = _score_candidates(self.source, scout, start, pool, self.scoring_batch,
                                                     progress=lambda done: self.execution.step(what, done, pool, "img"))
         rng = np.random.default_rng([self.config.seed, 7, number])
         chosen = choose_by_class(scores, fakeset.label_histogram, wanted, rng)
@@ -222,8 +224,9 @@ class _Rounds:
         return selection
 
 
-def _score_candidates(source: QuerySource, scout, start: int, pool: int, chunk: int = 1024, progress=None):
-    """The scout's class probabilities for the accepted items of ``[start, start + pool)``;
+def _score_candidates(source: QuerySource, scout, start: int, pool: int, chunk: int, progress=None):
+    """The scout's class probabilities for the accepted items of ``[start, start + pool)``,
+    ``chunk`` images held and scored at a time (the query batch: bounded by the input's size);
     ``progress`` is called with the stream positions gone through after each scored chunk."""
     positions, scores, images = [], [], []
 
