@@ -53,7 +53,9 @@ def test_the_line_names_the_reason_and_the_fix(case, reason, fix):
 
 def test_a_server_that_dies_before_its_namespace_shows_its_last_log_lines(tmp_path):
     log = tmp_path / "server.log"
-    script = "import sys; print('\\n'.join(f'line {i}' for i in range(50))); sys.exit('port 8080 already in use')"
+    # flushed first: a server's log holds what it printed before the error that ended it
+    script = ("import sys; print('\\n'.join(f'line {i}' for i in range(50)), flush=True); "
+              "sys.exit('port 8080 already in use')")
     with open(log, "wb") as handle:
         process = subprocess.Popen([sys.executable, "-c", script], stdout=handle, stderr=subprocess.STDOUT)
     with pytest.raises(RuntimeError) as caught:
