@@ -135,11 +135,10 @@ def _print(result) -> None:
     priced = report["price_per_1k"] is not None
     click.echo(f"{'queries':>9}  {'defence':<16}{'ratio':>8}{'agreement':>11}"
                + (f"{'cost':>10}" if priced else ""))
-    for r in result.results:
-        line = (f"{r['queries']:>9,}  {r['defence']:<16}{percent(r['performance_ratio']):>8}"
-                f"{percent(r['agreement']):>11}")
+    for row in result.results:
+        line = f"{row.queries:>9,}  {row.defence:<16}{percent(row.performance_ratio):>8}{percent(row.agreement):>11}"
         if priced:
-            line += f"{r['cost']:>10,.2f}"
+            line += f"{row.cost:>10,.2f}"
         click.echo(line)
     for kind in ("html", "markdown", "json", "curve"):
         click.echo(f"report    {result.files[kind]}")

@@ -10,7 +10,7 @@ from onnx_factory import linear_weights, reference_logits
 import copycat_tf.fakeset.writer as fakeset_writer
 from copycat_tf.errors import CopycatError
 from copycat_tf.execution import Execution
-from copycat_tf.fakeset import FakeSet, label
+from copycat_tf.fakeset import FakeSet, Manifest, label
 from copycat_tf.files import file_sha256
 from copycat_tf.oracle import OnnxOracle
 from copycat_tf.queries import open_query_source
@@ -92,6 +92,11 @@ def test_manifest_contents(query_target, query_folder, tmp_path):
     assert [s["count"] for s in manifest["shards"]] == [16, 16, 8]
     for shard in manifest["shards"]:
         assert shard["sha256"] == file_sha256(tmp_path / "fake" / shard["file"])
+    # the typed record other modules read: the same figures, and the file's object back
+    record = fakeset.record
+    assert record.to_json() == manifest and Manifest.from_json(manifest) == record
+    assert (record.count, record.next_item, record.labels, fakeset.exhausted) == (40, manifest["next_item"], "hard", False)
+    assert fakeset.shard_sha256s == [s["sha256"] for s in manifest["shards"]]
     fakeset.verify()
     summary = fakeset.summary()
     assert summary["count"] == 40 and summary["rejected"] == 0 and summary["queries_spent"] == 40

@@ -77,3 +77,22 @@ def test_files_behind_a_symlinked_folder_are_walked_once(tmp_path):
     (tmp_path / "models" / "__init__.py").write_text("")
     (tmp_path / "pkg" / "models").symlink_to(tmp_path / "models")
     assert sorted(modules({**packages, "pkg.models": tmp_path / "models"})) == ["pkg", "pkg.a", "pkg.models"]
+
+
+def test_only_the_fake_dataset_package_reads_its_manifest_by_key():
+    """Other modules read a fake dataset's figures through FakeSet's typed properties (its
+    ``record``, a :class:`~copycat_tf.fakeset.Manifest`), never the file's dict by key."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for folder in ("copycat_tf", "cli", "models"):
+        for path in sorted((root / folder).rglob("*.py")):
+            if path.is_symlink() or "fakeset" in path.relative_to(root).parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) \
+                        and node.value.attr == "manifest":
+                    found.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not found, found

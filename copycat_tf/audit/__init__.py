@@ -20,6 +20,7 @@ from copycat_tf.audit.defences import (
            parse_defences,
 )
 from copycat_tf.audit.report import verdict, write_audit_report
+from copycat_tf.audit.results import AuditRow
 from copycat_tf.audit.run import (
            DEFAULT_BUDGETS,
            DEFAULT_EVAL_QUERIES,
@@ -29,6 +30,6 @@ from copycat_tf.audit.run import (
            parse_budgets,
 )
 
-__all__ = ["DEFAULT_BUDGETS", "DEFAULT_DEFENCES", "DEFAULT_EVAL_QUERIES", "AuditPlan", "AuditResult", "Defence",
+__all__ = ["DEFAULT_BUDGETS", "DEFAULT_DEFENCES", "DEFAULT_EVAL_QUERIES", "AuditPlan", "AuditResult", "AuditRow", "Defence",
            "OutputPolicy", "audit", "parse_budgets", "parse_defence",
            "parse_defences", "verdict", "write_audit_report"]

@@ -51,6 +51,7 @@ from copycat_tf.audit.detection import DEFAULT_DELTA
 from copycat_tf.audit.label_defences import DEFAULT_TAU, DEFAULT_TAUS, DEFAULT_WATERMARK_RATE
 from copycat_tf.audit.owner_view import detection, owner_price, owner_probabilities, sweep
 from copycat_tf.audit.report import verdict, write_audit_report
+from copycat_tf.audit.results import AuditRow
 from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError, check_whole
 from copycat_tf.evaluation import agreement, evaluate
@@ -91,6 +92,7 @@ class AuditResult:
     Attributes:
         out_dir: the audit's folder.
         report: the ``audit.json`` contents (``results``, ``verdict``, ``queries_spent``, ...).
+        results: its rows as :class:`~copycat_tf.audit.results.AuditRow` records.
         files: the report's files by kind: ``json``, ``markdown``, ``html``, ``curve``.
         fakeset: the :class:`~copycat_tf.fakeset.FakeSet` of the queries bought.
     """
@@ -101,8 +103,8 @@ class AuditResult:
     fakeset: object
 
     @property
-    def results(self) -> list[dict]:
-        return self.report["results"]
+    def results(self) -> list[AuditRow]:
+        return [AuditRow.from_json(row) for row in self.report["results"]]
 
     @property
     def verdict(self) -> str:
@@ -254,7 +256,7 @@ def audit(
     with open_engine(attack.execution.engine) as opened:  # one Ray engine for both purchases
         attack = replace(attack, execution=replace(attack.execution, engine=opened))
         fakeset = attack.collect(oracle, plan.largest, purchase, labels="soft").fakeset
-        if fakeset.count < plan.largest and fakeset.manifest["exhausted"]:
+        if fakeset.count < plan.largest and fakeset.exhausted:
             raise CopycatError(
                 f"the query sources ran out after {fakeset.count:,} images, short of the largest budget "
                 f"{plan.largest:,}; lower --budgets or give more --queries"
@@ -280,8 +282,9 @@ def audit(
         copycat = attack.train(derived, out_dir / "copycats" / cell_name,
                                config=replace(attack.config, labels=labels))
         row = _cell(attack, answers, copycat, derived, fakeset, defence, records, test, eval_set, out_dir, cell_name)
-        results.append({**row, "queries": n, "cost": _cost(n, oracle.price_per_1k), "defence": names[defence.slug],
-                        **owner_price(defence, benign, benign_probabilities)})
+        results.append(AuditRow.from_json({**row, "queries": n, "cost": _cost(n, oracle.price_per_1k),
+                                           "defence": names[defence.slug],
+                                           **owner_price(defence, benign, benign_probabilities)}))
 
     detection_block = None
     if plan.detect:
@@ -318,7 +321,7 @@ def audit(
         "total_queries_spent": spent.total,
         "price_per_1k": price,
         "total_cost": _cost(spent.total, price),
-        "results": results,
+        "results": [row.to_json() for row in results],
         "detection": None if detection_block is None else {"prada": detection_block, "plot": PRADA_PLOT},
         "misinformation_sweep": sweep(fakeset, benign_probabilities, DEFAULT_TAUS)
         if "misinformation" in plan.defences else None,
@@ -349,7 +352,7 @@ def _cost(queries: int, price_per_1k: float | None) -> float | None:
 def _buy_eval_set(attack: Attack, oracle, fakeset, out_dir: Path, count: int, stage):
     """Fresh query images labelled by the target: the stream positions after the attack's."""
 
-    start = int(fakeset.manifest["next_item"])
+    start = fakeset.next_item
     stage(f"buying {count:,} fresh query images (stream positions {start:,} on) to measure agreement")
     source = attack.queries.open(oracle.contract.image_shape, attack.config.seed)
     view = source.select("audit-eval", np.arange(start, start + _EVAL_SPAN * count + 64))
@@ -367,7 +370,7 @@ def _buy_eval_set(attack: Attack, oracle, fakeset, out_dir: Path, count: int, st
 
 def _eval_identity(test, eval_set) -> dict:
     if eval_set is not None:
-        return {"eval_set": [s["sha256"] for s in eval_set.manifest["shards"]]}
+        return {"eval_set": eval_set.shard_sha256s}
     return {"test_data": test.name, "count": len(test.images)}
 
 
@@ -382,11 +385,20 @@ def _row_names(defences) -> dict[str, str]:
 
 def _cell(attack: Attack, target, copycat, derived, fakeset, defence, n: int, test, eval_set, out_dir: Path,
           cell_name: str) -> dict:
+    """``AuditRow`` fields of one (budget, defence) copycat: its scores, computed or read back."""
+    return {**_scores(attack, target, copycat, derived, fakeset, defence, n, test, eval_set, out_dir, cell_name),
+            "labels": derived.labels,
+            "copycat": str(Path(copycat.onnx_path).relative_to(out_dir))
+            if Path(copycat.onnx_path).is_relative_to(out_dir) else str(copycat.onnx_path)}
+
+
+def _scores(attack: Attack, target, copycat, derived, fakeset, defence, n: int, test, eval_set, out_dir: Path,
+            cell_name: str) -> dict:
     """Score one (budget, defence) copycat, or read its cached scores."""
 
     key = {
         "copycat_sha256": file_sha256(copycat.onnx_path),
-        "fakeset": [s["sha256"] for s in derived.manifest["shards"]],
+        "fakeset": derived.shard_sha256s,
         **_eval_identity(test, eval_set),
     }
     path = out_dir / "cells" / f"{cell_name}.json"
@@ -400,14 +412,7 @@ def _cell(attack: Attack, target, copycat, derived, fakeset, defence, n: int, te
         scores.update(defence.copy_evidence(fakeset, n, copycat_oracle))
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, {"format": CELL_FORMAT, "key": key, "scores": scores})
-    return {
-        "queries": n,
-        **scores,
-        "cost": _cost(n, target.price_per_1k),
-        "labels": derived.manifest["config"]["labels"],
-        "copycat": str(Path(copycat.onnx_path).relative_to(out_dir)) if Path(copycat.onnx_path).is_relative_to(out_dir)
-        else str(copycat.onnx_path),
-    }
+    return scores
 
 
 def _read_cell(path: Path) -> dict | None:

@@ -24,9 +24,10 @@ from copycat_tf.fakeset.store import (
     QUERIES_LOG,
     REJECTED,
     FakeSet,
+    Manifest,
     stored_contract,
 )
 from copycat_tf.fakeset.writer import journaled_records
 
 __all__ = ["DEFAULT_SHARD_SIZE", "FORMAT", "FORMAT_VERSION", "LABEL_MODES", "MANIFEST", "QUERIES_LOG",
-           "REJECTED", "FakeSet", "LabelProgress", "derive", "journaled_records", "label", "stored_contract"]
+           "REJECTED", "FakeSet", "LabelProgress", "Manifest", "derive", "journaled_records", "label", "stored_contract"]

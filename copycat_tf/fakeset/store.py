@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,84 @@ def fakeset_folder(directory: Path) -> OutputFolder:
     """A fake dataset's folder and the files it owns there."""
     return OutputFolder(Path(directory), "fake dataset", files=(MANIFEST, REJECTED, QUERIES_LOG, ANSWERS_JOURNAL),
                         patterns=(SHARD_NAME.pattern,))
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """One shard as the manifest lists it."""
+
+    file: str
+    count: int
+    sha256: str
+    next_item: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A fake dataset's ``manifest.json`` as a typed record: what other modules read of it.
+
+    :meth:`from_json` checks every field (a one-line :class:`CopycatError` names what is
+    wrong); :meth:`to_json` gives the file's object back, unchanged.
+
+    Example:
+
+    >>> Manifest.from_json({"format": "x"})
+    Traceback (most recent call last):
+    ...
+    copycat_tf.errors.CopycatError: fake dataset manifest: not a copycat-tf.fakeset manifest
+    """
+
+    oracle_sha256: str
+    contract: Contract
+    config: Mapping[str, object]
+    budget: int
+    count: int
+    queries_spent: int
+    probe_queries: int
+    label_histogram: tuple[int, ...]
+    source_counts: tuple[int, ...]
+    rejected: int
+    rejected_bytes: int
+    next_item: int
+    complete: bool
+    exhausted: bool
+    shards: tuple[ShardEntry, ...]
+    tool_version: str | None = None
+
+    @property
+    def labels(self) -> str:
+        """``"hard"`` or ``"soft"``: what the records keep."""
+        return str(self.config["labels"])
+
+    @classmethod
+    def from_json(cls, data: object, *, where: str = "fake dataset manifest") -> Manifest:
+        problem = _manifest_problem(data)
+        if problem is not None:
+            raise CopycatError(f"{where}: {problem}")
+        return cls(
+            oracle_sha256=data["oracle"]["sha256"], contract=Contract.from_dict(data["oracle"]["contract"]),
+            config=data["config"], budget=data["budget"], count=data["count"],
+            queries_spent=data["queries_spent"], probe_queries=int(data.get("probe_queries", 0)),
+            label_histogram=tuple(data["label_histogram"]), source_counts=tuple(data["source_counts"]),
+            rejected=data["rejected"], rejected_bytes=data["rejected_bytes"], next_item=data["next_item"],
+            complete=data["complete"], exhausted=data["exhausted"],
+            shards=tuple(ShardEntry(s["file"], s["count"], s["sha256"], s["next_item"]) for s in data["shards"]),
+            tool_version=data.get("tool_version"),
+        )
+
+    def to_json(self) -> dict:
+        data = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "tool_version": self.tool_version,
+            "oracle": {"sha256": self.oracle_sha256, "contract": self.contract.to_dict()},
+            "config": dict(self.config), "budget": self.budget, "count": self.count,
+            "queries_spent": self.queries_spent, "label_histogram": list(self.label_histogram),
+            "source_counts": list(self.source_counts), "rejected": self.rejected,
+            "rejected_bytes": self.rejected_bytes, "next_item": self.next_item, "complete": self.complete,
+            "exhausted": self.exhausted, "shards": [dict(vars(s)) for s in self.shards],
+        }
+        if self.probe_queries:
+            data["probe_queries"] = self.probe_queries
+        return data
 
 
 def stored_contract(directory: str | os.PathLike) -> Contract | None:
@@ -83,8 +162,9 @@ class FakeSet:
 
     def __init__(self, directory: Path, manifest: dict):
         self.directory = directory
-        self.manifest = manifest
-        self.contract = Contract.from_dict(manifest["oracle"]["contract"])
+        self.manifest = manifest  # the file's object, for this package's writers
+        self.record = Manifest.from_json(manifest, where=f"fake dataset {directory}")
+        self.contract = self.record.contract
         self._verified: set[str] = set()
 
     @classmethod
@@ -104,15 +184,24 @@ class FakeSet:
             )
         return cls(directory, manifest)
 
-    oracle_sha256 = property(lambda self: self.manifest["oracle"]["sha256"])
-    count = property(lambda self: int(self.manifest["count"]))
-    complete = property(lambda self: bool(self.manifest["complete"]))
-    queries_spent = property(lambda self: int(self.manifest["queries_spent"]))
-    rejected = property(lambda self: int(self.manifest["rejected"]))
-    label_histogram = property(lambda self: list(self.manifest["label_histogram"]))
+    oracle_sha256 = property(lambda self: self.record.oracle_sha256)
+    count = property(lambda self: self.record.count)
+    complete = property(lambda self: self.record.complete)
+    #: The query sources ran out before the budget.
+    exhausted = property(lambda self: self.record.exhausted)
+    budget = property(lambda self: self.record.budget)
+    queries_spent = property(lambda self: self.record.queries_spent)
+    #: Stream position after the last record: where a next purchase from the same stream starts.
+    next_item = property(lambda self: self.record.next_item)
+    rejected = property(lambda self: self.record.rejected)
+    label_histogram = property(lambda self: list(self.record.label_histogram))
     num_classes = property(lambda self: self.contract.num_classes)
     image_shape = property(lambda self: self.contract.image_shape)
-    has_probabilities = property(lambda self: self.manifest["config"]["labels"] == "soft")
+    #: ``"hard"`` or ``"soft"``: what the records keep.
+    labels = property(lambda self: self.record.labels)
+    has_probabilities = property(lambda self: self.record.labels == "soft")
+    #: The shards' sha256, in order: identifies the records exactly.
+    shard_sha256s = property(lambda self: [shard.sha256 for shard in self.record.shards])
 
     @property
     def shard_paths(self) -> list[Path]:

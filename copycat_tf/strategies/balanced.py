@@ -146,7 +146,7 @@ class _Rounds:
     def run(self) -> FakeSet:
         selections: list[np.ndarray] = []
         fakeset = self._label(None, self.schedule[0])
-        pool_start = fakeset.manifest["next_item"]
+        pool_start = fakeset.next_item
         for number, target in enumerate(self.schedule[1:], start=1):
             selection = self._read_selection(number)
             if selection is None:

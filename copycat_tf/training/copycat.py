@@ -123,7 +123,7 @@ def _check_fakesets(fakeset, finetune, config: TrainConfig) -> None:
         if not candidate.complete:
             raise CopycatError(
                 f"fake dataset {candidate.directory} ({option}) is incomplete: "
-                f"{candidate.count} of {candidate.manifest['budget']} records; finish it by "
+                f"{candidate.count} of {candidate.budget} records; finish it by "
                 "rerunning the same `copycat-tf label` command"
             )
         if config.labels == "soft":
