@@ -269,6 +269,19 @@ def arch_option(text: str = ARCH_HELP):
     return click.option("--arch", default="small_cnn", show_default=True, metavar="NAME", help=text)
 
 
+weights_option = click.option(
+    "--weights", metavar="imagenet|PATH",
+    help="Start a vgg16, mobilenet_v2 or resnet50 copycat from pretrained backbone weights, as the "
+         "papers do: 'imagenet' (Keras downloads them once, then reads its cache; offline, put the "
+         "file there) or a Keras weights file of the backbone without its top. Training then first "
+         "fits the new head on the frozen backbone, then fine-tunes. Checked before any query is bought.")
+
+fine_tune_option = click.option(
+    "--fine-tune", type=click.Choice(("top", "all")), default="top", show_default=True,
+    help="With --weights: what fine-tuning trains besides the head: the backbone's last block "
+         "(fast on a CPU) or all of it. BatchNorm keeps its pretrained statistics either way.")
+
+
 shape_option = click.option(
     "--image-shape", callback=_image_shape, metavar="H,W,C",
     help="Size and channels (1 or 3) to fit a folder dataset's images to, e.g. 64,64,3.",
@@ -364,6 +377,8 @@ def run_options(budget: int):
         budget_option(budget),
         strategy_option,
         arch_option(),
+        weights_option,
+        fine_tune_option,
         epochs_option,
         labels_option,
         click.option("--balance", type=click.Choice(BALANCE_MODES),
@@ -376,7 +391,7 @@ def run_options(budget: int):
 
 
 def train_config(strategy: str, arch: str, epochs, balance, seed: int, deterministic: bool,
-                 labels: str = "hard") -> TrainConfig:
+                 labels: str = "hard", weights: str | None = None, fine_tune: str = "top") -> TrainConfig:
     """The copycat's :class:`TrainConfig` from the run options (the strategy's balancing by default)."""
     return TrainConfig(arch=arch, epochs=epochs, balance=balance or strategy_named(strategy).copycat_balance,
-                       labels=labels, seed=seed, deterministic=deterministic)
+                       labels=labels, seed=seed, deterministic=deterministic, weights=weights, fine_tune=fine_tune)

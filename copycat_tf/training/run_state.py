@@ -1,7 +1,8 @@
 """A copycat run's folder and its resumable state (``training.json``)::
 
     DIR/training.json     config, fake dataset identities, per-epoch history, finished flag
-    DIR/checkpoints/      main.keras, finetune.keras: the last good epoch of each stage
+    DIR/checkpoints/      head.keras (pretrained), main.keras, finetune.keras: the last good
+                          epoch of each stage
     DIR/logs/             TensorBoard curves (when tensorboard is installed)
     DIR/copycat.keras     the final Keras model
     DIR/copycat.onnx      the exported copycat
@@ -28,7 +29,7 @@ STATE_VERSION = 1
 # What a rerun must share with the run it resumes; epochs and learning rates may change
 # (more epochs, or a lower rate after a divergence).
 _RESUME_KEYS = ("arch", "batch_size", "optimizer", "labels", "balance", "augment",
-                "validation_fraction", "seed")
+                "validation_fraction", "seed", "weights", "fine_tune")
 
 
 
@@ -74,8 +75,12 @@ class CopycatResult:
 
 @dataclass(frozen=True)
 class TrainingStage:
-    """One stage of a copycat run (``main``, then ``finetune`` when asked): the fake dataset it
-    learns from, its epochs and learning rate, and the model it starts from (``None``: new)."""
+    """One stage of a copycat run (``head`` for a pretrained backbone, ``main``, then
+    ``finetune`` when asked): the fake dataset it learns from, its epochs and learning rate,
+    and the model it starts from: the stage ``after``'s last checkpoint, else
+    ``initial_model``, else a new one. ``trainable`` is the part of a pretrained copycat it
+    trains (:data:`~copycat_tf.models.pretrained.TRAINABLE_PARTS`; ``None``: all of a
+    from-scratch one)."""
 
     name: str
     fakeset: object
@@ -83,6 +88,8 @@ class TrainingStage:
     learning_rate: float
     what: str  # how log lines call it
     initial_model: Path | None = None
+    after: str | None = None
+    trainable: str | None = None
 
 
 def load_keras_model(path: Path):
