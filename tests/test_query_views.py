@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+from cli_runner import run_cli
 from PIL import Image
 from test_fakeset import Interrupt, assert_same_records
 
@@ -187,3 +188,16 @@ def test_the_cache_decodes_a_picture_once_for_threads_asking_together():
     for thread in threads:
         thread.join()
     assert loads == [3] and cache.get(3).getpixel((0, 0)) == 3
+
+
+def test_label_through_the_cli_spends_a_small_folder_as_views(query_target, query_folder, tmp_path):
+    folder, keys = query_folder
+    budget = 3 * len(keys)
+    plain = run_cli("label", query_target(), "--queries", folder, "--budget", budget, "--out", tmp_path / "plain")
+    assert plain.returncode == 0, plain.stderr
+    assert f"labeled   {len(keys)} images (query sources used up)" in plain.stdout
+    assert f"--queries views:{folder} sends endless seeded crops and flips" in plain.stderr
+    result = run_cli("label", query_target(), "--queries", f"views:{folder}", "--budget", budget,
+                     "--out", tmp_path / "views")
+    assert result.returncode == 0, result.stderr
+    assert f"labeled   {budget} images (complete)" in result.stdout and f"queries   {budget} spent" in result.stdout
