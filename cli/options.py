@@ -40,10 +40,14 @@ HEADERS_VARIABLE = "COPYCAT_TF_HEADERS"
 TARGET_HELP = ("TARGET is an ONNX file, or the http(s) URL of a model served with the Open Inference "
                "Protocol v2 (KServe, Triton, MLServer: .../v2/models/NAME) or TF Serving REST "
                "(.../v1/models/NAME); see README, Remote targets.")
-QUERIES_HELP = ("Query images, repeatable: a folder (searched recursively), a .txt list of image "
+QUERIES_HELP = ("Query images, repeatable: a folder (searched recursively, each image sent once), "
+                "views:FOLDER (endless seeded crops, rescales and flips of a folder's images: 500 "
+                "photographs of the right kind can be spent as 10,000 queries), a .txt list of image "
                 "paths, a .npy/.npz array, noise:uniform, noise:gaussian, photos (the built-in "
                 "photo pool) or procedural (drawn pictures: dead leaves, 1/f noise, fractals); "
-                "':WEIGHT' sets a source's share, e.g. --queries ./imagenet --queries ./pd:0.2.")
+                "':WEIGHT' sets a source's share, e.g. --queries photos --queries views:./pd:0.2. "
+                "Unlabelled images of the target's own kind are the papers' biggest lever "
+                "(Correia-Silva et al. 2021: +0.19 on a facial-expression copy at 100k queries).")
 
 
 def _floats(ctx, param, value):
