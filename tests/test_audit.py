@@ -238,6 +238,12 @@ def test_report_files_are_complete_self_contained_and_escape_model_metadata(tmp_
     assert all(line in markdown for line in report["verdict"].splitlines()[1:])  # the bullets, as a list
 
 
+def test_readme_quotes_the_published_attacks_the_verdict_cites():
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    missing = [str(anchor) for anchor in PUBLISHED_ATTACKS if str(anchor) not in readme]
+    assert not missing, f"README's audit section should quote copycat_tf.audit.anchors word for word: {missing}"
+
+
 def test_report_tables_show_per_class_agreement_and_kappa_and_read_old_rows(tmp_path):
     report = _report()
     report["verdict"] = verdict(report)
