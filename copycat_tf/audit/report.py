@@ -218,7 +218,6 @@ def _published_point() -> str:
     return f"published attacks: {'; '.join(str(anchor) for anchor in PUBLISHED_ATTACKS)}."
 
 
-
 def _reference(at_largest: dict, name: str) -> str | None:
     """What ``name`` is compared with: label-acting defences with label-only answers (what
     their attacker would otherwise get), the others with full probabilities."""
