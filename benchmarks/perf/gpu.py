@@ -15,7 +15,8 @@ run:
                   and no ImageNet weights are reachable offline.
     labeling      the same vgg16 exported to ONNX at 224 px (``copycat_tf.export``), queried
                   through the project's :class:`~copycat_tf.oracle.OnnxOracle` at the batch
-                  ``label`` would use, with ``providers=["CPUExecutionProvider"]`` and with
+                  ``label`` would use (8 at 224 px; ``--label-batch`` to try others), with
+                  ``providers=["CPUExecutionProvider"]`` and with
                   ``["CUDAExecutionProvider"]``; images per second after one warm-up batch.
                   The session's first provider is checked: onnxruntime falls back to the CPU
                   silently when the CUDA libraries do not load, and that is reported, not timed.
@@ -96,14 +97,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, help=f"timed training steps per policy (default {Sizes.steps})")
     parser.add_argument("--warmup", type=int,
                         help=f"untimed training steps first, and the short timed fit (default {Sizes.warmup})")
+    parser.add_argument("--label-batch", type=int, metavar="N",
+                        help="images per labeling call (default: what label() sends at this size, 8 at 224 px)")
     add_json_option(parser)
     args = parser.parse_args(argv)
     sizes = SMOKE if args.cpu_smoke else Sizes()
     sizes = replace(sizes, **{k: v for k, v in (("size", args.size), ("batch", args.batch),
                                                 ("steps", args.steps), ("warmup", args.warmup)) if v is not None})
-    if min(astuple(sizes)) < 1 or sizes.steps <= sizes.warmup:
-        parser.error(f"--size, --batch, --steps and --warmup must be >= 1 and --steps more than --warmup; "
-                     f"received {sizes}")
+    if min(astuple(sizes)) < 1 or sizes.steps <= sizes.warmup or (args.label_batch is not None
+                                                                   and args.label_batch < 1):
+        parser.error(f"--size, --batch, --steps, --warmup and --label-batch must be >= 1 and --steps more than "
+                     f"--warmup; received {sizes}, --label-batch {args.label_batch}")
 
     import tensorflow as tf
 
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
           flush=True)
 
     rows = fine_tuning_rows(sizes, host, smoke=args.cpu_smoke)
-    rows += labeling_rows(sizes, host, smoke=args.cpu_smoke)
+    rows += labeling_rows(sizes, host, args.label_batch, smoke=args.cpu_smoke)
     print(f"\n{'figure':72s} {'img/s':>9s} {'ratio':>7s}")
     for row in rows:
         ratio = "" if row.ratio is None else f"{row.ratio:7.2f}"
@@ -204,7 +208,7 @@ def fine_tuning_throughput(policy: str, sizes: Sizes, *, smoke: bool) -> tuple[f
     return (sizes.steps - sizes.warmup) * sizes.batch / extra, xla
 
 
-def labeling_rows(sizes: Sizes, host: str, *, smoke: bool) -> list[Row]:
+def labeling_rows(sizes: Sizes, host: str, batch: int | None, *, smoke: bool) -> list[Row]:
     """Labeling images per second through the CPU provider (the reference), then CUDA's."""
     import keras
 
@@ -214,7 +218,7 @@ def labeling_rows(sizes: Sizes, host: str, *, smoke: bool) -> list[Row]:
     from copycat_tf.queries.batch_memory import query_batch_size
 
     shape = (sizes.size, sizes.size, 3)
-    batch = query_batch_size(shape)  # what label() sends per call at this size
+    batch = query_batch_size(shape, batch)  # default: what label() sends per call at this size
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "vgg16.onnx"
