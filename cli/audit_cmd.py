@@ -33,7 +33,7 @@ from copycat_tf.cli.options import (
 from copycat_tf.cli.progress import StageBars
 from copycat_tf.errors import CopycatError
 from copycat_tf.queries.spec import QuerySpec
-from copycat_tf.report import percent
+from copycat_tf.report import kappa_text, percent
 
 
 def _taus(ctx, param, value):
@@ -137,10 +137,11 @@ def _print(result) -> None:
                f"{report['eval_queries_spent']:,} to measure agreement, "
                f"{report['evaluation_images_spent']:,} evaluation images: {report['total_queries_spent']:,} in all")
     priced = report["price_per_1k"] is not None
-    click.echo(f"{'queries':>9}  {'defence':<16}{'ratio':>8}{'agreement':>11}"
+    click.echo(f"{'queries':>9}  {'defence':<16}{'ratio':>8}{'agreement':>11}{'per-class':>11}{'kappa':>7}"
                + (f"{'cost':>10}" if priced else ""))
     for row in result.results:
-        line = f"{row.queries:>9,}  {row.defence:<16}{percent(row.performance_ratio):>8}{percent(row.agreement):>11}"
+        line = (f"{row.queries:>9,}  {row.defence:<16}{percent(row.performance_ratio):>8}{percent(row.agreement):>11}"
+                f"{percent(row.per_class_agreement):>11}{kappa_text(row.kappa):>7}")
         if priced:
             line += f"{row.cost:>10,.2f}"
         click.echo(line)

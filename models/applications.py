@@ -42,7 +42,9 @@ def _with_head(backbone_factory, name: str, input_shape, num_classes: int, dropo
     x = backbone(x)
     if dropout:
         x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    # float32 even under a mixed_float16 policy: a float16 softmax loses small probabilities
+    # (and their log in the loss); this one layer costs nothing next to the backbone.
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
