@@ -312,7 +312,7 @@ def audit(
         "seed": attack.config.seed,
         "arch": attack.config.arch,
         # None: trained from scratch; "imagenet" or a weights file: a pretrained copycat.
-        "weights": _weights(attack.config),
+        "weights": attack.config.weights,
         "test_data": test_data,
         "metric": "performance_ratio" if test is not None and test.labels is not None else "agreement",
         "evaluation_images": len(test.images) if test is not None else (eval_set.count if eval_set else 0),
@@ -348,12 +348,6 @@ class Spent:
     @property
     def total(self) -> int:
         return self.attack + self.eval_queries + self.evaluation_images
-
-
-def _weights(config: TrainConfig) -> str | None:
-    """The copycat's starting weights as recorded in the report (``None``: from scratch)."""
-    weights = getattr(config, "weights", None)  # a TrainConfig field in newer versions
-    return None if weights is None else str(weights)
 
 
 def _cost(queries: int, price_per_1k: float | None) -> float | None:
