@@ -251,7 +251,8 @@ def is_colour(image: Image.Image) -> bool:
     Uses the two terms of Hasler and Suesstrunk's (2003) colourfulness on the opponent
     channels rg = R - G and yb = (R + G) / 2 - B: their spread (colours that vary) and their
     mean (an overall tint). A print has little spread; one toned in a single hue has a tint
-    but still little spread, so a strongly tinted picture must also vary somewhat.
+    but still little spread, so a strongly tinted picture must also vary somewhat. A strongly
+    toned, contrasty print can pass: such members are left out by name (``FOLDERS``).
 
     >>> is_colour(Image.new("RGB", (8, 8), (90, 90, 90)))
     False
