@@ -3,7 +3,7 @@
 The subsets give the curve of held-out agreement against the number of distinct photos a user
 has (20, 100, 300, ... photos, the same query budget).
 
-The photos come from 26 pinned Debian packages and PyPI wheels/sdists, read straight from
+The photos come from 26 pinned archives (20 Debian packages, 6 PyPI wheels), read straight from
 the package files (nothing installed, no network at build time). None of their archives is a
 held-out source (``heldout_images.py``) or a source of the built-in ``photos`` pool, and the
 build fails if any kept photo looks like a held-out image or a pool photo (perceptual hash).
