@@ -40,7 +40,7 @@ def test_the_vgg16_copycat_keeps_a_float32_softmax_under_mixed_precision():
         model = build("vgg16", (32, 32, 1), 3)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    assert model.get_layer("vgg16").get_layer("block1_conv1").compute_dtype == "float16"
+    assert model.get_layer("backbone").get_layer("block1_conv1").compute_dtype == "float16"
     assert model.output.dtype == "float32"
 
 
