@@ -49,6 +49,14 @@ class TrainConfig:
         finetune_epochs: epochs on the fine-tuning fake dataset (default ``epochs``).
         finetune_learning_rate: its learning rate (default a tenth of ``learning_rate``,
             so fine-tuning refines what the first stage learned rather than overwriting it).
+        semi_supervised: after the labelled stages, pseudo-label images the oracle never
+            saw and train on them too (:mod:`copycat_tf.training.semi_supervised`); the
+            images are passed to :func:`~copycat_tf.training.train_copycat` as ``unlabelled``.
+        semi_epochs: epochs of that stage (default ``epochs`` as given, else the
+            architecture's), at ``finetune_learning_rate``.
+        pseudo_label_threshold: an unlabelled image gets the copycat's class as its label
+            only when the copycat's probability for it reaches this (FixMatch's 0.95).
+        unlabelled_count: unlabelled images to pseudo-label (default the fake dataset's size).
 
     Example:
 
@@ -69,15 +77,22 @@ class TrainConfig:
     deterministic: bool = False
     finetune_epochs: int | None = None
     finetune_learning_rate: float | None = None
+    semi_supervised: bool = False
+    semi_epochs: int | None = None
+    pseudo_label_threshold: float = 0.95
+    unlabelled_count: int | None = None
 
     def __post_init__(self):
         check_name(self.arch)
         check_options(self.labels, self.balance, self.validation_fraction)
-        for name in ("epochs", "batch_size", "finetune_epochs"):
+        for name in ("epochs", "batch_size", "finetune_epochs", "semi_epochs", "unlabelled_count"):
             check_whole(name, getattr(self, name), optional=True)
         check_whole("seed", self.seed, minimum=0)
         for name in ("learning_rate", "finetune_learning_rate"):
             check_positive_number(name, getattr(self, name), optional=True)
+        threshold = self.pseudo_label_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+            raise CopycatError(f"pseudo-label threshold must lie in (0, 1], a probability; received {threshold!r}")
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise CopycatError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; received {self.optimizer!r}")
 
@@ -91,7 +106,8 @@ class TrainConfig:
         With ``records`` (the fake dataset's size) and no ``epochs`` given, the
         architecture's default epochs are raised until training takes at least
         :data:`MIN_TRAINING_STEPS` optimizer steps, up to :data:`MAX_EPOCHS_FACTOR` times
-        the default; ``finetune_epochs`` still defaults to the architecture's epochs.
+        the default; ``finetune_epochs`` and ``semi_epochs`` still default to the
+        architecture's epochs.
 
         Example:
 
@@ -114,6 +130,7 @@ class TrainConfig:
             self,
             **settings,
             finetune_epochs=self.finetune_epochs or default_epochs,
+            semi_epochs=self.semi_epochs or default_epochs,
             finetune_learning_rate=self.finetune_learning_rate or settings["learning_rate"] / 10,
         )
 
