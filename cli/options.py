@@ -299,6 +299,13 @@ labels_option = click.option(
          "probabilities, kept when labeling and learnt when training (which needs a fake "
          "dataset labelled soft).")
 
+semi_supervised_option = click.option(
+    "--semi-supervised/--no-semi-supervised", default=False, show_default=True,
+    help="After training, let the copycat label images the target never saw (kept only where it is "
+         "at least 95% sure, judged on the image and its mirror image) and train on them too, under "
+         "strong augmentation (FixMatch-style pseudo-labels). Costs no queries: the images are never "
+         "sent to the target. Off by default until measured (see BENCHMARKS.md).")
+
 price_option = click.option(
     "--price-per-1k", type=click.FloatRange(min=0), metavar="PRICE",
     help="Price of 1,000 queries, to state what the queries bought cost on a paid API.")
@@ -376,7 +383,7 @@ def run_options(budget: int):
 
 
 def train_config(strategy: str, arch: str, epochs, balance, seed: int, deterministic: bool,
-                 labels: str = "hard") -> TrainConfig:
+                 labels: str = "hard", semi_supervised: bool = False) -> TrainConfig:
     """The copycat's :class:`TrainConfig` from the run options (the strategy's balancing by default)."""
     return TrainConfig(arch=arch, epochs=epochs, balance=balance or strategy_named(strategy).copycat_balance,
-                       labels=labels, seed=seed, deterministic=deterministic)
+                       labels=labels, seed=seed, deterministic=deterministic, semi_supervised=semi_supervised)
