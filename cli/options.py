@@ -29,7 +29,7 @@ from copycat_tf.oracle.http import (
 from copycat_tf.queries import RESIZE_POLICIES
 from copycat_tf.queries.batch_memory import MAX_QUERY_BATCH, METERED_QUERY_BATCH, QUERY_BATCH_VALUES, query_batch_size
 from copycat_tf.strategies import DEFAULT_STRATEGY, STRATEGIES, strategy_named
-from copycat_tf.training import BALANCE_MODES, TrainConfig
+from copycat_tf.training import BALANCE_MODES, PSEUDO_LABEL_THRESHOLD, TrainConfig
 from copycat_tf.training.devices import parse_devices
 
 ARCH_HELP = (f"Architecture: {', '.join(ARCHITECTURES)}. small_cnn is fast on a CPU; vgg16 is the "
@@ -302,9 +302,9 @@ labels_option = click.option(
 semi_supervised_option = click.option(
     "--semi-supervised/--no-semi-supervised", default=False, show_default=True,
     help="After training, let the copycat label images the target never saw (kept only where it is "
-         "at least 95% sure, judged on the image and its mirror image) and train on them too, under "
-         "strong augmentation (FixMatch-style pseudo-labels). Costs no queries: the images are never "
-         "sent to the target. Off by default until measured (see BENCHMARKS.md).")
+         f"at least {PSEUDO_LABEL_THRESHOLD:.0%} sure, judged on the image and its mirror image) and train on "
+         "them too, under strong augmentation (FixMatch-style pseudo-labels). Costs no queries: the images "
+         "are never sent to the target. Off by default until measured (see BENCHMARKS.md).")
 
 price_option = click.option(
     "--price-per-1k", type=click.FloatRange(min=0), metavar="PRICE",

@@ -138,6 +138,7 @@ def _stop_at_epoch(count):
     return Stop()
 
 
+@pytest.mark.slow
 def test_an_interrupted_semi_supervised_stage_resumes_on_the_same_pseudo_labels(digits_fakeset, digits_queries,
                                                                                  tmp_path):
     config = TrainConfig(epochs=10, semi_supervised=True, semi_epochs=3, pseudo_label_threshold=0.5,
@@ -203,3 +204,18 @@ def test_train_cli_runs_the_stage_on_unlabelled_images(make_fakeset, digits_targ
     assert result.returncode == 0, result.stderr
     assert "2 epochs + 2 semi-supervised" in result.stdout  # its epochs default to --epochs
     assert "semi-supervised: 600 unlabelled images from" in result.stderr
+
+
+@pytest.mark.slow
+def test_steal_cli_with_semi_supervision_buys_exactly_its_budget(digits_target, digits_queries, tmp_path):
+    out = tmp_path / "steal"
+    result = run_cli("steal", digits_target.path, "--queries", digits_queries, "--budget", 300, "--strategy", "paper",
+                     "--epochs", 10, "--semi-supervised", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "(300 queries)" in result.stdout  # the headline states what was bought
+    manifest = json.loads((out / "fakeset" / "manifest.json").read_text())
+    assert manifest["count"] == 300 and manifest["queries_spent"] == 300
+    assert json.loads((out / "steal.json").read_text())["copycat"]["semi_supervised"] is True
+    semi = _state(out / "copycat")["stages"]["semi"]
+    assert semi["finished"] and semi["pseudo_labels"]["scanned"] == 300
+    assert OnnxOracle(out / "copycat" / "copycat.onnx").metadata["copycat_tf.queries"] == "300"

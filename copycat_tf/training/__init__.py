@@ -16,6 +16,7 @@ Example:
 from copycat_tf.training.config import (
     MAX_EPOCHS_FACTOR,
     MIN_TRAINING_STEPS,
+    PSEUDO_LABEL_THRESHOLD,
     TrainConfig,
 )
 from copycat_tf.training.copycat import CopycatResult, train_copycat
@@ -30,5 +31,6 @@ from copycat_tf.training.target import (
 )
 
 __all__ = ["BALANCE_MODES", "IN_MEMORY_BYTES", "LABEL_MODES", "MAX_EPOCHS_FACTOR", "MIN_TRAINING_STEPS",
+           "PSEUDO_LABEL_THRESHOLD",
            "TARGET_TEST_FRACTION", "CopycatResult", "TargetResult", "TrainConfig", "load_target_data",
            "target_settings", "train_copycat", "train_target", "unlabelled_seed"]

@@ -20,6 +20,9 @@ from copycat_tf.training.data import (
 MIN_TRAINING_STEPS = 500
 #: ... but never more than this many times the architecture's default epochs.
 MAX_EPOCHS_FACTOR = 10
+#: Least probability that makes the copycat's answer a pseudo-label: FixMatch's (Sohn et al.
+#: 2020), where lower thresholds let more wrong labels in than they add right ones.
+PSEUDO_LABEL_THRESHOLD = 0.95
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ class TrainConfig:
     finetune_learning_rate: float | None = None
     semi_supervised: bool = False
     semi_epochs: int | None = None
-    pseudo_label_threshold: float = 0.95
+    pseudo_label_threshold: float = PSEUDO_LABEL_THRESHOLD
     unlabelled_count: int | None = None
 
     def __post_init__(self):
