@@ -41,7 +41,8 @@ def _mirror_sensitive_model():
     """Two classes from a 1x2 image ``[a, b]``: logit 0 - logit 1 = 0.1 (a - b) + 0.02 (a + b) - 5."""
     import keras
 
-    model = keras.Sequential([keras.Input((1, 2, 1)), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
+    model = keras.Sequential([keras.Input((1, 2, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(2, activation="softmax")])
     model.layers[-1].set_weights([np.array([[0.12, 0.0], [-0.08, 0.0]], np.float32), np.array([-5.0, 0.0], np.float32)])
     return model
 
@@ -202,7 +203,7 @@ def test_train_cli_runs_the_stage_on_unlabelled_images(make_fakeset, digits_targ
     result = run_cli("train", fakeset.directory, "--epochs", 2, "--semi-supervised", "--unlabelled", digits_queries,
                      "--out", tmp_path / "c")
     assert result.returncode == 0, result.stderr
-    assert "2 epochs + 2 semi-supervised" in result.stdout  # its epochs default to --epochs
+    assert "2 epochs + 2 semi-supervised" in result.stdout  # its epochs default to the main stage's
     assert "semi-supervised: 600 unlabelled images from" in result.stderr
 
 

@@ -55,8 +55,8 @@ class TrainConfig:
         semi_supervised: after the labelled stages, pseudo-label images the oracle never
             saw and train on them too (:mod:`copycat_tf.training.semi_supervised`); the
             images are passed to :func:`~copycat_tf.training.train_copycat` as ``unlabelled``.
-        semi_epochs: epochs of that stage (default ``epochs`` as given, else the
-            architecture's), at ``finetune_learning_rate``.
+        semi_epochs: epochs of that stage (default the main stage's ``epochs``, as resolved:
+            it sees the fake dataset again, plus the new images), at ``finetune_learning_rate``.
         pseudo_label_threshold: an unlabelled image gets the copycat's class as its label
             only when the copycat's probability for it reaches this (FixMatch's 0.95).
         unlabelled_count: unlabelled images to pseudo-label (default the fake dataset's size).
@@ -109,8 +109,8 @@ class TrainConfig:
         With ``records`` (the fake dataset's size) and no ``epochs`` given, the
         architecture's default epochs are raised until training takes at least
         :data:`MIN_TRAINING_STEPS` optimizer steps, up to :data:`MAX_EPOCHS_FACTOR` times
-        the default; ``finetune_epochs`` and ``semi_epochs`` still default to the
-        architecture's epochs.
+        the default; ``finetune_epochs`` still defaults to the architecture's epochs, and
+        ``semi_epochs`` to the main stage's.
 
         Example:
 
@@ -118,6 +118,8 @@ class TrainConfig:
         8
         >>> TrainConfig().resolved(records=30_000).epochs  # enough steps already
         4
+        >>> TrainConfig(semi_supervised=True).resolved(records=10_000).semi_epochs
+        8
         """
         settings = training_settings(self.arch, epochs=self.epochs, batch_size=self.batch_size,
                                      learning_rate=self.learning_rate, optimizer=self.optimizer)
@@ -133,7 +135,7 @@ class TrainConfig:
             self,
             **settings,
             finetune_epochs=self.finetune_epochs or default_epochs,
-            semi_epochs=self.semi_epochs or default_epochs,
+            semi_epochs=self.semi_epochs or settings["epochs"],
             finetune_learning_rate=self.finetune_learning_rate or settings["learning_rate"] / 10,
         )
 
