@@ -164,10 +164,11 @@ def pseudo_label(model, unlabelled: Unlabelled, batch_size: int) -> PseudoLabels
     chunk, positions = [], []
 
     def predict_chunk():
-        chosen, labels, confidence = select_pseudo_labels(
-            weak_view_probabilities(model, np.stack(chunk), batch_size), unlabelled.threshold)
+        images = np.stack(chunk)
+        chosen, labels, confidence = select_pseudo_labels(weak_view_probabilities(model, images, batch_size),
+                                                          unlabelled.threshold)
         for name, values in (("positions", np.asarray(positions, np.int64)), ("labels", labels),
-                             ("confidence", confidence), ("images", np.stack(chunk))):
+                             ("confidence", confidence), ("images", images)):
             kept[name].append(values[chosen])
 
     for query in unlabelled.source.queries():
