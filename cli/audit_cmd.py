@@ -15,6 +15,7 @@ from copycat_tf.cli.options import (
     engine_options,
     epochs_option,
     eval_data_option,
+    fine_tune_option,
     labeling_engine,
     oracle_options,
     overwrite_option,
@@ -27,11 +28,12 @@ from copycat_tf.cli.options import (
     target_argument,
     target_spec,
     train_config,
+    weights_option,
 )
 from copycat_tf.cli.progress import StageBars
 from copycat_tf.errors import CopycatError
 from copycat_tf.queries.spec import QuerySpec
-from copycat_tf.report import percent
+from copycat_tf.report import kappa_text, percent
 
 
 def _taus(ctx, param, value):
@@ -78,6 +80,8 @@ def _taus(ctx, param, value):
                    "or --eval-data; part of the total the audit says it will buy first (0: none).")
 @strategy_option
 @arch_option()
+@weights_option
+@fine_tune_option
 @epochs_option
 @seed_option
 @deterministic_option
@@ -88,8 +92,8 @@ def _taus(ctx, param, value):
 @engine_options
 @oracle_options
 def audit_command(target, queries, out_dir, budgets, defences, misinformation_taus, watermark_rate, benign_data,
-                  prada_delta, detect, test_data, eval_data, price_per_1k, eval_queries, strategy, arch, epochs,
-                  seed, deterministic, overwrite, batch_size, resize, devices, **options):
+                  prada_delta, detect, test_data, eval_data, price_per_1k, eval_queries, strategy, arch, weights,
+                  fine_tune, epochs, seed, deterministic, overwrite, batch_size, resize, devices, **options):
     """Measure how much of TARGET can be copied, for how many queries, behind which output policy.
 
     The largest budget's queries are bought once, keeping TARGET's full probabilities.
@@ -116,7 +120,7 @@ def audit_command(target, queries, out_dir, budgets, defences, misinformation_ta
     plan = AuditPlan(budgets=budgets, defences=defences, misinformation_taus=misinformation_taus,
                      watermark_rate=watermark_rate, eval_queries=eval_queries, benign_data=benign_data,
                      detect=detect, prada_delta=prada_delta)
-    config = train_config(strategy, arch, epochs, None, seed, deterministic)
+    config = train_config(strategy, arch, epochs, None, seed, deterministic, weights=weights, fine_tune=fine_tune)
     target = target_spec(target, options, price_per_1k)
     with labeling_engine(options) as engine, StageBars() as bars:
         queries = QuerySpec(tuple(queries), resize=resize, batch_size=batch_size)
@@ -133,10 +137,11 @@ def _print(result) -> None:
                f"{report['eval_queries_spent']:,} to measure agreement, "
                f"{report['evaluation_images_spent']:,} evaluation images: {report['total_queries_spent']:,} in all")
     priced = report["price_per_1k"] is not None
-    click.echo(f"{'queries':>9}  {'defence':<16}{'ratio':>8}{'agreement':>11}"
+    click.echo(f"{'queries':>9}  {'defence':<16}{'ratio':>8}{'agreement':>11}{'per-class':>11}{'kappa':>7}"
                + (f"{'cost':>10}" if priced else ""))
     for row in result.results:
-        line = f"{row.queries:>9,}  {row.defence:<16}{percent(row.performance_ratio):>8}{percent(row.agreement):>11}"
+        line = (f"{row.queries:>9,}  {row.defence:<16}{percent(row.performance_ratio):>8}{percent(row.agreement):>11}"
+                f"{percent(row.per_class_agreement):>11}{kappa_text(row.kappa):>7}")
         if priced:
             line += f"{row.cost:>10,.2f}"
         click.echo(line)

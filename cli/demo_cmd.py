@@ -18,8 +18,8 @@ from copycat_tf.queries.spec import QuerySpec
 @click.option("--target-epochs", type=int, metavar="N",
               help="Epochs for the Fashion-MNIST target (default: small_cnn's).")
 @run_options(budget=DEMO_BUDGET)
-def demo_command(out_dir, queries, target_epochs, budget, strategy, arch, epochs, labels, balance, seed,
-                 deterministic, overwrite):
+def demo_command(out_dir, queries, target_epochs, budget, strategy, arch, weights, fine_tune, epochs, labels,
+                 balance, seed, deterministic, overwrite):
     """Steal a Fashion-MNIST classifier end to end, on data that ships offline.
 
     Trains (or reuses) a small_cnn target on Fashion-MNIST and exports it to ONNX, steals
@@ -38,6 +38,7 @@ def demo_command(out_dir, queries, target_epochs, budget, strategy, arch, epochs
     with StageBars() as bars:
         result = demo(out_dir, queries=QuerySpec(tuple(queries)), target_epochs=target_epochs, budget=budget,
                       strategy=strategy,
-                      train_config=train_config(strategy, arch, epochs, balance, seed, deterministic, labels),
+                      train_config=train_config(strategy, arch, epochs, balance, seed, deterministic, labels,
+                                                weights, fine_tune),
                       execution=bars.watching(Execution(overwrite=overwrite)))
     print_steal_result(result)

@@ -107,7 +107,7 @@ def _print_summary(fakeset, price_per_1k, class_names):
         click.echo(
             f"warning: class {summary['dominant_class']} holds {summary['dominant_share']:.0%} of the "
             "labels; a copycat trained on this learns little about the other classes (try more "
-            "varied query images, or mix in some problem-domain ones: --queries PD_FOLDER:0.2)"
+            "varied query images, or mix in some problem-domain ones: --queries views:PD_FOLDER:0.2)"
         )
     if price_per_1k is not None:
         echo_field("cost", f"{spent / 1000 * price_per_1k:,.2f} at {price_per_1k:g} per 1,000 queries")

@@ -43,8 +43,9 @@ from copycat_tf.queries.spec import QuerySpec
 @devices_option
 @engine_options
 @oracle_options
-def steal_command(target, queries, out_dir, test_data, price_per_1k, eval_data, budget, strategy, arch, epochs,
-                  labels, balance, seed, deterministic, overwrite, batch_size, resize, semi_supervised, devices,
+def steal_command(target, queries, out_dir, test_data, price_per_1k, eval_data, budget, strategy, arch, weights,
+                  fine_tune, epochs, labels, balance, seed, deterministic, overwrite, batch_size, resize, semi_supervised,
+                  devices,
                   **options):
     """Copy TARGET through its answers alone: label, train, export, evaluate.
 
@@ -65,12 +66,15 @@ def steal_command(target, queries, out_dir, test_data, price_per_1k, eval_data, 
           --test-data fashion-mnist:test --out runs/fmnist
       copycat-tf steal target.onnx --queries photos --eval-data ./my-photos --out runs/c10
       copycat-tf steal target.onnx --queries ./imagenet --strategy paper --out runs/paper
+      copycat-tf steal target.onnx --queries ./imagenet --arch vgg16 --weights imagenet \\
+          --out runs/vgg
       copycat-tf steal https://ml.example.com/v2/models/fer --header @headers.txt \\
           --queries photos --rate 20/s --out runs/fer
       copycat-tf steal vendor.onnx --queries ./imagenet --queries ./pd:0.1 --arch vgg16 \\
           --layout NCHW --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4 --out runs/vendor
     """
-    config = train_config(strategy, arch, epochs, balance, seed, deterministic, labels, semi_supervised)
+    config = train_config(strategy, arch, epochs, balance, seed, deterministic, labels, weights, fine_tune,
+                          semi_supervised)
     target = target_spec(target, options, price_per_1k)
     with labeling_engine(options) as engine, StageBars() as bars:
         result = steal(target, QuerySpec(tuple(queries), resize=resize, batch_size=batch_size), out_dir,

@@ -9,11 +9,13 @@ from copycat_tf.cli.options import (
     arch_option,
     deterministic_option,
     epochs_option,
+    fine_tune_option,
     labels_option,
     learning_rate_option,
     overwrite_option,
     seed_option,
     semi_supervised_option,
+    weights_option,
 )
 from copycat_tf.fakeset import FakeSet
 from copycat_tf.queries import open_query_source
@@ -28,6 +30,11 @@ from copycat_tf.training import BALANCE_MODES, TrainConfig, train_copycat, unlab
               help="Folder for the copycat: copycat.onnx, copycat.keras, training.json, "
                    "checkpoints/ and TensorBoard logs/. Rerun into it to resume.")
 @arch_option()
+@weights_option
+@fine_tune_option
+@click.option("--head-epochs", type=click.IntRange(min=0), metavar="N",
+              help="With --weights: epochs on the new head with the backbone frozen, before fine-tuning "
+                   "(default 2).")
 @epochs_option
 @click.option("--batch-size", type=int, metavar="N",
               help="Records per batch (default: the architecture's, halved for large inputs until a "
@@ -70,6 +77,7 @@ def train_command(fakeset_dir, out_dir, finetune_dir, unlabelled, overwrite, **o
     Examples:
       copycat-tf train runs/fake --out runs/copycat
       copycat-tf train runs/fake --arch vgg16 --epochs 5 --out runs/vgg
+      copycat-tf train runs/fake --arch vgg16 --weights vgg16_notop.weights.h5 --out runs/vgg-pre
       copycat-tf train runs/soft --labels soft --balance replicate --out runs/copycat
       copycat-tf train runs/npd --finetune runs/pd --out runs/npd-pd
       copycat-tf train runs/fake --semi-supervised --unlabelled ./my-photos --out runs/semi
@@ -89,8 +97,9 @@ def train_command(fakeset_dir, out_dir, finetune_dir, unlabelled, overwrite, **o
                    "(pass --overwrite to train it again)")
         return
     epochs = {stage: len(history.get("loss", [])) for stage, history in result.history.items()}
-    detail = (f"{epochs['main']} epochs" + (f" + {epochs['finetune']} fine-tuning" if "finetune" in epochs else "")
-              + (f" + {epochs['semi']} semi-supervised" if "semi" in epochs else ""))
+    detail = (f"{epochs['head']} head epochs + " if "head" in epochs else "") + f"{epochs['main']} epochs" \
+        + (f" + {epochs['finetune']} fine-tuning" if "finetune" in epochs else "") \
+        + (f" + {epochs['semi']} semi-supervised" if "semi" in epochs else "")
     click.echo(f"copycat   {result.onnx_path} ({config.arch}, {detail})")
     if result.validation_agreement is not None:
         click.echo(f"agreement {result.validation_agreement:.2%} with the oracle on held-out fake records")

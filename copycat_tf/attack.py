@@ -27,6 +27,7 @@ from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError, check_whole
 from copycat_tf.execution import Execution
 from copycat_tf.fakeset import FakeSet, stored_contract
+from copycat_tf.models.pretrained import ensure_weights
 from copycat_tf.oracle import OnnxOracle, Oracle, TargetSpec
 from copycat_tf.oracle.http.oracle import PROBE_IMAGES
 from copycat_tf.queries.spec import QuerySpec
@@ -156,6 +157,8 @@ class Attack:
         :data:`~copycat_tf.oracle.http.oracle.PROBE_IMAGES` images, out of ``budget``.
         """
         check_whole("budget", budget)
+        # Weights that cannot be had fail now, not after the queries are bought.
+        ensure_weights(self.config.arch, self.config.weights)
         contract = None if resume_from is None else stored_contract(resume_from)
         if self.target.is_remote and contract is None:
             log.info("opening %s: up to %d probe images, counted in the budget of %d", self.target.shown,

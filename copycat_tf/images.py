@@ -16,6 +16,7 @@ Rejection(reason="not an image file (extension '.txt')")
 
 from __future__ import annotations
 
+import math
 import os
 from typing import NamedTuple
 
@@ -74,6 +75,45 @@ class ImageFitter:
 
     def read(self, path: str) -> np.ndarray | Rejection:
         """Decode one image file and fit it; a :class:`Rejection` says why it cannot be."""
+
+        def decode(image):
+            self._draft(image)
+            image.load()
+            return self.fit(ImageOps.exif_transpose(image))
+
+        return self._open(path, decode)
+
+    def picture_size(self, path: str) -> tuple[int, int] | Rejection:
+        """``(width, height)`` of an image file as :meth:`picture` turns it (EXIF rotation
+        applied), read from its header alone under the same guards as :meth:`read`."""
+        return self._open(path, _upright_size)
+
+    def picture(self, path: str, short_side: int | None = None) -> Image.Image | Rejection:
+        """Decode an image file in the contract's colour mode, upright but not fitted, to crop.
+
+        Args:
+            path: the image file.
+            short_side: when given, a larger picture is reduced to this short side (JPEGs
+                decoded at 1/2..1/8 scale first, much faster than decoding them whole).
+        """
+
+        def decode(image):
+            if short_side is not None and image.format in ("JPEG", "MPO"):
+                scale = short_side / min(image.size)
+                if scale < 1:
+                    image.draft(self.mode, tuple(math.ceil(side * scale) for side in image.size))
+            image.load()
+            image = _to_mode(ImageOps.exif_transpose(image), self.mode)
+            if short_side is not None and min(image.size) > short_side:
+                scale = short_side / min(image.size)
+                image = image.resize(tuple(max(1, round(side * scale)) for side in image.size),
+                                     Image.Resampling.BILINEAR)
+            return image
+
+        return self._open(path, decode)
+
+    def _open(self, path: str, use):
+        """``use(image)`` on the lazily opened image file at ``path``, or why it cannot be."""
         if not path.lower().endswith(IMAGE_EXTENSIONS):
             return Rejection(f"not an image file (extension {os.path.splitext(path)[1] or 'none'!r})")
         try:
@@ -83,11 +123,11 @@ class ImageFitter:
             if size == 0:
                 return Rejection("empty file (0 bytes)")
             with open(path, "rb") as handle:
-                return self._decode(handle)
+                return self._decode(handle, use)
         except OSError as exc:
             return Rejection(f"cannot read: {exc.strerror or exc}")
 
-    def _decode(self, handle) -> np.ndarray | Rejection:
+    def _decode(self, handle, use):
         try:
             image = Image.open(handle, formats=PIL_FORMATS)
         except Image.DecompressionBombError as exc:
@@ -103,10 +143,7 @@ class ImageFitter:
                 f"> max_pixels {self.max_pixels:,}"
             )
         try:
-            self._draft(image)
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return self.fit(image)
+            return use(image)
         except Image.DecompressionBombError as exc:
             return Rejection(f"decompression bomb: {exc}")
         except Exception as exc:  # noqa: BLE001 - corrupt data fails deep inside decoders
@@ -117,7 +154,7 @@ class ImageFitter:
         if image.format not in ("JPEG", "MPO"):  # MPO: multi-picture JPEGs from cameras
             return
         height, width, _ = self.image_shape
-        if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated 90 degrees by EXIF
+        if _turned(image):
             width, height = height, width
         image.draft(self.mode, (width, height))
 
@@ -146,6 +183,16 @@ class ImageFitter:
     def describe(self) -> dict:
         return {"image_shape": list(self.image_shape), "resize": self.resize,
                 "max_pixels": self.max_pixels}
+
+
+def _turned(image: Image.Image) -> bool:
+    """Whether EXIF says the picture is shown rotated by 90 degrees."""
+    return image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+
+
+def _upright_size(image: Image.Image) -> tuple[int, int]:
+    width, height = image.size
+    return (height, width) if _turned(image) else (width, height)
 
 
 def _to_mode(image: Image.Image, mode: str) -> Image.Image:

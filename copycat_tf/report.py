@@ -253,6 +253,17 @@ def percent(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:.{digits}%}"
 
 
+def kappa_text(value: float | None) -> str:
+    """Cohen's kappa for tables, ``n/a`` when undefined or not measured.
+
+    Example:
+
+    >>> kappa_text(0.4567), kappa_text(None)
+    ('0.46', 'n/a')
+    """
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def _plot_matrices(panels, class_names: list[str], path: Path) -> None:
     """Draw ``(title, counts, x label, y label)`` panels side by side into a PNG.
 

@@ -5,7 +5,10 @@ channels as ``input_shape`` says) and returns softmax probabilities. Rescaling, 
 upsampling of images smaller than an architecture's minimum, happen inside the model, so an
 exported ONNX file takes raw pixels and nothing outside the model needs to know.
 
-Weights always start random (``weights=None``): nothing is downloaded.
+Weights start random (``weights=None``: nothing is downloaded). The ``keras.applications``
+copycats can start from pretrained backbone weights instead (``weights="imagenet"`` or a
+weights file; :mod:`copycat_tf.models.pretrained`), the paper's copycat, trained with
+their own schedule (:func:`default_training` with ``pretrained=True``).
 
 This module imports TensorFlow only inside :func:`build`, so listing the architectures and
 their training defaults stays cheap (the CLI's ``--help`` uses them).
@@ -17,6 +20,8 @@ Example:
 ['alexnet', 'mobilenet_v2', 'resnet50', 'small_cnn', 'vgg16']
 >>> default_training("vgg16")["learning_rate"]
 0.0001
+>>> default_training("vgg16", pretrained=True)["epochs"]
+3
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import importlib
 from dataclasses import dataclass
 
 from copycat_tf.errors import CopycatError
+from copycat_tf.models.pretrained import PRETRAINING, check_weights
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,21 @@ class _Architecture:
     batch_size: int
     learning_rate: float
     optimizer: str = "adam"
+
+
+@dataclass(frozen=True)
+class _PretrainedTraining:
+    """A pretrained copycat's schedule: ``head_epochs`` on the new head with the backbone
+    frozen, at ``head_learning_rate``; then ``epochs`` fine-tuning at ``learning_rate``.
+    Pretrained features need far fewer epochs than a network learning from scratch."""
+
+    head_epochs: int = 2
+    head_learning_rate: float = 1e-3
+    epochs: int = 3
+    learning_rate: float = 1e-4
+
+
+PRETRAINED_TRAINING = _PretrainedTraining()
 
 
 _REGISTRY = {
@@ -82,8 +103,10 @@ def check_name(name: str) -> str:
     return name
 
 
-def default_training(name: str) -> dict:
-    """Epochs, batch size, learning rate and optimizer that suit ``name`` on a CPU.
+def default_training(name: str, pretrained: bool = False) -> dict:
+    """Epochs, batch size, learning rate and optimizer that suit ``name`` on a CPU; with
+    ``pretrained``, the fine-tuning stage's epochs and learning rate (see
+    :data:`PRETRAINED_TRAINING`).
 
     Returns:
         ``{"epochs": int, "batch_size": int, "learning_rate": float, "optimizer": str}``.
@@ -95,28 +118,32 @@ def default_training(name: str) -> dict:
     """
     spec = _REGISTRY[check_name(name)]
     return {
-        "epochs": spec.epochs,
+        "epochs": PRETRAINED_TRAINING.epochs if pretrained else spec.epochs,
         "batch_size": spec.batch_size,
-        "learning_rate": spec.learning_rate,
+        "learning_rate": PRETRAINED_TRAINING.learning_rate if pretrained else spec.learning_rate,
         "optimizer": spec.optimizer,
     }
 
 
-def build(name: str, input_shape: tuple[int, int, int], num_classes: int):
-    """A new, randomly initialised Keras classifier.
+def build(name: str, input_shape: tuple[int, int, int], num_classes: int, weights: str | None = None):
+    """A new Keras classifier, randomly initialised or on a pretrained backbone.
 
     Args:
         name: a key of :data:`ARCHITECTURES`.
         input_shape: ``(height, width, channels)`` with 1 (grayscale) or 3 (RGB) channels;
             any size, smaller images are upsampled inside the model.
         num_classes: outputs of the softmax head (at least 2).
+        weights: ``None`` (random), or for the ``keras.applications`` architectures
+            ``"imagenet"`` (downloaded by Keras once, then cached) or a path to a Keras
+            weights file of the backbone without its top.
 
     Returns:
         A ``keras.Model`` mapping float32 ``(N, H, W, C)`` pixels in ``[0, 255]`` to
         ``(N, num_classes)`` probabilities.
 
     Raises:
-        CopycatError: unknown name, or a shape or class count no model can take.
+        CopycatError: unknown name, a shape or class count no model can take, or weights
+            that cannot be had or do not fit the backbone.
 
     Usage::
 
@@ -132,6 +159,9 @@ def build(name: str, input_shape: tuple[int, int, int], num_classes: int):
         )
     if int(num_classes) < 2:
         raise CopycatError(f"num_classes must be at least 2; received {num_classes}")
+    check_weights(name, weights)
     module_name, function = spec.builder.split(":")
     module = importlib.import_module(f"{__name__}.{module_name}")
+    if name in PRETRAINING:
+        return getattr(module, function)(input_shape, int(num_classes), weights)
     return getattr(module, function)(input_shape, int(num_classes))

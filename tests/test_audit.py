@@ -14,8 +14,10 @@ import pytest
 from cli_runner import run_cli
 from onnx_factory import make_linear_classifier
 
+from copycat_tf.audit.anchors import PUBLISHED_ATTACKS
 from copycat_tf.audit.defences import parse_defence
-from copycat_tf.audit.report import verdict, write_audit_report
+from copycat_tf.audit.report import attacker_statement, verdict, write_audit_report
+from copycat_tf.audit.results import AuditRow
 from copycat_tf.errors import CopycatError
 from copycat_tf.fakeset import FakeSet, derive
 
@@ -98,6 +100,7 @@ def _report(**changes):
         "queries": ["photos"],
         "strategy": "balanced",
         "arch": "small_cnn",
+        "weights": None,
         "test_data": "digits:test",
         "metric": "performance_ratio",
         "evaluation_images": 359,
@@ -114,7 +117,8 @@ def _report(**changes):
               ("round2", 1000): 0.7, ("round2", 5000): 0.94, ("round2", 20000): 0.96}
     for (defence, n), ratio in scores.items():
         report["results"].append({"queries": n, "defence": defence, "performance_ratio": ratio,
-                                  "agreement": ratio - 0.05, "copycat_accuracy": ratio * 0.9,
+                                  "agreement": ratio - 0.05, "per_class_agreement": ratio - 0.1,
+                                  "kappa": ratio - 0.15, "copycat_accuracy": ratio * 0.9,
                                   "target_accuracy": 0.9, "cost": n / 1000 * 1.5,
                                   "top1_kept": 1.0 if defence != "round2" else 0.998})
     report.update(changes)
@@ -123,12 +127,15 @@ def _report(**changes):
 
 def test_verdict_is_one_sentence_then_a_bullet_per_finding_with_its_thresholds():
     sentence, *bullets = verdict(_report()).splitlines()
-    assert sentence == ("High risk: with label-only answers (top1), 90% of this model's accuracy was copied "
-                        "with 5,000 queries of photos (cost 7.50 at 1.50 per 1,000 queries).")
+    assert sentence == ("High risk (a lower bound): with label-only answers (top1), 90% of this model's accuracy "
+                        "was copied with 5,000 queries of photos (cost 7.50 at 1.50 per 1,000 queries).")
     assert all(line.startswith("- ") and line.endswith(".") for line in bullets)
-    attack, top1, round2 = bullets
+    attack, attacker, published, top1, round2 = bullets
     assert attack.startswith("- attack (balanced strategy, copycat small_cnn): ")
     assert "within 1 point of its best" in attack and "High at >= 80%, Medium from 50%, Low below" in attack
+    assert "there the per-class agreement is 80% and kappa 0.75" in attack
+    assert attacker.startswith("- attacker simulated: copycat small_cnn, not pretrained, balanced strategy")
+    assert published.startswith("- published attacks: ImageNet-pretrained VGG16 copycat")
     assert top1 == ("- defence top1: label-only answers; 90% at 20,000 queries against 97% with full "
                     "probabilities (no defence), a cut of 7.0 points.")
     assert "no cut beyond the 1-point margin" in round2  # 96% against 97%: one point is within the margin
@@ -138,7 +145,40 @@ def test_verdict_is_one_sentence_then_a_bullet_per_finding_with_its_thresholds()
     assert "agreeing with this model on 85% of fresh query images was made with 5,000 queries" in verdict(unlabelled)
     assert "cost" not in verdict(unlabelled).splitlines()[0]
     assert verdict(_report(results=[{**r, "performance_ratio": r["performance_ratio"] / 2}
-                                     for r in _report()["results"]])).startswith("Low risk: ")
+                                     for r in _report()["results"]])).startswith("Low risk (a lower bound): ")
+
+
+def test_verdict_names_its_attacker_and_calls_a_weaker_ones_risk_a_lower_bound():
+    text = verdict(_report())
+    attacker = next(line for line in text.splitlines() if line.startswith("- attacker simulated: "))
+    assert attacker == (
+        "- attacker simulated: copycat small_cnn, not pretrained, balanced strategy, queries of photos, budgets "
+        "1,000, 5,000 and 20,000. It is weaker than the published attacks (not pretrained; at most 20,000 queries "
+        "against the papers' 100,000 and more), so this risk is a lower bound: a stronger attacker may copy more, "
+        "and a Low verdict does not mean safe.")
+    published = next(line for line in text.splitlines() if line.startswith("- published attacks: "))
+    for anchor in PUBLISHED_ATTACKS:
+        assert str(anchor) in published
+    for figure in ("0.93 of a CIFAR-10-style target's accuracy", "71.5% accuracy (per-class mean 0.67)",
+                   "90.5% at 500,000", "+0.19", "at least 93.7%", "at least 98.6%", "Pattern Recognition 2021",
+                   "IJCNN 2018"):
+        assert figure in published
+    # A pretrained copycat that is still short of the papers' budget: the budget alone is named.
+    pretrained = attacker_statement(_report(weights="imagenet"))
+    assert "copycat small_cnn, pretrained (ImageNet weights), balanced" in pretrained
+    assert "(at most 20,000 queries against the papers' 100,000 and more)" in pretrained
+    local = attacker_statement(_report(weights="/weights/vgg16_notop.weights.h5", arch="vgg16"))
+    assert "copycat vgg16, pretrained (weights vgg16_notop.weights.h5)" in local and "/weights/" not in local
+    # As strong as the papers' attacker: pretrained, 100,000 queries; no lower bound is claimed.
+    strong = _report(weights="imagenet", budgets=[100_000],
+                     results=[{**r, "queries": 100_000} for r in _report()["results"] if r["queries"] == 20000])
+    sentence, *_ = verdict(strong).splitlines()
+    assert sentence.startswith("High risk: with label-only answers (top1), ")
+    assert ("budgets 100,000. It is as strong as the published attacks in pretraining and budget."
+            in attacker_statement(strong))
+    # A report from before the weights option: its copycat was trained from scratch.
+    old = {k: v for k, v in _report().items() if k != "weights"}
+    assert "not pretrained" in attacker_statement(old) and "a lower bound" in verdict(old).splitlines()[0]
 
 
 def test_verdict_glues_no_list_into_a_sentence():
@@ -196,6 +236,38 @@ def test_report_files_are_complete_self_contained_and_escape_model_metadata(tmp_
     markdown = files["markdown"].read_text()
     assert "<script" not in markdown and "probs\\|x" in markdown
     assert all(line in markdown for line in report["verdict"].splitlines()[1:])  # the bullets, as a list
+
+
+def test_readme_quotes_the_published_attacks_the_verdict_cites():
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    missing = [str(anchor) for anchor in PUBLISHED_ATTACKS if str(anchor) not in readme]
+    assert not missing, f"README's audit section should quote copycat_tf.audit.anchors word for word: {missing}"
+
+
+def test_report_tables_show_per_class_agreement_and_kappa_and_read_old_rows(tmp_path):
+    report = _report()
+    report["verdict"] = verdict(report)
+    files = write_audit_report(report, tmp_path)
+    row = next(r for r in json.loads(files["json"].read_text())["results"]
+               if (r["queries"], r["defence"]) == (5000, "top1"))
+    assert (row["per_class_agreement"], row["kappa"]) == pytest.approx((0.8, 0.75))
+    markdown = files["markdown"].read_text()
+    assert "| queries | defence | performance ratio | agreement | per-class agreement | kappa |" in markdown
+    assert "| 5,000 | top1 | 90.0% | 85.0% | 80.0% | 0.75 |" in markdown
+    assert "scores 1 / classes and 0 on them" in markdown
+    page = files["html"].read_text()
+    assert "<th>per-class agreement</th><th>kappa</th>" in page and "<td class=n>0.75</td>" in page
+    # audit.json rows written before these figures: read as None, shown as n/a.
+    old = [{k: v for k, v in r.items() if k not in ("per_class_agreement", "kappa")} for r in report["results"]]
+    assert {(AuditRow.from_json(r).per_class_agreement, AuditRow.from_json(r).kappa) for r in old} == {(None, None)}
+    old_report = {**report, "results": old}
+    old_report["verdict"] = verdict(old_report)
+    assert "per-class agreement is" not in old_report["verdict"]
+    assert "| 5,000 | top1 | 90.0% | 85.0% | n/a | n/a |" in _markdown_of(old_report, tmp_path / "old")
+
+
+def _markdown_of(report, out):
+    return write_audit_report(report, out)["markdown"].read_text()
 
 
 def test_report_says_grayscale_for_one_channel_and_never_none(tmp_path):
@@ -260,6 +332,7 @@ def test_audit_json_holds_every_result(audited, digits_target):
     assert set(cells) == {(n, d) for n in (100, 200) for d in ("top1", "round1", "misinformation", "watermark")}
     for (n, _), r in cells.items():
         assert 0 <= r["agreement"] <= 1 and r["performance_ratio"] is not None
+        assert 0 <= r["per_class_agreement"] <= 1 and -1 <= r["kappa"] <= 1
         assert r["target_accuracy"] > 0.8
         assert r["performance_ratio"] == pytest.approx(r["copycat_accuracy"] / r["target_accuracy"])
         assert r["cost"] == pytest.approx(n / 1000 * 1.5)
@@ -276,7 +349,12 @@ def test_audit_json_holds_every_result(audited, digits_target):
     assert (out / report["detection"]["plot"]).read_bytes().startswith(PNG_MAGIC)
     assert [s["tau"] for s in report["misinformation_sweep"]] == [0.3, 0.5, 0.7]
     assert result.stdout.rstrip().endswith(report["verdict"])
-    assert re.match(r"(High|Medium|Low) risk: with label-only answers \(top1\), ", report["verdict"])
+    assert re.match(r"(High|Medium|Low) risk \(a lower bound\): with label-only answers \(top1\), ",
+                    report["verdict"])
+    assert report["weights"] is None and ("- attacker simulated: copycat small_cnn, not pretrained, balanced strategy, "
+                                          "queries of ") in report["verdict"]
+    header = next(line for line in result.stdout.splitlines() if line.lstrip().startswith("queries  defence"))
+    assert header.split() == ["queries", "defence", "ratio", "agreement", "per-class", "kappa", "cost"]
     assert "- detection: PRADA-style monitoring (alarm while Shapiro-Wilk W < delta 0.9) " in report["verdict"]
     assert "None" not in report["verdict"]
     assert (out / "audit_curve.png").read_bytes().startswith(PNG_MAGIC)
@@ -336,6 +414,7 @@ def test_audit_without_test_data_scores_agreement_on_fresh_queries(tmp_path):
     assert (report["queries_spent"], report["eval_queries_spent"], report["metric"]) == (80, 40, "agreement")
     (cell,) = report["results"]
     assert cell["performance_ratio"] is None and 0 <= cell["agreement"] <= 1 and cell["cost"] is None
+    assert 0 <= cell["per_class_agreement"] <= 1 and "kappa" in cell
     eval_set = FakeSet.open(next((tmp_path / "run" / "eval").iterdir()))
     attack = _records(FakeSet.open(tmp_path / "run" / "fakeset"))
     assert not set(_records(eval_set)["keys"]) & set(attack["keys"])  # fresh images only

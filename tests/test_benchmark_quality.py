@@ -132,12 +132,15 @@ def test_label_free_runs_per_seed_with_a_mean_row_and_reuse_finished_runs(tmp_pa
     lines = first.splitlines()
     assert f"cifar10-tiny: no labels; agreement on the images of {heldout / 'natural'}" in lines
     seed_lines = [line.split() for line in lines if line.startswith("cifar10-tiny   paper")]
-    assert [cells[3:6] for cells in seed_lines[:2]] == [
-        ["0", "-", "-"], ["1", "-", "-"]]
+    assert [cells[2:7] for cells in seed_lines[:2]] == [
+        ["small_cnn", "120", "0", "-", "-"], ["small_cnn", "120", "1", "-", "-"]]
+    assert all(r["per_class_agreement"] is not None and r["queries_used"] == ["photos"] for r in rows)
     mean = [rows[0]["agreement"], rows[1]["agreement"]]
-    assert seed_lines[2][3:7] == ["mean", "-", "-", quality.spread(mean).split()[0]]
-    assert (f"| cifar10-tiny | 120 | `paper` | 0, 1 | - | {quality.spread(mean)} | {heldout / 'natural'} (12) |"
-            in first)
+    per_class = quality.spread([r["per_class_agreement"] for r in rows])
+    kappa = quality.spread([r["kappa"] for r in rows])
+    assert seed_lines[2][4:8] == ["mean", "-", "-", quality.spread(mean).split()[0]]
+    assert (f"| cifar10-tiny | 120 | `paper` | small_cnn | 0, 1 | - | {quality.spread(mean)} | {per_class} | "
+            f"{kappa} | {heldout / 'natural'} (12) |" in first)
 
     quality.main(argv)  # finished runs are reused: same figures, first wall times
     again = capsys.readouterr().out

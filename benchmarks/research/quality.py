@@ -183,31 +183,77 @@ def _row(target: Target, attack: str, labels: str, arch: str, budget: int, seed:
             "seed": seed, "scored_on": ev.test_name, "scored_images": ev.count,
             "target_accuracy": ev.target.accuracy if ev.labelled else None,
             "copycat_accuracy": ev.copycat.accuracy if ev.labelled else None,
-            "ratio": ev.performance_ratio, "agreement": ev.agreement, "wall_s": wall}
+            "ratio": ev.performance_ratio, "agreement": ev.agreement,
+            "per_class_agreement": ev.per_class_agreement, "kappa": ev.kappa, "wall_s": wall}
 
 
-def run_steal(target: Target, strategy: str, budget: int, queries, arch: str, labels: str,
-              epochs: int | None, work: Path, seed: int) -> dict:
+@dataclass(frozen=True)
+class Copycat:
+    """The simulated attacker's copycat: architecture, labels, epochs and pretrained weights
+    (a weights file, see ``benchmarks.data.vgg16_standin``) fine-tuned ``fine_tune``."""
+
+    arch: str = "small_cnn"
+    labels: str = "hard"
+    epochs: int | None = None
+    weights: Path | None = None
+    fine_tune: str = "top"
+
+    @property
+    def name(self) -> str:
+        """``vgg16+hed`` for a pretrained copycat (the weights file's first word), else the arch.
+
+        >>> Copycat("vgg16", weights=Path("vgg16_hed_notop.weights.h5"), fine_tune="all").name
+        'vgg16+hed/all'
+        """
+        if self.weights is None:
+            return self.arch
+        source = self.weights.name.split(".")[0].removeprefix(f"{self.arch}_").split("_")[0]
+        return f"{self.arch}+{source}" + ("" if self.fine_tune == "top" else f"/{self.fine_tune}")
+
+    def config(self, strategy: str, seed: int):
+        from copycat_tf.strategies import strategy_named
+        from copycat_tf.training import TrainConfig
+
+        return TrainConfig(arch=self.arch, epochs=self.epochs, balance=strategy_named(strategy).copycat_balance,
+                           labels=self.labels, seed=seed, weights=None if self.weights is None else str(self.weights),
+                           fine_tune=self.fine_tune)
+
+
+def queries_tag(queries) -> str:
+    """A run-name part for the query sources: none for the built-in ``photos`` alone, the
+    problem-domain share for ``--pd-share``, else a short hash of the specs.
+
+    >>> queries_tag(["photos"]), queries_tag(["photos", "runs/pd-fashion-mnist.npz:0.05"])
+    ('', '-pd0.05')
+    >>> queries_tag(["views:runs/pool/subsets/100"])
+    '-q6a153f51'
+    """
+    if list(queries) == ["photos"]:
+        return ""
+    if len(queries) == 2 and queries[0] == "photos" and "pd-" in queries[-1]:
+        return "-pd" + queries[-1].rsplit(":", 1)[1]
+    return "-q" + hashlib.sha256("\n".join(queries).encode()).hexdigest()[:8]
+
+
+def run_steal(target: Target, strategy: str, budget: int, queries, copycat: Copycat, work: Path, seed: int) -> dict:
     from copycat_tf.attack import Measurement
     from copycat_tf.pipeline import steal
-    from copycat_tf.strategies import strategy_named
-    from copycat_tf.training import TrainConfig
 
-    mix = "-pd" + queries[-1].rsplit(":", 1)[1] if "pd-" in queries[-1] else ""
-    run_name = f"{target.name}-{strategy}-{labels}-{arch}-{budget}{mix}-s{seed}"
+    run_name = f"{target.name}-{strategy}-{copycat.labels}-{copycat.name.replace('/', '-')}-{budget}" \
+               f"{queries_tag(queries)}-s{seed}"
     started = time.perf_counter()
     result = steal(target.path, queries, work / run_name, budget=budget, strategy=strategy,
-                   train_config=TrainConfig(arch=arch, epochs=epochs, balance=strategy_named(strategy).copycat_balance,
-                                            labels=labels, seed=seed),
+                   train_config=copycat.config(strategy, seed),
                    measure=Measurement(test_data=target.test_data, eval_data=target.eval_data))
     ev = result.evaluation if target.test_data else result.eval_evaluation
-    row = _row(target, strategy, labels, arch, budget, seed, ev, time.perf_counter() - started)
+    row = _row(target, strategy, copycat.labels, copycat.name, budget, seed, ev, time.perf_counter() - started)
     # steal resumes a finished run in seconds (it only scores it again): show the wall time
     # of the run that finished it, kept beside the runs.
     stored = work / "rows" / f"{run_name}.json"
     if result.copycat.already_trained and stored.is_file():
-        row.update(wall_s=json.loads(stored.read_text())["wall_s"], cached=True)
+        row.update(wall_s=json.loads(stored.read_text())["wall_s"], queries_used=list(queries), cached=True)
     else:
+        row["queries_used"] = list(queries)
         stored.parent.mkdir(exist_ok=True)
         stored.write_text(json.dumps(row, indent=2) + "\n")
     return row
@@ -252,48 +298,53 @@ def spread(values, digits: int = 3) -> str:
     return f"{statistics.fmean(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
-COLUMNS = (f"{'target':<14} {'attack':<22} {'queries':>8} {'seed':>5} {'copycat':>19} {'ratio':>19} "
-           f"{'agreement':>19} {'wall':>8}")
+COLUMNS = (f"{'target':<14} {'attack':<22} {'copycat':<16} {'queries':>8} {'seed':>5} {'accuracy':>19} "
+           f"{'ratio':>19} {'agreement':>19} {'per-class':>19} {'kappa':>19} {'wall':>8}")
 
 
 def seed_line(row: dict) -> str:
-    return (f"{row['target']:<14} {row['strategy']:<22} {row['queries']:>8,} {row['seed']:>5} "
+    return (f"{row['target']:<14} {row['strategy']:<22} {row['arch']:<16} {row['queries']:>8,} {row['seed']:>5} "
             f"{_number(row['copycat_accuracy'], 4):>19} {_number(row['ratio'], 3):>19} "
-            f"{_number(row['agreement'], 3):>19} {row['wall_s']:>7.0f}s" + (" (cached)" if row.get("cached") else ""))
+            f"{_number(row['agreement'], 3):>19} {_number(row.get('per_class_agreement'), 3):>19} "
+            f"{_number(row.get('kappa'), 3):>19} {row['wall_s']:>7.0f}s" + (" (cached)" if row.get("cached") else ""))
 
 
 def mean_line(rows: list[dict]) -> str:
     first = rows[0]
     wall = statistics.fmean(r["wall_s"] for r in rows)
-    return (f"{first['target']:<14} {first['strategy']:<22} {first['queries']:>8,} {'mean':>5} "
+    return (f"{first['target']:<14} {first['strategy']:<22} {first['arch']:<16} {first['queries']:>8,} {'mean':>5} "
             f"{spread([r['copycat_accuracy'] for r in rows]):>19} "
-            f"{spread([r['ratio'] for r in rows]):>19} {spread([r['agreement'] for r in rows]):>19} {wall:>7.0f}s")
+            f"{spread([r['ratio'] for r in rows]):>19} {spread([r['agreement'] for r in rows]):>19} "
+            f"{spread([r.get('per_class_agreement') for r in rows]):>19} {spread([r.get('kappa') for r in rows]):>19} "
+            f"{wall:>7.0f}s")
 
 
 def markdown(groups: list[list[dict]]) -> str:
     """One Markdown row per (target, budget, attack): mean and range over the seeds.
 
-    >>> rows = [{"target": "mnist", "strategy": "balanced", "queries": 10000, "seed": s,
-    ...          "target_accuracy": 0.944, "ratio": r, "agreement": a, "wall_s": w,
-    ...          "scored_on": "mnist:test", "scored_images": 1000}
+    >>> rows = [{"target": "mnist", "strategy": "balanced", "arch": "small_cnn", "queries": 10000, "seed": s,
+    ...          "target_accuracy": 0.944, "ratio": r, "agreement": a, "per_class_agreement": a - 0.01,
+    ...          "kappa": a - 0.02, "wall_s": w, "scored_on": "mnist:test", "scored_images": 1000}
     ...         for s, r, a, w in ((0, 0.95, 0.93, 300), (1, 0.93, 0.91, 320))]
     >>> print(markdown([rows]))
-    | target (accuracy) | queries | attack | seeds | ratio mean (min-max) | agreement mean (min-max) | scored on | wall per run |
-    |---|---|---|---|---|---|---|---|
-    | mnist (0.944) | 10,000 | `balanced` | 0, 1 | 0.940 (0.930-0.950) | 0.920 (0.910-0.930) | mnist:test (1,000) | 310 s |
+    | target (accuracy) | queries | attack | copycat | seeds | ratio mean (min-max) | agreement mean (min-max) | per-class agreement | kappa | scored on | wall per run |
+    |---|---|---|---|---|---|---|---|---|---|---|
+    | mnist (0.944) | 10,000 | `balanced` | small_cnn | 0, 1 | 0.940 (0.930-0.950) | 0.920 (0.910-0.930) | 0.910 (0.900-0.920) | 0.900 (0.890-0.910) | mnist:test (1,000) | 310 s |
     """
-    lines = [("| target (accuracy) | queries | attack | seeds | ratio mean (min-max) | agreement mean (min-max) "
-              "| scored on | wall per run |"),
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [("| target (accuracy) | queries | attack | copycat | seeds | ratio mean (min-max) | agreement mean (min-max) "
+              "| per-class agreement | kappa | scored on | wall per run |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for rows in groups:
         first = rows[0]
         accuracy = first["target_accuracy"]
         target = first["target"] + ("" if accuracy is None else f" ({accuracy:.3f})")
         scored = f"{first['scored_on']} ({first['scored_images']:,})"
         wall = statistics.fmean(r["wall_s"] for r in rows)
-        lines.append(f"| {target} | {first['queries']:,} | `{first['strategy']}` | "
+        lines.append(f"| {target} | {first['queries']:,} | `{first['strategy']}` | {first['arch']} | "
                      f"{', '.join(str(r['seed']) for r in rows)} | {spread([r['ratio'] for r in rows])} | "
-                     f"{spread([r['agreement'] for r in rows])} | {scored} | {wall:,.0f} s |")
+                     f"{spread([r['agreement'] for r in rows])} | "
+                     f"{spread([r.get('per_class_agreement') for r in rows])} | "
+                     f"{spread([r.get('kappa') for r in rows])} | {scored} | {wall:,.0f} s |")
     return "\n".join(lines)
 
 
@@ -336,6 +387,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pd-share", type=float,
                    help="add this share of problem-domain images (from the target's training split)")
     p.add_argument("--copycat-arch", default="small_cnn")
+    p.add_argument("--weights", type=Path, metavar="FILE",
+                   help="pretrained backbone weights of --copycat-arch (benchmarks.data.vgg16_standin)")
+    p.add_argument("--fine-tune", default="top", choices=("top", "all"))
     p.add_argument("--labels", default="hard", choices=("hard", "soft"))
     p.add_argument("--epochs", type=int,
                    help="copycat epochs (default: as copycat_tf.training.TrainConfig resolves them)")
@@ -378,9 +432,10 @@ def main(argv=None) -> None:
     for target in targets.values():
         if target.name in TRAINED:
             ensure_trained(target)
+    copycat = Copycat(args.copycat_arch, args.labels, args.epochs, args.weights, args.fine_tune)
     print(f"queries: {', '.join(args.queries or ['photos'])}"
           + (f" + {args.pd_share:.0%} problem-domain" if args.pd_share else "")
-          + f"; labels: {args.labels}; copycat: {args.copycat_arch}; seeds: {', '.join(map(str, seeds))}")
+          + f"; labels: {args.labels}; copycat: {copycat.name}; seeds: {', '.join(map(str, seeds))}")
     for target in targets.values():
         if target.eval_data:
             print(f"{target.name}: no labels; agreement on the images of {target.eval_data}")
@@ -391,8 +446,8 @@ def main(argv=None) -> None:
         queries = (args.queries or ["photos"]) + (
             [problem_domain_queries(target.name, args.work, args.pd_share)] if args.pd_share else [])
         # Each attack is called with the seed.
-        attacks = [(s, functools.partial(run_steal, target, s, cell.budget, queries, args.copycat_arch,
-                                         args.labels, args.epochs, args.work)) for s in cell.strategies]
+        attacks = [(s, functools.partial(run_steal, target, s, cell.budget, queries, copycat, args.work))
+                   for s in cell.strategies]
         if cell.art:
             from benchmarks.research.art_reference import art_attacks
 

@@ -2,7 +2,8 @@
 
 Files: ``run.py`` (:func:`audit`: one purchase, derived fake datasets per budget and
 defence, a copycat per cell), ``defences.py`` (output policies simulated on stored
-answers), ``report.py`` (``audit.json``/``.md``/``.html``, curve and verdict).
+answers), ``report.py`` (``audit.json``/``.md``/``.html``, curve and verdict), ``anchors.py``
+(the published attacks the verdict sets beside the attacker it simulated).
 
 Example:
 

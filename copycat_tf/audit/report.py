@@ -20,10 +20,11 @@ import io
 import os
 from pathlib import Path
 
+from copycat_tf.audit.anchors import PUBLISHED_ATTACKS, weaker_than_published
 from copycat_tf.contract import ImageInput
 from copycat_tf.errors import CopycatError
 from copycat_tf.files import atomic_write, write_json
-from copycat_tf.report import percent
+from copycat_tf.report import kappa_text, percent
 
 #: Two scores this close count as the same in the verdict.
 _SAME = 0.01
@@ -75,14 +76,19 @@ def _bound(value: float) -> str:
 
 def verdict(report: dict) -> str:
     """The audit's conclusion, computed from ``report["results"]``: one sentence with the risk
-    level and the headline figure, then one ``- `` bullet per finding (the attack, each
-    defence, detection, the watermark), each stating the thresholds it applies.
+    level and the headline figure, then one ``- `` bullet per finding (the attack, the attacker
+    it simulated beside the published ones, each defence, detection, the watermark), each
+    stating the thresholds it applies. When the simulated attacker is weaker than the
+    published ones (:func:`~copycat_tf.audit.anchors.weaker_than_published`), the risk level
+    is called a lower bound.
 
     Usage::
 
         print(verdict(report))
-        # High risk: with label-only answers (top1), 90% of this model's accuracy was copied with ...
+        # Low risk (a lower bound): with label-only answers (top1), 40% of this model's accuracy ...
         # - attack: balanced strategy, copycat small_cnn, ...; risk is High at >= 80%, Medium from 50%, ...
+        # - attacker simulated: copycat small_cnn, not pretrained, balanced strategy, ...
+        # - published attacks: ImageNet-pretrained VGG16 copycat, hard labels, 100,000 natural ...
         # - defence round2 (...): 96% at 20,000 queries against 97% with full probabilities, ...
     """
     sentence, points = verdict_parts(report)
@@ -117,6 +123,7 @@ def verdict_parts(report: dict) -> tuple[str, list[str]]:
         chosen = next(r for r in rows if _value(r, metric) >= best - _SAME)
         sentence = _headline_sentence(report, headline, chosen)
         points.append(_attack_point(report, headline, chosen))
+    points += [attacker_statement(report), _published_point()]
     points += _defence_points(report, at_largest, largest)
     points += _detection_points(report)
     points += _watermark_points(report, at_largest, largest)
@@ -134,7 +141,8 @@ def _headline_sentence(report: dict, headline: str, chosen: dict) -> str:
         core = f"a copy agreeing with this model on {percent(score, 0)} of fresh query images was made with {amount}"
     price = report.get("price_per_1k")
     cost = "" if price is None else f" (cost {_money(chosen.get('cost'))} at {_money(price)} per 1,000 queries)"
-    return f"{risk_level(score)} risk: with {_defence_phrase(report, headline)}, {core}{cost}."
+    bound = " (a lower bound)" if _shortfalls(report) else ""
+    return f"{risk_level(score)} risk{bound}: with {_defence_phrase(report, headline)}, {core}{cost}."
 
 
 def _attack_point(report: dict, headline: str, chosen: dict) -> str:
@@ -144,9 +152,70 @@ def _attack_point(report: dict, headline: str, chosen: dict) -> str:
         f"copycat {report['arch']}" if report.get("arch") else "",
     ) if part)
     score = "performance ratio" if report["metric"] == "performance_ratio" else "agreement on fresh query images"
+    readings = ""
+    if chosen.get("per_class_agreement") is not None:
+        readings = (f"; there the per-class agreement is {percent(chosen['per_class_agreement'], 0)} and "
+                    f"kappa {kappa_text(chosen.get('kappa'))} (a copy always giving the target's most frequent "
+                    "answer scores 1 / classes and 0)")
     return (f"attack{f' ({setup})' if setup else ''}: the headline is the fewest queries whose {score} with "
-            f"{_defence_phrase(report, headline)} comes within {_SAME * 100:.0f} point of its best; risk is "
-            f"High at >= {_bound(high)}, Medium from {_bound(medium)}, Low below.")
+            f"{_defence_phrase(report, headline)} comes within {_SAME * 100:.0f} point of its best{readings}; "
+            f"risk is High at >= {_bound(high)}, Medium from {_bound(medium)}, Low below.")
+
+
+def _pretrained(report: dict) -> str:
+    """The copycat's start: ``not pretrained``, or the weights it started from.
+
+    >>> _pretrained({"weights": None}), _pretrained({"weights": "imagenet"})
+    ('not pretrained', 'pretrained (ImageNet weights)')
+    >>> _pretrained({"weights": "/data/vgg16_notop.weights.h5"})
+    'pretrained (weights vgg16_notop.weights.h5)'
+    """
+    weights = report.get("weights")  # reports from before pretrained copycats have none
+    if weights is None:
+        return "not pretrained"
+    return "pretrained (ImageNet weights)" if weights == "imagenet" else f"pretrained (weights {Path(weights).name})"
+
+
+def _shortfalls(report: dict) -> list[str]:
+    budgets = report.get("budgets") or [r["queries"] for r in report["results"]]
+    return weaker_than_published(pretrained=report.get("weights") is not None,
+                                 largest_budget=max(budgets) if budgets else None)
+
+
+def attacker_statement(report: dict) -> str:
+    """The verdict's ``attacker simulated`` bullet: copycat, pretrained or not, strategy,
+    query sources and budgets, and whether the risk found is a lower bound (the attacker is
+    weaker than the published ones, :data:`~copycat_tf.audit.anchors.PUBLISHED_ATTACKS`).
+
+    Example:
+
+    >>> text = attacker_statement({"arch": "small_cnn", "weights": None, "strategy": "paper",
+    ...                            "queries": ["photos"], "budgets": [1000, 5000], "results": []})
+    >>> import textwrap
+    >>> print(textwrap.fill(text, 100))
+    attacker simulated: copycat small_cnn, not pretrained, paper strategy, queries of photos, budgets
+    1,000 and 5,000. It is weaker than the published attacks (not pretrained; at most 5,000 queries
+    against the papers' 100,000 and more), so this risk is a lower bound: a stronger attacker may copy
+    more, and a Low verdict does not mean safe.
+    """
+    setup = ", ".join(part for part in (
+        f"copycat {report['arch']}" if report.get("arch") else "",
+        _pretrained(report),
+        f"{report['strategy']} strategy" if report.get("strategy") else "",
+        f"queries of {_plain_list(report.get('queries') or [])}" if report.get("queries") else "",
+        f"budgets {_plain_list(f'{b:,}' for b in report.get('budgets') or [])}" if report.get("budgets") else "",
+    ) if part)
+    shortfalls = _shortfalls(report)
+    if shortfalls:
+        strength = (f"It is weaker than the published attacks ({'; '.join(shortfalls)}), so this risk is a "
+                    "lower bound: a stronger attacker may copy more, and a Low verdict does not mean safe.")
+    else:
+        strength = "It is as strong as the published attacks in pretraining and budget."
+    return f"attacker simulated: {setup}. {strength}"
+
+
+def _published_point() -> str:
+    return f"published attacks: {'; '.join(str(anchor) for anchor in PUBLISHED_ATTACKS)}."
 
 
 def _reference(at_largest: dict, name: str) -> str | None:
@@ -398,22 +467,30 @@ def _result_rows(report: dict) -> list[list[str]]:
     for r in sorted(report["results"], key=lambda r: (r["queries"], order.get(r["defence"], len(order)))):
         rows.append([
             f"{r['queries']:,}", r["defence"], percent(r.get("performance_ratio")),
-            percent(r.get("agreement")), percent(r.get("copycat_accuracy")),
+            percent(r.get("agreement")), percent(r.get("per_class_agreement")), kappa_text(r.get("kappa")),
+            percent(r.get("copycat_accuracy")),
             percent(r.get("target_accuracy")), percent(r.get("top1_kept")),
             "" if price is None else _money(r.get("cost")),
         ])
     return rows
 
 
-_RESULT_HEADER = ["queries", "defence", "performance ratio", "agreement", "copycat accuracy",
-                  "target accuracy", "top-1 label kept", "cost"]
+_RESULT_HEADER = ["queries", "defence", "performance ratio", "agreement", "per-class agreement", "kappa",
+                  "copycat accuracy", "target accuracy", "top-1 label kept", "cost"]
+#: How to read the two agreement figures a dominant class cannot inflate.
+_READINGS_NOTE = (
+    "Per-class agreement is the agreement within each class the target answers, averaged over "
+    "those classes; kappa is Cohen's, agreement beyond chance. A copy that always gives the "
+    "target's most frequent answer scores 1 / classes and 0 on them, however high its agreement."
+)
 
 
 def _spending_rows(report: dict) -> list[tuple[str, str]]:
     price = report.get("price_per_1k")
     rows = [
         ("query sources", ", ".join(report.get("queries") or []) or "n/a"),
-        ("strategy", f"{_known(report.get('strategy'))} (copycat {_known(report.get('arch'))})"),
+        ("strategy", f"{_known(report.get('strategy'))} (copycat {_known(report.get('arch'))}, "
+                     f"{_pretrained(report)})"),
         ("budgets", ", ".join(f"{b:,}" for b in report.get("budgets", []))),
         ("queries bought for the attack", f"{report['queries_spent']:,} (once, for every budget and defence)"),
         ("queries bought to measure agreement", f"{report.get('eval_queries_spent', 0):,}"),
@@ -443,6 +520,7 @@ def markdown(report: dict, *, curve: str | None = "audit_curve.png") -> str:
     lines += ["", "## Results", "", f"Score: {_metric_label(report['metric'])}.", "",
               "| " + " | ".join(_RESULT_HEADER) + " |", "|" + "---:|" * len(_RESULT_HEADER)]
     lines += ["| " + " | ".join(_md(cell) for cell in row) + " |" for row in _result_rows(report)]
+    lines += ["", _READINGS_NOTE]
     if curve:
         lines += ["", f"![score against queries]({curve})"]
     owner = _owner_rows(report)
@@ -530,6 +608,7 @@ def html_page(report: dict, png: bytes | None = None, prada_png: bytes | None = 
         "<h2>Results</h2>",
         f"<p>Score: {_e(_metric_label(report['metric']))}.</p>",
         f"<table><tr>{header}</tr>{body}</table>",
+        f'<p class="small">{_e(_READINGS_NOTE)}</p>',
         f'<p><img alt="score against queries, one line per defence" src="data:image/png;base64,{image}"></p>',
         *_owner_section(report, prada_png),
         "<h2>Queries and cost</h2>",

@@ -54,7 +54,7 @@ from copycat_tf.audit.report import verdict, write_audit_report
 from copycat_tf.audit.results import AuditRow
 from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError, check_whole
-from copycat_tf.evaluation import agreement, evaluate
+from copycat_tf.evaluation import agreement, cohen_kappa, evaluate, per_class_agreement
 from copycat_tf.fakeset import derive, label
 from copycat_tf.fakeset.ray_engine import open_engine
 from copycat_tf.files import UnreadableJson, atomic_write, file_sha256, read_json, write_json
@@ -71,6 +71,9 @@ log = logging.getLogger(__name__)
 DEFAULT_BUDGETS = (1000, 5000, 20000)
 DEFAULT_EVAL_QUERIES = 1000
 CELL_FORMAT = "copycat-tf.audit-cell"
+#: Part of a cell's cache key: cells scored before per-class agreement and kappa (version 1)
+#: are scored again (only the copycat is asked; the target's answers are stored).
+CELL_SCORES_VERSION = 2
 #: The record of an audit's arguments in its folder: a rerun must make the same purchase.
 RUN_RECORD = "audit-run.json"
 RUN_FORMAT = "copycat-tf.audit-run"
@@ -308,6 +311,8 @@ def audit(
         "strategy": strategy.name,
         "seed": attack.config.seed,
         "arch": attack.config.arch,
+        # None: trained from scratch; "imagenet" or a weights file: a pretrained copycat.
+        "weights": attack.config.weights,
         "test_data": test_data,
         "metric": "performance_ratio" if test is not None and test.labels is not None else "agreement",
         "evaluation_images": len(test.images) if test is not None else (eval_set.count if eval_set else 0),
@@ -397,6 +402,7 @@ def _scores(attack: Attack, target, copycat, derived, fakeset, defence, n: int, 
     """Score one (budget, defence) copycat, or read its cached scores."""
 
     key = {
+        "scores_version": CELL_SCORES_VERSION,
         "copycat_sha256": file_sha256(copycat.onnx_path),
         "fakeset": derived.shard_sha256s,
         **_eval_identity(test, eval_set),
@@ -432,6 +438,8 @@ def _score(target, copycat_oracle, test, eval_set, n: int) -> dict:
         return {
             "performance_ratio": evaluation.performance_ratio,
             "agreement": evaluation.agreement,
+            "per_class_agreement": evaluation.per_class_agreement,
+            "kappa": evaluation.kappa,
             "copycat_accuracy": evaluation.copycat.accuracy if evaluation.labelled else None,
             "target_accuracy": evaluation.target.accuracy if evaluation.labelled else None,
         }
@@ -442,9 +450,12 @@ def _score(target, copycat_oracle, test, eval_set, n: int) -> dict:
         target_labels.append(shard["labels"])
         for start in range(0, len(shard["images"]), batch):
             copycat_labels.append(copycat_oracle.query(shard["images"][start:start + batch]).labels)
+    target_labels, copycat_labels = np.concatenate(target_labels), np.concatenate(copycat_labels)
     return {
         "performance_ratio": None,
-        "agreement": agreement(np.concatenate(target_labels), np.concatenate(copycat_labels)),
+        "agreement": agreement(target_labels, copycat_labels),
+        "per_class_agreement": per_class_agreement(target_labels, copycat_labels),
+        "kappa": cohen_kappa(target_labels, copycat_labels),
         "copycat_accuracy": None,
         "target_accuracy": None,
     }

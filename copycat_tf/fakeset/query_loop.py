@@ -188,7 +188,10 @@ def _run(writer: FakeSetWriter, oracle: Oracle, source: QuerySource, budget: int
             exhausted = _fill(writer, oracle, source, limit, soft, batch_size, report)
         else:
             exhausted = engine.fill(writer, oracle, source, limit, soft, batch_size, report)
-    if exhausted:
+    if exhausted and writer.labeled < budget and source.used_up_hint():
+        log.warning("query sources used up after %d of %d records: %s", writer.labeled, budget,
+                    source.used_up_hint())
+    elif exhausted:
         log.info("query sources used up after %d records", writer.labeled)
     elif spent_up() and writer.labeled < budget:
         log.warning("the budget of %d queries is spent at %d records (queries whose answers an "

@@ -9,6 +9,8 @@ Every source kind becomes the same stream through one entry point,
 - a ``.npy`` / ``.npz`` image array (``x`` or the only array), loaded with
   ``allow_pickle=False``;
 - ``noise:uniform`` or ``noise:gaussian``: the paper's "random" baseline;
+- ``views:FOLDER``: endless seeded crops, rescales and flips of a folder's images, so a few
+  hundred problem-domain photographs can be spent as thousands of queries;
 - ``photos``: real photographs shipped offline with scikit-image, scikit-learn, matplotlib
   and some Debian packages, turned into endless distinct queries by random crops, rescales
   and flips;
@@ -19,9 +21,9 @@ Any spec takes an optional ``:WEIGHT`` suffix to mix sources in proportion, e.g.
 paper's NPD+PD setting: ``["imagenet/", "pd_images/:0.2"]``.
 
 Files: ``stream.py`` (the mixed, resumable stream and its entry point), ``sources.py``
-(folders, lists, arrays, noise), ``photos.py`` (the built-in pool), ``procedural.py`` (the
-drawn pictures), ``transforms.py`` (random query transforms). Images are decoded and
-fitted by :mod:`copycat_tf.images`.
+(folders, lists, arrays, noise), ``photos.py`` (the built-in pool), ``views.py`` (views of
+a folder), ``procedural.py`` (the drawn pictures), ``transforms.py`` (random query
+transforms). Images are decoded and fitted by :mod:`copycat_tf.images`.
 
 Example:
 
@@ -49,9 +51,10 @@ from copycat_tf.queries.stream import (
     open_query_source,
 )
 from copycat_tf.queries.transforms import QueryTransforms, TransformDraw
+from copycat_tf.queries.views import VIEWS_PREFIX, FolderViewSource
 
 __all__ = [
     "ARRAY_EXTENSIONS", "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "NOISE_KINDS", "RESIZE_POLICIES",
-    "ImageFitter", "Item", "PhotoView", "Query", "QuerySource", "QueryTransforms", "Rejection",
+    "VIEWS_PREFIX", "FolderViewSource", "ImageFitter", "Item", "PhotoView", "Query", "QuerySource", "QueryTransforms", "Rejection",
     "SourceSpec", "TransformDraw", "default_workers", "open_query_source", "photo_pool",
 ]

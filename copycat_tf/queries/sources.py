@@ -90,8 +90,22 @@ class _FileSource(ItemSource):
 
 
 def folder_source(root: Path, *, seed: int, position: int) -> _FileSource:
-    """Every file under ``root`` (symlinked folders not entered, each real file once), keyed by
-    its relative path; a folder that is unreadable, empty or holds no image is a one-line error."""
+    """Every file under ``root`` (see :func:`list_folder`), keyed by its relative path; a folder
+    that holds no image is a one-line error."""
+    unique = list_folder(root)
+    if not any(key.lower().endswith(IMAGE_EXTENSIONS) for key, _ in unique):
+        raise CopycatError(
+            f"query folder {root} has {len(unique)} file(s) but no images "
+            f"({', '.join(IMAGE_EXTENSIONS)})"
+        )
+    listing = hashlib.sha256("\0".join(key for key, _ in unique).encode("utf-8", "surrogateescape"))
+    return _FileSource("folder", unique, listing.hexdigest(), seed=seed, position=position,
+                       folder=root)
+
+
+def list_folder(root: Path) -> list[tuple[str, str]]:
+    """``(relative path, path)`` of every file under ``root`` in sorted order: symlinked folders
+    not entered, each real file once. A folder that is unreadable or empty is a one-line error."""
     errors: list[OSError] = []
     entries, seen, duplicates, linked_dirs = [], set(), 0, 0
     # followlinks=False: a symlinked folder (possibly a loop) is listed but never entered.
@@ -120,14 +134,7 @@ def folder_source(root: Path, *, seed: int, position: int) -> _FileSource:
                  root, duplicates)
     if not unique:
         raise CopycatError(f"query folder {root} has no files; point --queries at a folder of images")
-    if not any(key.lower().endswith(IMAGE_EXTENSIONS) for key, _ in unique):
-        raise CopycatError(
-            f"query folder {root} has {len(unique)} file(s) but no images "
-            f"({', '.join(IMAGE_EXTENSIONS)})"
-        )
-    listing = hashlib.sha256("\0".join(key for key, _ in unique).encode("utf-8", "surrogateescape"))
-    return _FileSource("folder", unique, listing.hexdigest(), seed=seed, position=position,
-                       folder=root)
+    return unique
 
 
 def list_source(path: Path, *, seed: int, position: int) -> _FileSource:

@@ -37,6 +37,7 @@ from copycat_tf.queries.sources import (
     list_source,
 )
 from copycat_tf.queries.transforms import QueryTransforms, TransformDraw
+from copycat_tf.queries.views import VIEWS_PREFIX, FolderViewSource
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +87,21 @@ class SourceSpec:
 
     @classmethod
     def parse(cls, spec: str) -> SourceSpec:
-        """Split ``SRC[:WEIGHT]``; an existing path is always taken whole."""
+        """Split ``SRC[:WEIGHT]``; an existing path (also after ``views:``) is always taken whole.
+
+        >>> SourceSpec.parse("views:./pd:0.2")
+        SourceSpec(text='views:./pd', weight=0.2)
+        >>> SourceSpec.parse("views:2024")
+        SourceSpec(text='views:2024', weight=None)
+        """
         spec = str(spec)
         if not spec:
-            raise CopycatError("query source is empty; pass a folder, a list, an array, noise:uniform, "
-                               "noise:gaussian, photos or procedural")
+            raise CopycatError("query source is empty; pass a folder, views:FOLDER, a list, an array, "
+                               "noise:uniform, noise:gaussian, photos or procedural")
         head, sep, tail = spec.rpartition(":")
-        if not sep or not head or os.path.exists(spec):
+        if not sep or not head or os.path.exists(spec) or head == VIEWS_PREFIX[:-1]:
+            return cls(spec, None)
+        if spec.startswith(VIEWS_PREFIX) and os.path.exists(spec[len(VIEWS_PREFIX):]):
             return cls(spec, None)
         try:
             weight = float(tail)
@@ -159,6 +168,15 @@ class QuerySource:
     def folders(self) -> list[Path]:
         """Folders read by this source (an output must not be written inside them)."""
         return [s.folder for s in self.sources if s.folder is not None]
+
+    def used_up_hint(self) -> str | None:
+        """What to pass once this stream has run out short of a budget: ``views:`` for each of
+        its plain folders (``None`` without one)."""
+        folders = [spec for spec, source in zip(self.specs, self.sources) if source.kind == "folder"]
+        if not folders:
+            return None
+        views = " ".join(f"--queries {VIEWS_PREFIX}{spec}" for spec in folders)
+        return f"a folder sends each image once; {views} sends endless seeded crops and flips of its images"
 
     def config(self) -> dict:
         """Everything that decides the stream, for a fake dataset's manifest."""
@@ -275,12 +293,13 @@ def open_query_source(
     """Open one or several query sources as one seeded stream of images for a target.
 
     Args:
-        specs: one spec or a list; each is a folder, a ``.txt`` list of image paths, a
-            ``.npy``/``.npz`` array, ``noise:uniform``, ``noise:gaussian``, ``photos`` or
-            ``procedural``, with an optional ``:WEIGHT`` suffix. Sources without a weight
-            share what the weighted ones leave of 1 (all equal when none has one).
+        specs: one spec or a list; each is a folder, ``views:FOLDER`` (endless crops and
+            flips of its images), a ``.txt`` list of image paths, a ``.npy``/``.npz`` array,
+            ``noise:uniform``, ``noise:gaussian``, ``photos`` or ``procedural``, with an
+            optional ``:WEIGHT`` suffix. Sources without a weight share what the weighted ones
+            leave of 1 (all equal when none has one).
         image_shape: the target's ``(height, width, channels)``.
-        seed: seeds the file order, the mix, the noise and the photo and procedural crops.
+        seed: seeds the file order, the mix, the noise and the photo, view and procedural crops.
         resize: ``"resize"``, ``"center-crop"`` or ``"pad"``.
         max_pixels: larger image files are rejected before decoding.
         transforms: random changes to queries (:class:`QueryTransforms`), or ``None``.
@@ -322,6 +341,15 @@ def _open_one(text: str, fitter: ImageFitter, *, seed: int, position: int) -> It
         if kind not in NOISE_KINDS:
             raise CopycatError(f"unknown noise {text!r}; use noise:uniform or noise:gaussian")
         return NoiseSource(kind, seed=seed, position=position)
+    if text.startswith(VIEWS_PREFIX):
+        if os.path.exists(text):
+            log.warning("%r names views of a folder; write ./%s for the path", text, text)
+        folder = Path(text[len(VIEWS_PREFIX):]).expanduser()
+        if not folder.is_dir():
+            what = "is not a folder" if folder.exists() else "does not exist"
+            raise CopycatError(f"query source {text!r}: {folder} {what}; views: takes a folder of images, "
+                               "e.g. views:./my_photos")
+        return FolderViewSource(folder, fitter, seed=seed, position=position)
     path = Path(text).expanduser()
     if path.is_dir():
         return folder_source(path, seed=seed, position=position)
@@ -331,8 +359,8 @@ def _open_one(text: str, fitter: ImageFitter, *, seed: int, position: int) -> It
         return ArraySource(path, seed=seed, position=position)
     what = "is not a folder, .txt list, .npy or .npz" if path.exists() else "does not exist"
     raise CopycatError(
-        f"query source {text!r} {what}; expected a folder of images, a .txt list of image paths, "
-        "a .npy/.npz array, noise:uniform, noise:gaussian, photos or procedural"
+        f"query source {text!r} {what}; expected a folder of images, views:FOLDER, a .txt list of "
+        "image paths, a .npy/.npz array, noise:uniform, noise:gaussian, photos or procedural"
     )
 
 

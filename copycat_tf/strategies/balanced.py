@@ -254,7 +254,9 @@ def _score_candidates(source: QuerySource, scout, start: int, pool: int, chunk: 
         stream.close()
     flush()
     if not positions:
-        raise CopycatError("the query sources are used up: no candidates left for the next round")
+        hint = source.used_up_hint()
+        raise CopycatError("the query sources are used up: no candidates left for the next round"
+                           + (f"; {hint}" if hint else ""))
     return np.asarray(positions, np.int64), np.concatenate(scores), stop
 
 

@@ -23,7 +23,8 @@ from copycat_tf.contract import ARCH_KEY, QUERIES_KEY, ROLE_KEY, TARGET_SHA256_K
 from copycat_tf.errors import CopycatError
 from copycat_tf.execution import Execution
 from copycat_tf.export import PARITY_IMAGES, export_onnx
-from copycat_tf.models import build
+from copycat_tf.models import PRETRAINED_TRAINING, build
+from copycat_tf.models.pretrained import set_trainable
 from copycat_tf.training.config import TrainConfig, make_optimizer
 from copycat_tf.training.data import (
     IN_MEMORY_BYTES,
@@ -90,13 +91,7 @@ def train_copycat(
     """
     config = (config or TrainConfig()).resolved(records=fakeset.count, image_shape=fakeset.image_shape)
     _check_fakesets(fakeset, finetune, config)
-    initial_model = None if initial_model is None else Path(initial_model)
-    stages = [TrainingStage("main", fakeset, config.epochs, config.learning_rate, "copycat", initial_model)]
-    if finetune is not None:
-        stages.append(TrainingStage("finetune", finetune, config.finetune_epochs,
-                                    config.finetune_learning_rate, "fine-tune", previous="main"))
-    if config.semi_supervised or unlabelled is not None:
-        stages.append(semi_supervised_stage(stages[-1], config, unlabelled))
+    stages = _stages(fakeset, finetune, config, None if initial_model is None else Path(initial_model), unlabelled)
     out_dir = Path(out_dir)
     for stage in stages:
         folder = Path(stage.fakeset.directory).resolve()
@@ -122,6 +117,26 @@ def train_copycat(
         # mirrored, and its last checkpoint is the same model on one device to export.
         model = load_keras_model(run.checkpoint(stages[-1].name))
     return _export(run, model, fakeset, stages)
+
+
+def _stages(fakeset, finetune, config: TrainConfig, initial_model: Path | None, unlabelled) -> list[TrainingStage]:
+    """The run's stages: with pretrained weights, first the new head on the frozen backbone
+    (the transfer schedule); then the main fake dataset; then the fine-tuning one if given;
+    then, semi-supervised, the last of them plus pseudo-labelled ``unlabelled`` images."""
+    fine_tune = config.fine_tune if config.weights is not None else None
+    stages = []
+    if config.head_epochs:
+        stages.append(TrainingStage("head", fakeset, config.head_epochs, PRETRAINED_TRAINING.head_learning_rate,
+                                    "head (backbone frozen)", initial_model, trainable="head"))
+    stages.append(TrainingStage("main", fakeset, config.epochs, config.learning_rate, "copycat",
+                                None if stages else initial_model, after=stages[-1].name if stages else None,
+                                trainable=fine_tune))
+    if finetune is not None:
+        stages.append(TrainingStage("finetune", finetune, config.finetune_epochs, config.finetune_learning_rate,
+                                    "fine-tune", after="main", trainable=fine_tune))
+    if config.semi_supervised or unlabelled is not None:
+        stages.append(semi_supervised_stage(stages[-1], config, unlabelled))
+    return stages
 
 
 def _check_fakesets(fakeset, finetune, config: TrainConfig) -> None:
@@ -181,14 +196,16 @@ def _train_stage(run, stage: TrainingStage, model, config: TrainConfig, callback
         if done:
             model = load_keras_model(run.checkpoint(stage.name))
         else:
-            if model is None and stage.previous is not None:
-                model = load_keras_model(run.checkpoint(stage.previous))
+            if model is None and stage.after is not None:
+                model = load_keras_model(run.checkpoint(stage.after))
             elif model is None and stage.initial_model is not None:
                 model = load_keras_model(stage.initial_model)
             elif model is None:
-                model = build(config.arch, stage.fakeset.image_shape, stage.fakeset.num_classes)
-            # Compiled afresh: a new model needs an optimizer, and fine-tuning starts its own at
-            # its own rate rather than inheriting the first stage's momentum.
+                model = build(config.arch, stage.fakeset.image_shape, stage.fakeset.num_classes, config.weights)
+            if stage.trainable is not None:
+                set_trainable(model, stage.trainable)
+            # Compiled afresh: a new model needs an optimizer, and each stage starts its own at
+            # its own rate rather than inheriting the previous stage's momentum.
             compile_copycat(model, config, stage.learning_rate)
     data = make_training_data(
         stage.fakeset, batch_size=config.batch_size, labels=config.labels, balance=config.balance,
@@ -236,8 +253,8 @@ def _divergence_message(run, stage: TrainingStage, epoch: int) -> str:
     good = run.stage(stage.name)["epochs_done"]
     if good:
         kept = f"last good model kept at {run.checkpoint(stage.name)} (epoch {good})"
-    elif stage.previous is not None:
-        kept = f"last good model kept at {run.checkpoint(stage.previous)} (end of the {stage.previous} stage)"
+    elif stage.after is not None:
+        kept = f"last good model kept at {run.checkpoint(stage.after)} (end of the {stage.after} stage)"
     else:
         kept = "no epoch finished before it, so there is no good model to keep"
     return (

@@ -1,8 +1,9 @@
 """A copycat run's folder and its resumable state (``training.json``)::
 
     DIR/training.json     config, fake dataset identities, per-epoch history, finished flag
-    DIR/checkpoints/      main.keras, finetune.keras, semi.keras: the last good epoch of each
-                          stage; semi-pseudo-labels.npz: the semi-supervised stage's labels
+    DIR/checkpoints/      head.keras (pretrained), main.keras, finetune.keras, semi.keras: the
+                          last good epoch of each stage; semi-pseudo-labels.npz: the
+                          semi-supervised stage's labels
     DIR/logs/             TensorBoard curves (when tensorboard is installed)
     DIR/copycat.keras     the final Keras model
     DIR/copycat.onnx      the exported copycat
@@ -29,7 +30,7 @@ STATE_VERSION = 1
 # What a rerun must share with the run it resumes; epochs and learning rates may change
 # (more epochs, or a lower rate after a divergence).
 _RESUME_KEYS = ("arch", "batch_size", "optimizer", "labels", "balance", "augment",
-                "validation_fraction", "seed")
+                "validation_fraction", "seed", "weights", "fine_tune")
 
 
 
@@ -75,11 +76,13 @@ class CopycatResult:
 
 @dataclass(frozen=True)
 class TrainingStage:
-    """One stage of a copycat run (``main``, then ``finetune`` and ``semi`` when asked): the
-    fake dataset it learns from, its epochs and learning rate, and the model it starts from:
-    ``initial_model``, else the last checkpoint of the stage named ``previous``, else new
-    weights. ``unlabelled`` (an :class:`~copycat_tf.training.semi_supervised.Unlabelled`)
-    makes it the semi-supervised stage."""
+    """One stage of a copycat run (``head`` for a pretrained backbone, ``main``, then
+    ``finetune`` and ``semi`` when asked): the fake dataset it learns from, its epochs and
+    learning rate, and the model it starts from: the stage ``after``'s last checkpoint, else
+    ``initial_model``, else a new one. ``trainable`` is the part of a pretrained copycat it
+    trains (:data:`~copycat_tf.models.pretrained.TRAINABLE_PARTS`; ``None``: all of a
+    from-scratch one). ``unlabelled`` (an
+    :class:`~copycat_tf.training.semi_supervised.Unlabelled`) makes it the semi-supervised stage."""
 
     name: str
     fakeset: object
@@ -87,7 +90,8 @@ class TrainingStage:
     learning_rate: float
     what: str  # how log lines call it
     initial_model: Path | None = None
-    previous: str | None = None
+    after: str | None = None
+    trainable: str | None = None
     unlabelled: object | None = None
 
 

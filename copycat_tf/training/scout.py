@@ -17,6 +17,7 @@ from pathlib import Path
 
 from copycat_tf.errors import CopycatError
 from copycat_tf.models import build
+from copycat_tf.models.pretrained import set_trainable
 from copycat_tf.training.config import TrainConfig
 from copycat_tf.training.copycat import compile_copycat
 from copycat_tf.training.data import make_training_data
@@ -33,8 +34,9 @@ def train_scout(fakeset, path: str | os.PathLike, config: TrainConfig, *, epochs
     Args:
         fakeset: the answers so far (a :class:`~copycat_tf.fakeset.FakeSet`).
         path: where the scout is saved (atomically); an existing file is loaded instead.
-        config: the run's :class:`TrainConfig` (architecture, labels, balance, batch,
+        config: the run's :class:`TrainConfig` (architecture, weights, labels, balance, batch,
             optimizer, seed, determinism); its epochs, learning rate and hold-out are not used.
+            A pretrained scout trains its head only.
         epochs: epochs to train.
         learning_rate: the scout's constant learning rate.
         start_from: the previous scout to warm-start from (``None``: fresh weights).
@@ -61,7 +63,9 @@ def train_scout(fakeset, path: str | os.PathLike, config: TrainConfig, *, epochs
     strategy = training_strategy(devices)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = (keras.models.load_model(start_from, safe_mode=True) if start_from is not None
-                 else build(config.arch, fakeset.image_shape, fakeset.num_classes))
+                 else build(config.arch, fakeset.image_shape, fakeset.num_classes, config.weights))
+        if config.weights is not None:
+            set_trainable(model, "head")  # a scout only chooses queries: pretrained features suffice
         compile_copycat(model, config, learning_rate)
     data = make_training_data(fakeset, batch_size=config.batch_size, labels=config.labels,
                               balance=config.balance, validation_fraction=0.0, seed=config.seed)

@@ -109,8 +109,9 @@ def unlabelled_seed(seed: int) -> int:
 
 
 def semi_supervised_stage(previous: TrainingStage, config: TrainConfig, source) -> TrainingStage:
-    """The semi-supervised stage that follows ``previous``: its fake dataset, ``semi_epochs`` at
-    ``finetune_learning_rate`` (``config`` resolved), and ``source``'s images to pseudo-label.
+    """The semi-supervised stage that follows ``previous``: its fake dataset and trainable part,
+    ``semi_epochs`` at ``finetune_learning_rate`` (``config`` resolved), and ``source``'s images
+    to pseudo-label.
 
     Raises:
         CopycatError: ``config.semi_supervised`` without a source or the reverse, or a source
@@ -130,7 +131,7 @@ def semi_supervised_stage(previous: TrainingStage, config: TrainConfig, source) 
         )
     unlabelled = Unlabelled(source, config.unlabelled_count or fakeset.count, config.pseudo_label_threshold)
     return TrainingStage("semi", fakeset, config.semi_epochs, config.finetune_learning_rate, "semi-supervised",
-                         previous=previous.name, unlabelled=unlabelled)
+                         after=previous.name, trainable=previous.trainable, unlabelled=unlabelled)
 
 
 def weak_view_probabilities(model, images: np.ndarray, batch_size: int) -> np.ndarray:
