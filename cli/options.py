@@ -29,7 +29,7 @@ from copycat_tf.oracle.http import (
 from copycat_tf.queries import RESIZE_POLICIES
 from copycat_tf.queries.batch_memory import MAX_QUERY_BATCH, METERED_QUERY_BATCH, QUERY_BATCH_VALUES, query_batch_size
 from copycat_tf.strategies import DEFAULT_STRATEGY, STRATEGIES, strategy_named
-from copycat_tf.training import BALANCE_MODES, TrainConfig
+from copycat_tf.training import BALANCE_MODES, PSEUDO_LABEL_THRESHOLD, TrainConfig
 from copycat_tf.training.devices import parse_devices
 
 ARCH_HELP = (f"Architecture: {', '.join(ARCHITECTURES)}. small_cnn is fast on a CPU; vgg16 is the "
@@ -316,6 +316,13 @@ labels_option = click.option(
          "probabilities, kept when labeling and learnt when training (which needs a fake "
          "dataset labelled soft).")
 
+semi_supervised_option = click.option(
+    "--semi-supervised/--no-semi-supervised", default=False, show_default=True,
+    help="After training, let the copycat label images the target never saw (kept only where it is "
+         f"at least {PSEUDO_LABEL_THRESHOLD:.0%} sure, judged on the image and its mirror image) and train on "
+         "them too, under strong augmentation (FixMatch-style pseudo-labels). Costs no queries: the images "
+         "are never sent to the target. Off by default until measured (see BENCHMARKS.md).")
+
 price_option = click.option(
     "--price-per-1k", type=click.FloatRange(min=0), metavar="PRICE",
     help="Price of 1,000 queries, to state what the queries bought cost on a paid API.")
@@ -395,7 +402,9 @@ def run_options(budget: int):
 
 
 def train_config(strategy: str, arch: str, epochs, balance, seed: int, deterministic: bool,
-                 labels: str = "hard", weights: str | None = None, fine_tune: str = "top") -> TrainConfig:
+                 labels: str = "hard", weights: str | None = None, fine_tune: str = "top",
+                 semi_supervised: bool = False) -> TrainConfig:
     """The copycat's :class:`TrainConfig` from the run options (the strategy's balancing by default)."""
     return TrainConfig(arch=arch, epochs=epochs, balance=balance or strategy_named(strategy).copycat_balance,
-                       labels=labels, seed=seed, deterministic=deterministic, weights=weights, fine_tune=fine_tune)
+                       labels=labels, seed=seed, deterministic=deterministic, weights=weights, fine_tune=fine_tune,
+                       semi_supervised=semi_supervised)

@@ -14,6 +14,7 @@ from copycat_tf.cli.options import (
     queries_option,
     resize_option,
     run_options,
+    semi_supervised_option,
     labelled_test_option,
     target_argument,
     target_spec,
@@ -38,11 +39,13 @@ from copycat_tf.queries.spec import QuerySpec
 @run_options(budget=STEAL_BUDGET)
 @batch_size_option()
 @resize_option
+@semi_supervised_option
 @devices_option
 @engine_options
 @oracle_options
 def steal_command(target, queries, out_dir, test_data, price_per_1k, eval_data, budget, strategy, arch, weights,
-                  fine_tune, epochs, labels, balance, seed, deterministic, overwrite, batch_size, resize, devices,
+                  fine_tune, epochs, labels, balance, seed, deterministic, overwrite, batch_size, resize, semi_supervised,
+                  devices,
                   **options):
     """Copy TARGET through its answers alone: label, train, export, evaluate.
 
@@ -53,6 +56,8 @@ def steal_command(target, queries, out_dir, test_data, price_per_1k, eval_data, 
     needed) in OUT/eval, its agreement joining the headline. Each stage resumes, or is
     skipped when already complete, so an interrupted steal is finished by rerunning the
     same command; a rerun with other arguments is refused (pass --overwrite to start again).
+    With --semi-supervised the copycat also learns from further images of the same
+    --queries sources, never sent to TARGET: no query is bought for them.
 
     \b
     Examples:
@@ -68,7 +73,8 @@ def steal_command(target, queries, out_dir, test_data, price_per_1k, eval_data, 
       copycat-tf steal vendor.onnx --queries ./imagenet --queries ./pd:0.1 --arch vgg16 \\
           --layout NCHW --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4 --out runs/vendor
     """
-    config = train_config(strategy, arch, epochs, balance, seed, deterministic, labels, weights, fine_tune)
+    config = train_config(strategy, arch, epochs, balance, seed, deterministic, labels, weights, fine_tune,
+                          semi_supervised)
     target = target_spec(target, options, price_per_1k)
     with labeling_engine(options) as engine, StageBars() as bars:
         result = steal(target, QuerySpec(tuple(queries), resize=resize, batch_size=batch_size), out_dir,

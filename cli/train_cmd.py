@@ -14,12 +14,14 @@ from copycat_tf.cli.options import (
     learning_rate_option,
     overwrite_option,
     seed_option,
+    semi_supervised_option,
     weights_option,
 )
 from copycat_tf.fakeset import FakeSet
+from copycat_tf.queries import open_query_source
 from copycat_tf.models import OPTIMIZERS
 from copycat_tf.execution import Execution
-from copycat_tf.training import BALANCE_MODES, TrainConfig, train_copycat
+from copycat_tf.training import BALANCE_MODES, TrainConfig, train_copycat, unlabelled_seed
 
 
 @click.command("train", cls=Command)
@@ -52,10 +54,16 @@ from copycat_tf.training import BALANCE_MODES, TrainConfig, train_copycat
 @click.option("--finetune-epochs", type=int, metavar="N", help="Fine-tuning epochs (default: --epochs).")
 @click.option("--finetune-learning-rate", type=float, metavar="LR",
               help="Fine-tuning learning rate (default: a tenth of --learning-rate).")
+@semi_supervised_option
+@click.option("--unlabelled", multiple=True, metavar="SRC[:WEIGHT]",
+              help="Images for --semi-supervised, repeatable, as for `label --queries`: a folder, a .txt list, "
+                   "a .npy/.npz array, photos or procedural. Never sent to the target, so they cost no "
+                   "queries; images of the target's own kind help most. As many are used as the fake "
+                   "dataset holds records.")
 @seed_option
 @deterministic_option
 @overwrite_option("training")
-def train_command(fakeset_dir, out_dir, finetune_dir, overwrite, **options):
+def train_command(fakeset_dir, out_dir, finetune_dir, unlabelled, overwrite, **options):
     """Train a copycat on the fake dataset in FAKESET_DIR and export it as ONNX.
 
     The copycat takes exactly the target's input (name, layout, dtype, size and
@@ -72,20 +80,26 @@ def train_command(fakeset_dir, out_dir, finetune_dir, overwrite, **options):
       copycat-tf train runs/fake --arch vgg16 --weights vgg16_notop.weights.h5 --out runs/vgg-pre
       copycat-tf train runs/soft --labels soft --balance replicate --out runs/copycat
       copycat-tf train runs/npd --finetune runs/pd --out runs/npd-pd
+      copycat-tf train runs/fake --semi-supervised --unlabelled ./my-photos --out runs/semi
       tensorboard --logdir runs/copycat/logs
     """
     config = TrainConfig(**options)
     fakeset = FakeSet.open(fakeset_dir)
     finetune = FakeSet.open(finetune_dir) if finetune_dir else None
+    # Seeded apart from the queries, as `steal` draws them (a photo pool's other crops).
+    source = open_query_source(list(unlabelled), fakeset.image_shape, seed=unlabelled_seed(config.seed)) \
+        if unlabelled else None
     result = train_copycat(fakeset, out_dir, config, finetune=finetune,
-                           execution=Execution(overwrite=overwrite, fit_verbose=1 if sys.stdout.isatty() else 0))
+                           execution=Execution(overwrite=overwrite, fit_verbose=1 if sys.stdout.isatty() else 0),
+                           unlabelled=source)
     if result.already_trained:
         click.echo(f"{result.out_dir} already holds this trained copycat: {result.onnx_path} "
                    "(pass --overwrite to train it again)")
         return
     epochs = {stage: len(history.get("loss", [])) for stage, history in result.history.items()}
     detail = (f"{epochs['head']} head epochs + " if "head" in epochs else "") + f"{epochs['main']} epochs" \
-        + (f" + {epochs['finetune']} fine-tuning" if "finetune" in epochs else "")
+        + (f" + {epochs['finetune']} fine-tuning" if "finetune" in epochs else "") \
+        + (f" + {epochs['semi']} semi-supervised" if "semi" in epochs else "")
     click.echo(f"copycat   {result.onnx_path} ({config.arch}, {detail})")
     if result.validation_agreement is not None:
         click.echo(f"agreement {result.validation_agreement:.2%} with the oracle on held-out fake records")

@@ -32,7 +32,7 @@ from copycat_tf.oracle import OnnxOracle, Oracle, TargetSpec
 from copycat_tf.oracle.http.oracle import PROBE_IMAGES
 from copycat_tf.queries.spec import QuerySpec
 from copycat_tf.strategies import Collection, Strategy
-from copycat_tf.training import CopycatResult, TrainConfig, train_copycat
+from copycat_tf.training import CopycatResult, TrainConfig, train_copycat, unlabelled_seed
 
 log = logging.getLogger(__name__)
 
@@ -193,10 +193,18 @@ class Attack:
 
     def train(self, fakeset: FakeSet, out_dir: str | os.PathLike, *, config: TrainConfig | None = None,
               start_model: Path | None = None) -> CopycatResult:
-        """Train (or reuse) a copycat on ``fakeset`` and export it to ONNX."""
+        """Train (or reuse) a copycat on ``fakeset`` and export it to ONNX.
+
+        With ``config.semi_supervised`` its unlabelled images are further images of the same
+        query sources, drawn under another seed (:func:`~copycat_tf.training.unlabelled_seed`)
+        and never sent to the target.
+        """
+        config = config or self.config
+        unlabelled = (self.queries.open(fakeset.image_shape, unlabelled_seed(config.seed))
+                      if config.semi_supervised else None)
         # A copycat run is claimed by the run's folder: its own overwrite stays off.
-        return train_copycat(fakeset, out_dir, config or self.config, initial_model=start_model,
-                             execution=replace(self.execution, overwrite=False))
+        return train_copycat(fakeset, out_dir, config, initial_model=start_model,
+                             execution=replace(self.execution, overwrite=False), unlabelled=unlabelled)
 
     def copycat_oracle(self, copycat: CopycatResult) -> OnnxOracle:
         """The exported copycat as an oracle, on the target's execution providers."""

@@ -20,7 +20,7 @@ TOKEN = "Bearer opt-5e3c1b0a9f7d"
 # Options several commands share, which must read the same everywhere (help text and
 # choices); --overwrite and --batch-size differ only in what they name and their default.
 SHARED = ("--queries", "--labels", "--seed", "--price-per-1k", "--resize", "--test-data", "--eval-data",
-          "--budget", "--learning-rate", "--arch", "--epochs", "--header", "--devices")
+          "--budget", "--learning-rate", "--arch", "--epochs", "--header", "--devices", "--semi-supervised")
 
 
 def _commands():

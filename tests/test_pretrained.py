@@ -146,6 +146,38 @@ def test_transfer_schedule_freezes_then_fine_tunes_the_top_with_batchnorm_in_inf
     assert [d if isinstance(d, int) else None for d in session.get_inputs()[0].shape][1:] == [8, 8, 1]
 
 
+@pytest.mark.slow
+def test_the_semi_supervised_stage_trains_the_part_fine_tuning_trains(make_fakeset, digits_target, digits_queries,
+                                                                       mobilenet_file, tmp_path):
+    from copycat_tf.queries import open_query_source
+
+    path, saved = mobilenet_file
+    fakeset = make_fakeset(digits_target.path, [digits_queries], 256)
+    config = TrainConfig(arch="mobilenet_v2", weights=str(path), head_epochs=1, epochs=1, batch_size=32,
+                         semi_supervised=True, semi_epochs=1, pseudo_label_threshold=0.1, unlabelled_count=64)
+    result = train_copycat(fakeset, tmp_path / "run", config,
+                           unlabelled=open_query_source([str(digits_queries)], (8, 8, 1), seed=9))
+    state = json.loads((tmp_path / "run" / "training.json").read_text())
+    assert list(state["stages"]) == ["head", "main", "semi"]
+    assert state["stages"]["semi"]["pseudo_labels"]["selected"] == 64  # every image passes a 0.1 threshold
+
+    import keras
+
+    main = _backbone_weights(keras.models.load_model(tmp_path / "run" / "checkpoints" / "main.keras", safe_mode=True))
+    final = _backbone_weights(result.model)
+    top = [name for name in final if name.startswith(("block_16_", "Conv_1"))]
+    assert any(not np.array_equal(final[name][0], main[name][0]) for name in top)  # the top block moved on
+    for name, values in final.items():
+        layer = result.model.get_layer(BACKBONE).get_layer(name)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            np.testing.assert_array_equal(values[2], saved[name][2])  # statistics stay pretrained
+            np.testing.assert_array_equal(values[3], saved[name][3])
+        elif name not in top:
+            for got, want in zip(values, saved[name]):
+                np.testing.assert_array_equal(got, want)  # the rest of the backbone stays frozen
+    assert result.max_abs_diff <= 1e-4
+
+
 def test_set_trainable_parts(vgg16_file):
     model = build("vgg16", (32, 32, 3), 4, weights=str(vgg16_file[0]))
     counts = {}

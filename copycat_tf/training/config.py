@@ -21,6 +21,9 @@ from copycat_tf.training.data import (
 MIN_TRAINING_STEPS = 500
 #: ... but never more than this many times the architecture's default epochs.
 MAX_EPOCHS_FACTOR = 10
+#: Least probability that makes the copycat's answer a pseudo-label: FixMatch's (Sohn et al.
+#: 2020), where lower thresholds let more wrong labels in than they add right ones.
+PSEUDO_LABEL_THRESHOLD = 0.95
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,14 @@ class TrainConfig:
             backbone's last block: four times faster on a CPU and fewer weights to fit to a
             small fake dataset) or ``"all"`` (the Keras guide's choice). BatchNorm stays in
             inference mode either way.
+        semi_supervised: after the labelled stages, pseudo-label images the oracle never
+            saw and train on them too (:mod:`copycat_tf.training.semi_supervised`); the
+            images are passed to :func:`~copycat_tf.training.train_copycat` as ``unlabelled``.
+        semi_epochs: epochs of that stage (default the main stage's ``epochs``, as resolved:
+            it sees the fake dataset again, plus the new images), at ``finetune_learning_rate``.
+        pseudo_label_threshold: an unlabelled image gets the copycat's class as its label
+            only when the copycat's probability for it reaches this (FixMatch's 0.95).
+        unlabelled_count: unlabelled images to pseudo-label (default the fake dataset's size).
 
     Example:
 
@@ -83,6 +94,10 @@ class TrainConfig:
     weights: str | None = None
     head_epochs: int | None = None
     fine_tune: str = "top"
+    semi_supervised: bool = False
+    semi_epochs: int | None = None
+    pseudo_label_threshold: float = PSEUDO_LABEL_THRESHOLD
+    unlabelled_count: int | None = None
 
     def __post_init__(self):
         check_name(self.arch)
@@ -91,12 +106,15 @@ class TrainConfig:
             raise CopycatError(f"fine_tune must be one of {', '.join(TRAINABLE_PARTS[1:])}; "
                                f"received {self.fine_tune!r}")
         check_options(self.labels, self.balance, self.validation_fraction)
-        for name in ("epochs", "batch_size", "finetune_epochs"):
+        for name in ("epochs", "batch_size", "finetune_epochs", "semi_epochs", "unlabelled_count"):
             check_whole(name, getattr(self, name), optional=True)
         check_whole("head_epochs", self.head_epochs, minimum=0, optional=True)
         check_whole("seed", self.seed, minimum=0)
         for name in ("learning_rate", "finetune_learning_rate"):
             check_positive_number(name, getattr(self, name), optional=True)
+        threshold = self.pseudo_label_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+            raise CopycatError(f"pseudo-label threshold must lie in (0, 1], a probability; received {threshold!r}")
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise CopycatError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; received {self.optimizer!r}")
 
@@ -110,7 +128,8 @@ class TrainConfig:
         With ``records`` (the fake dataset's size) and no ``epochs`` given, the
         architecture's default epochs are raised until training takes at least
         :data:`MIN_TRAINING_STEPS` optimizer steps, up to :data:`MAX_EPOCHS_FACTOR` times
-        the default; ``finetune_epochs`` still defaults to the architecture's epochs.
+        the default; ``finetune_epochs`` still defaults to the architecture's epochs, and
+        ``semi_epochs`` to the main stage's.
 
         Example:
 
@@ -118,6 +137,8 @@ class TrainConfig:
         8
         >>> TrainConfig().resolved(records=30_000).epochs  # enough steps already
         4
+        >>> TrainConfig(semi_supervised=True).resolved(records=10_000).semi_epochs
+        8
         """
         settings = training_settings(self.arch, pretrained=self.weights is not None, epochs=self.epochs,
                                      batch_size=self.batch_size, learning_rate=self.learning_rate,
@@ -134,6 +155,7 @@ class TrainConfig:
             self,
             **settings,
             finetune_epochs=self.finetune_epochs or default_epochs,
+            semi_epochs=self.semi_epochs or settings["epochs"],
             finetune_learning_rate=self.finetune_learning_rate or settings["learning_rate"] / 10,
             head_epochs=(self.head_epochs if self.head_epochs is not None
                          else PRETRAINED_TRAINING.head_epochs if self.weights is not None else 0),

@@ -3,7 +3,8 @@
 :func:`train_copycat` (Correia-Silva et al., "Copycat CNN: Stealing Knowledge by Persuading
 Confession with Random Non-Labeled Data", IJCNN 2018, https://arxiv.org/abs/1806.05476)
 fits a copycat on a fake dataset, optionally fine-tunes it on a second one from the same
-oracle (the paper's NPD then PD-SL setting), and exports it under the target's own input
+oracle (the paper's NPD then PD-SL setting) and on images the oracle never labelled
+(:mod:`copycat_tf.training.semi_supervised`), and exports it under the target's own input
 contract so it is a drop-in replacement. The run's folder is kept by
 :mod:`copycat_tf.training.run_state`; a rerun after a kill resumes after the last good epoch.
 """
@@ -32,6 +33,7 @@ from copycat_tf.training.data import (
 )
 from copycat_tf.training.devices import training_strategy
 from copycat_tf.training.run_state import CopycatResult, TrainingRun, TrainingStage, load_keras_model
+from copycat_tf.training.semi_supervised import semi_supervised_stage, with_pseudo_labels
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ def train_copycat(
     callbacks: Sequence = (),
     in_memory_bytes: int = IN_MEMORY_BYTES,
     execution: Execution | None = None,
+    unlabelled=None,
 ) -> CopycatResult:
     """Train a copycat on a fake dataset, fine-tune it if asked, and export it as ONNX.
 
@@ -67,12 +70,16 @@ def train_copycat(
             this many GPUs of this machine (or ``"all"``) under a ``MirroredStrategy``
             (:mod:`copycat_tf.training.devices`; ``None``: one device): the global batch stays
             ``config.batch_size``, and a run resumes on any number.
+        unlabelled: a :class:`~copycat_tf.queries.QuerySource` of images the oracle never
+            labelled, for ``config.semi_supervised`` (and only for it): a last stage trains on
+            the fake dataset plus those the copycat labels confidently. No query is spent.
 
     Returns:
         A :class:`CopycatResult`; ``already_trained`` when ``out_dir`` held this finished run.
 
     Raises:
         CopycatError: an incomplete fake dataset, a fine-tuning set from another oracle,
+            semi-supervised training without unlabelled images (or the reverse),
             a folder holding a different run, or training diverging to NaN (the last good
             epoch stays in ``out_dir/checkpoints``; rerun with a lower learning rate to
             resume from it).
@@ -84,7 +91,7 @@ def train_copycat(
     """
     config = (config or TrainConfig()).resolved(records=fakeset.count, image_shape=fakeset.image_shape)
     _check_fakesets(fakeset, finetune, config)
-    stages = _stages(fakeset, finetune, config, None if initial_model is None else Path(initial_model))
+    stages = _stages(fakeset, finetune, config, None if initial_model is None else Path(initial_model), unlabelled)
     out_dir = Path(out_dir)
     for stage in stages:
         folder = Path(stage.fakeset.directory).resolve()
@@ -112,9 +119,10 @@ def train_copycat(
     return _export(run, model, fakeset, stages)
 
 
-def _stages(fakeset, finetune, config: TrainConfig, initial_model: Path | None) -> list[TrainingStage]:
+def _stages(fakeset, finetune, config: TrainConfig, initial_model: Path | None, unlabelled) -> list[TrainingStage]:
     """The run's stages: with pretrained weights, first the new head on the frozen backbone
-    (the transfer schedule); then the main fake dataset; then the fine-tuning one if given."""
+    (the transfer schedule); then the main fake dataset; then the fine-tuning one if given;
+    then, semi-supervised, the last of them plus pseudo-labelled ``unlabelled`` images."""
     fine_tune = config.fine_tune if config.weights is not None else None
     stages = []
     if config.head_epochs:
@@ -126,6 +134,8 @@ def _stages(fakeset, finetune, config: TrainConfig, initial_model: Path | None) 
     if finetune is not None:
         stages.append(TrainingStage("finetune", finetune, config.finetune_epochs, config.finetune_learning_rate,
                                     "fine-tune", after="main", trainable=fine_tune))
+    if config.semi_supervised or unlabelled is not None:
+        stages.append(semi_supervised_stage(stages[-1], config, unlabelled))
     return stages
 
 
@@ -202,6 +212,8 @@ def _train_stage(run, stage: TrainingStage, model, config: TrainConfig, callback
         augment=config.augment, validation_fraction=config.validation_fraction, seed=config.seed,
         in_memory_bytes=in_memory_bytes,
     )
+    if stage.unlabelled is not None:
+        data = with_pseudo_labels(run, stage, model, data, config)
     if progress is not None:
         progress(done)
     log.info(
@@ -282,7 +294,8 @@ def _export(run, model, fakeset, stages: list[TrainingStage]) -> CopycatResult:
     metadata = {
         ROLE_KEY: "copycat",
         TARGET_SHA256_KEY: fakeset.oracle_sha256,
-        QUERIES_KEY: str(sum(stage.fakeset.queries_spent for stage in stages)),
+        # The semi-supervised stage reuses a labelled stage's fake dataset and buys nothing.
+        QUERIES_KEY: str(sum(stage.fakeset.queries_spent for stage in stages if stage.unlabelled is None)),
         ARCH_KEY: run.config["arch"],
     }
     parity_images = next(fakeset.iter_shards())["images"][:PARITY_IMAGES]

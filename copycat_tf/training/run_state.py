@@ -1,8 +1,9 @@
 """A copycat run's folder and its resumable state (``training.json``)::
 
     DIR/training.json     config, fake dataset identities, per-epoch history, finished flag
-    DIR/checkpoints/      head.keras (pretrained), main.keras, finetune.keras: the last good
-                          epoch of each stage
+    DIR/checkpoints/      head.keras (pretrained), main.keras, finetune.keras, semi.keras: the
+                          last good epoch of each stage; semi-pseudo-labels.npz: the
+                          semi-supervised stage's labels
     DIR/logs/             TensorBoard curves (when tensorboard is installed)
     DIR/copycat.keras     the final Keras model
     DIR/copycat.onnx      the exported copycat
@@ -76,11 +77,12 @@ class CopycatResult:
 @dataclass(frozen=True)
 class TrainingStage:
     """One stage of a copycat run (``head`` for a pretrained backbone, ``main``, then
-    ``finetune`` when asked): the fake dataset it learns from, its epochs and learning rate,
-    and the model it starts from: the stage ``after``'s last checkpoint, else
+    ``finetune`` and ``semi`` when asked): the fake dataset it learns from, its epochs and
+    learning rate, and the model it starts from: the stage ``after``'s last checkpoint, else
     ``initial_model``, else a new one. ``trainable`` is the part of a pretrained copycat it
     trains (:data:`~copycat_tf.models.pretrained.TRAINABLE_PARTS`; ``None``: all of a
-    from-scratch one)."""
+    from-scratch one). ``unlabelled`` (an
+    :class:`~copycat_tf.training.semi_supervised.Unlabelled`) makes it the semi-supervised stage."""
 
     name: str
     fakeset: object
@@ -90,6 +92,7 @@ class TrainingStage:
     initial_model: Path | None = None
     after: str | None = None
     trainable: str | None = None
+    unlabelled: object | None = None
 
 
 def load_keras_model(path: Path):
@@ -171,6 +174,12 @@ class TrainingRun:
             stage["history"][metric] = stage["history"].get(metric, [])[: epoch - 1] + [value]
         self.save()
 
+    def record_pseudo_labels(self, name: str, summary: dict) -> None:
+        """Note that stage ``name``'s pseudo-labels are on disk (``summary``: their counts), so a
+        resumed run reads them back instead of labelling again."""
+        self.stage(name)["pseudo_labels"] = summary
+        self.save()
+
     def finish_stage(self, name: str) -> None:
         self.stage(name)["finished"] = True
         self.save()
@@ -203,7 +212,9 @@ class TrainingRun:
 
 def _new_stage_state(stage: TrainingStage) -> dict:
     fakeset = stage.fakeset
+    semi = {} if stage.unlabelled is None else {"unlabelled": stage.unlabelled.record(), "pseudo_labels": None}
     return {
+        **semi,
         "fakeset": {
             "directory": str(fakeset.directory),
             "oracle_sha256": fakeset.oracle_sha256,
@@ -238,20 +249,20 @@ def _resumed_state(out_dir: Path, stored: dict, wanted: dict) -> dict:
     fix = "rerun with the same options to resume, or pass --overwrite to start again"
     old, new = stored["config"], wanted["config"]
     differences = [f"{key} {old.get(key)!r} vs now {new[key]!r}" for key in _RESUME_KEYS if old.get(key) != new[key]]
-    for name in ("main", "finetune"):
+    for name, what in (("main", "the fake dataset"), ("finetune", "a fine-tuning fake dataset"),
+                       ("semi", "semi-supervised training")):
         before, after = stored["stages"].get(name), wanted["stages"].get(name)
-        if before is None and after is not None and name == "finetune":
-            continue  # adding a fine-tuning stage to a trained copycat is allowed
+        if before is None and after is not None and name != "main":
+            continue  # adding a fine-tuning or semi-supervised stage to a trained copycat is allowed
         if (before is None) != (after is None):
-            differences.append(
-                f"{'with' if before else 'without'} a fine-tuning fake dataset vs now "
-                f"{'with' if after else 'without'}"
-            )
+            differences.append(f"{'with' if before else 'without'} {what} vs now {'with' if after else 'without'}")
         elif before is not None and not _same_fakeset(before["fakeset"], after["fakeset"]):
             differences.append(f"{name} fake dataset {before['fakeset']['directory']} vs now "
                                f"{after['fakeset']['directory']} (other records)")
         elif before is not None and before.get("initial_model") != after.get("initial_model"):
             differences.append(f"{name} stage starting from another initial model")
+        elif before is not None and before.get("unlabelled") != after.get("unlabelled"):
+            differences.append("semi-supervised stage with other unlabelled images, count or threshold")
     if differences:
         raise CopycatError(f"output folder {out_dir} holds a copycat run with other settings "
                            f"({'; '.join(differences)}); {fix}")
