@@ -120,7 +120,8 @@ def audit_command(target, queries, out_dir, budgets, defences, misinformation_ta
     plan = AuditPlan(budgets=budgets, defences=defences, misinformation_taus=misinformation_taus,
                      watermark_rate=watermark_rate, eval_queries=eval_queries, benign_data=benign_data,
                      detect=detect, prada_delta=prada_delta)
-    config = train_config(strategy, arch, epochs, None, seed, deterministic, weights=weights, fine_tune=fine_tune)
+    config = train_config(strategy, None, arch=arch, weights=weights, fine_tune=fine_tune, epochs=epochs, seed=seed,
+                          deterministic=deterministic)
     target = target_spec(target, options, price_per_1k)
     with labeling_engine(options) as engine, StageBars() as bars:
         queries = QuerySpec(tuple(queries), resize=resize, batch_size=batch_size)

@@ -38,7 +38,7 @@ def demo_command(out_dir, queries, target_epochs, budget, strategy, arch, weight
     with StageBars() as bars:
         result = demo(out_dir, queries=QuerySpec(tuple(queries)), target_epochs=target_epochs, budget=budget,
                       strategy=strategy,
-                      train_config=train_config(strategy, arch, epochs, balance, seed, deterministic, labels,
-                                                weights, fine_tune),
+                      train_config=train_config(strategy, balance, arch=arch, weights=weights, fine_tune=fine_tune,
+                                                epochs=epochs, labels=labels, seed=seed, deterministic=deterministic),
                       execution=bars.watching(Execution(overwrite=overwrite)))
     print_steal_result(result)

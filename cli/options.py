@@ -401,10 +401,7 @@ def run_options(budget: int):
     ])
 
 
-def train_config(strategy: str, arch: str, epochs, balance, seed: int, deterministic: bool,
-                 labels: str = "hard", weights: str | None = None, fine_tune: str = "top",
-                 semi_supervised: bool = False) -> TrainConfig:
-    """The copycat's :class:`TrainConfig` from the run options (the strategy's balancing by default)."""
-    return TrainConfig(arch=arch, epochs=epochs, balance=balance or strategy_named(strategy).copycat_balance,
-                       labels=labels, seed=seed, deterministic=deterministic, weights=weights, fine_tune=fine_tune,
-                       semi_supervised=semi_supervised)
+def train_config(strategy: str, balance: str | None, **copycat) -> TrainConfig:
+    """The copycat's :class:`TrainConfig` from the run options named as its fields (``arch``,
+    ``weights``, ``epochs``, ...); ``balance`` defaults to the strategy's."""
+    return TrainConfig(balance=balance or strategy_named(strategy).copycat_balance, **copycat)

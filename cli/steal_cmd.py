@@ -73,8 +73,8 @@ def steal_command(target, queries, out_dir, test_data, price_per_1k, eval_data, 
       copycat-tf steal vendor.onnx --queries ./imagenet --queries ./pd:0.1 --arch vgg16 \\
           --layout NCHW --mean 123.7,116.3,103.5 --std 58.4,57.1,57.4 --out runs/vendor
     """
-    config = train_config(strategy, arch, epochs, balance, seed, deterministic, labels, weights, fine_tune,
-                          semi_supervised)
+    config = train_config(strategy, balance, arch=arch, weights=weights, fine_tune=fine_tune, epochs=epochs,
+                          labels=labels, seed=seed, deterministic=deterministic, semi_supervised=semi_supervised)
     target = target_spec(target, options, price_per_1k)
     with labeling_engine(options) as engine, StageBars() as bars:
         result = steal(target, QuerySpec(tuple(queries), resize=resize, batch_size=batch_size), out_dir,

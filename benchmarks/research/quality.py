@@ -197,18 +197,23 @@ class Copycat:
     epochs: int | None = None
     weights: Path | None = None
     fine_tune: str = "top"
+    semi_supervised: bool = False
 
     @property
     def name(self) -> str:
-        """``vgg16+hed`` for a pretrained copycat (the weights file's first word), else the arch.
+        """``vgg16+hed`` for a pretrained copycat (the weights file's first word), else the
+        arch; ``+semi`` with semi-supervised training.
 
         >>> Copycat("vgg16", weights=Path("vgg16_hed_notop.weights.h5"), fine_tune="all").name
         'vgg16+hed/all'
+        >>> Copycat(semi_supervised=True).name
+        'small_cnn+semi'
         """
-        if self.weights is None:
-            return self.arch
-        source = self.weights.name.split(".")[0].removeprefix(f"{self.arch}_").split("_")[0]
-        return f"{self.arch}+{source}" + ("" if self.fine_tune == "top" else f"/{self.fine_tune}")
+        name = self.arch
+        if self.weights is not None:
+            source = self.weights.name.split(".")[0].removeprefix(f"{self.arch}_").split("_")[0]
+            name += f"+{source}" + ("" if self.fine_tune == "top" else f"/{self.fine_tune}")
+        return name + ("+semi" if self.semi_supervised else "")
 
     def config(self, strategy: str, seed: int):
         from copycat_tf.strategies import strategy_named
@@ -216,7 +221,7 @@ class Copycat:
 
         return TrainConfig(arch=self.arch, epochs=self.epochs, balance=strategy_named(strategy).copycat_balance,
                            labels=self.labels, seed=seed, weights=None if self.weights is None else str(self.weights),
-                           fine_tune=self.fine_tune)
+                           fine_tune=self.fine_tune, semi_supervised=self.semi_supervised)
 
 
 def queries_tag(queries) -> str:
@@ -390,6 +395,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, metavar="FILE",
                    help="pretrained backbone weights of --copycat-arch (benchmarks.data.vgg16_standin)")
     p.add_argument("--fine-tune", default="top", choices=("top", "all"))
+    p.add_argument("--semi-supervised", action="store_true",
+                   help="pseudo-labels on unqueried images of the same sources (copycat_tf.training.semi_supervised)")
     p.add_argument("--labels", default="hard", choices=("hard", "soft"))
     p.add_argument("--epochs", type=int,
                    help="copycat epochs (default: as copycat_tf.training.TrainConfig resolves them)")
@@ -432,7 +439,7 @@ def main(argv=None) -> None:
     for target in targets.values():
         if target.name in TRAINED:
             ensure_trained(target)
-    copycat = Copycat(args.copycat_arch, args.labels, args.epochs, args.weights, args.fine_tune)
+    copycat = Copycat(args.copycat_arch, args.labels, args.epochs, args.weights, args.fine_tune, args.semi_supervised)
     print(f"queries: {', '.join(args.queries or ['photos'])}"
           + (f" + {args.pd_share:.0%} problem-domain" if args.pd_share else "")
           + f"; labels: {args.labels}; copycat: {copycat.name}; seeds: {', '.join(map(str, seeds))}")
