@@ -16,7 +16,8 @@ from onnx_factory import make_linear_classifier
 
 from copycat_tf.audit.anchors import PUBLISHED_ATTACKS
 from copycat_tf.audit.defences import parse_defence
-from copycat_tf.audit.report import attacker_statement, verdict, write_audit_report
+from copycat_tf.audit.report import write_audit_report
+from copycat_tf.audit.verdict import attacker_statement, verdict
 from copycat_tf.audit.results import AuditRow
 from copycat_tf.errors import CopycatError
 from copycat_tf.fakeset import FakeSet, derive

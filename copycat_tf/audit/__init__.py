@@ -2,8 +2,9 @@
 
 Files: ``run.py`` (:func:`audit`: one purchase, derived fake datasets per budget and
 defence, a copycat per cell), ``defences.py`` (output policies simulated on stored
-answers), ``report.py`` (``audit.json``/``.md``/``.html``, curve and verdict), ``anchors.py``
-(the published attacks the verdict sets beside the attacker it simulated).
+answers), ``report.py`` (``audit.json``/``.md``/``.html`` and the curve), ``verdict.py`` (risk level,
+headline and points), ``anchors.py`` (the published attacks the verdict sets beside the
+attacker it simulated).
 
 Example:
 
@@ -20,7 +21,7 @@ from copycat_tf.audit.defences import (
            parse_defence,
            parse_defences,
 )
-from copycat_tf.audit.report import verdict, write_audit_report
+from copycat_tf.audit.report import write_audit_report
 from copycat_tf.audit.results import AuditRow
 from copycat_tf.audit.run import (
            DEFAULT_BUDGETS,
@@ -30,6 +31,7 @@ from copycat_tf.audit.run import (
            audit,
            parse_budgets,
 )
+from copycat_tf.audit.verdict import verdict
 
 __all__ = ["DEFAULT_BUDGETS", "DEFAULT_DEFENCES", "DEFAULT_EVAL_QUERIES", "AuditPlan", "AuditResult", "AuditRow", "Defence",
            "OutputPolicy", "audit", "parse_budgets", "parse_defence",

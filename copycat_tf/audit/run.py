@@ -50,7 +50,8 @@ from copycat_tf.audit.defences import DEFAULT_DEFENCES, build_defences, defence_
 from copycat_tf.audit.detection import DEFAULT_DELTA
 from copycat_tf.audit.label_defences import DEFAULT_TAU, DEFAULT_TAUS, DEFAULT_WATERMARK_RATE
 from copycat_tf.audit.owner_view import detection, owner_price, owner_probabilities, sweep
-from copycat_tf.audit.report import verdict, write_audit_report
+from copycat_tf.audit.report import write_audit_report
+from copycat_tf.audit.verdict import verdict
 from copycat_tf.audit.results import AuditRow
 from copycat_tf.datasets import load_labelled
 from copycat_tf.errors import CopycatError, check_whole
