@@ -10,19 +10,13 @@ stage (see :mod:`copycat_tf.models.pretrained`).
 from __future__ import annotations
 
 from copycat_tf.models._inputs import pixel_input
-from copycat_tf.models.pretrained import (
-    BACKBONE,
-    backbone_front,
-    imagenet_backbone,
-    load_backbone_weights,
-)
+from copycat_tf.models.pretrained import backbone_front, make_backbone
 
 # keras.applications refuses images under 32x32 for all three.
 MIN_SIZE = 32
 
 
-def _with_head(backbone_factory, name: str, input_shape, num_classes: int, dropout: float,
-               weights: str | None):
+def _with_head(name: str, input_shape, num_classes: int, dropout: float, weights: str | None):
     import keras
     from keras import layers
 
@@ -31,15 +25,7 @@ def _with_head(backbone_factory, name: str, input_shape, num_classes: int, dropo
     else:
         inputs = keras.Input(shape=input_shape, name="pixels")
         x = backbone_front(inputs, name, input_shape[2])
-    shape = tuple(x.shape[1:])
-    if weights == "imagenet":
-        backbone = imagenet_backbone(backbone_factory, name, shape)
-    else:
-        backbone = backbone_factory(include_top=False, weights=None, input_shape=shape, pooling="avg",
-                                    name=BACKBONE)
-        if weights is not None:
-            load_backbone_weights(backbone, name, weights)
-    x = backbone(x)
+    x = make_backbone(name, tuple(x.shape[1:]), weights)(x)
     if dropout:
         x = layers.Dropout(dropout)(x)
     # float32 even under a mixed_float16 policy: a float16 softmax loses small probabilities
@@ -55,9 +41,7 @@ def build_vgg16(input_shape: tuple[int, int, int], num_classes: int, weights: st
 
         model = build_vgg16((28, 28, 1), 10)
     """
-    import keras
-
-    return _with_head(keras.applications.VGG16, "vgg16", input_shape, num_classes, 0.5, weights)
+    return _with_head("vgg16", input_shape, num_classes, 0.5, weights)
 
 
 def build_mobilenet_v2(input_shape: tuple[int, int, int], num_classes: int, weights: str | None = None):
@@ -67,9 +51,7 @@ def build_mobilenet_v2(input_shape: tuple[int, int, int], num_classes: int, weig
 
         model = build_mobilenet_v2((32, 32, 3), 10)
     """
-    import keras
-
-    return _with_head(keras.applications.MobileNetV2, "mobilenet_v2", input_shape, num_classes, 0.2, weights)
+    return _with_head("mobilenet_v2", input_shape, num_classes, 0.2, weights)
 
 
 def build_resnet50(input_shape: tuple[int, int, int], num_classes: int, weights: str | None = None):
@@ -79,6 +61,4 @@ def build_resnet50(input_shape: tuple[int, int, int], num_classes: int, weights:
 
         model = build_resnet50((32, 32, 3), 10)
     """
-    import keras
-
-    return _with_head(keras.applications.ResNet50, "resnet50", input_shape, num_classes, 0.0, weights)
+    return _with_head("resnet50", input_shape, num_classes, 0.0, weights)

@@ -100,17 +100,23 @@ def ensure_weights(arch: str, weights: str | None) -> None:
     Raises:
         CopycatError: as :func:`imagenet_backbone` and :func:`load_backbone_weights`.
     """
-    if check_weights(arch, weights) is None:
-        return
+    if check_weights(arch, weights) is not None:
+        make_backbone(arch, (PRETRAINED_MIN_SIZE, PRETRAINED_MIN_SIZE, 3), weights)
+
+
+def make_backbone(arch: str, input_shape: tuple[int, int, int], weights: str | None):
+    """``arch``'s ``keras.applications`` backbone without its top, average-pooled, named
+    :data:`BACKBONE`: random (``weights=None``), ImageNet's (:func:`imagenet_backbone`) or a
+    weights file's (:func:`load_backbone_weights`)."""
     import keras
 
     factory = getattr(keras.applications, PRETRAINING[arch].application)
-    shape = (PRETRAINED_MIN_SIZE, PRETRAINED_MIN_SIZE, 3)
     if weights == "imagenet":
-        imagenet_backbone(factory, arch, shape)
-    else:
-        backbone = factory(include_top=False, weights=None, input_shape=shape, pooling="avg", name=BACKBONE)
+        return imagenet_backbone(factory, arch, input_shape)
+    backbone = factory(include_top=False, weights=None, input_shape=input_shape, pooling="avg", name=BACKBONE)
+    if weights is not None:
         load_backbone_weights(backbone, arch, weights)
+    return backbone
 
 
 def backbone_front(x, arch: str, channels: int):
